@@ -1,0 +1,151 @@
+"""The ``evalkit`` command: run, list, report, check, baseline, stats, weights, zoo.
+
+Exit codes: 0 success; 1 some cells failed (run) or a regression (check); 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input found by a command: printed without a traceback, exit 2."""
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from evalkit.runner import Runner
+    from evalkit.suite import load_suite
+
+    suite = load_suite(args.suite)
+    out = Path(args.out) if args.out else Path("runs") / suite.name
+    runner = Runner(suite, out, device=args.device, batch_size=args.batch_size, progress=not args.quiet)
+    if args.dry_run:
+        return _dry_run(runner)
+    summary = runner.run()
+    df = runner.store.results()
+    print(summary_table(df))
+    print(f"\nrun folder: {out}  ({len(summary.done)} cells computed, {len(summary.reused)} reused, "
+          f"{len(summary.failed)} failed)")
+    for cell_id, err in summary.failed.items():
+        print(f"FAILED {cell_id}: {err}  (traceback in {runner.store.cell_dir(cell_id) / 'cell.json'})",
+              file=sys.stderr)
+    return summary.exit_code
+
+
+def _dry_run(runner) -> int:  # noqa: ANN001 - Runner
+    suite = runner.suite
+    total_calls = 0
+    print(f"suite {suite.name}: {len(suite.cells())} cells × {suite.samples} samples, batch {runner.batch_size}")
+    for cell in suite.cells():
+        per = runner.adapter(cell).expected_model_calls(cell.sampler.name, cell.steps, cell.sampler.options)
+        batches = -(-cell.n // runner.batch_size)
+        calls = per * batches if per is not None else None
+        total_calls += calls or 0
+        print(f"  {cell.cell_id:<40} model calls/sample {per if per is not None else '?':>4}   "
+              f"batched calls {calls if calls is not None else '?'}")
+    print(f"total batched model calls (estimate): {total_calls}")
+    return EXIT_OK
+
+
+def summary_table(df: pd.DataFrame) -> str:
+    """FD (or the first quality metric) and seconds per image, sampler × steps, one block per guidance."""
+    if df.empty:
+        return "(no results)"
+    quality = [m for m in ("fd", "kid", "is", "precision") if m in set(df.metric)]
+    shown = quality[:1] + ["s_per_image", "nfe"]
+    blocks = []
+    for metric in shown:
+        sub = df[df.metric == metric]
+        if sub.empty:
+            continue
+        pivot = sub.pivot_table(index=["model", "sampler"], columns=["guidance", "steps"], values="value")
+        blocks.append(f"{metric} (rows: model/sampler; columns: guidance/steps; n={int(sub.n.iloc[0])})\n"
+                      + pivot.to_string(float_format=lambda v: f"{v:.4g}"))
+    return "\n\n".join(blocks)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from evalkit.adapters import available_adapters
+    from evalkit.features.base import available_extractors
+    from evalkit.metrics.base import available_metrics
+    from evalkit.samplers import available_samplers, get_sampler
+    from evalkit.suite import embedded_suites
+
+    what = args.what
+    if what in (None, "models", "adapters"):
+        print("adapters: " + ", ".join(available_adapters()) + "  (or any 'module:function')")
+    if what in (None, "samplers"):
+        print("samplers:")
+        for name in available_samplers():
+            d = get_sampler(name)
+            print(f"  {name:<16} {d.scheduler:<32} {d.description}")
+    if what in (None, "metrics"):
+        print("metrics: " + ", ".join(available_metrics()))
+    if what in (None, "extractors"):
+        print("extractors: " + ", ".join(available_extractors()))
+    if what in (None, "suites"):
+        print("suites: " + ", ".join(embedded_suites()))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evalkit", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a suite (resumes an existing run folder)")
+    r.add_argument("suite", help="suite YAML file, or the name of an embedded suite (e.g. smoke)")
+    r.add_argument("--out", help="run folder (default: runs/<suite name>)")
+    r.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    r.add_argument("--batch-size", type=int, help="override the suite's batch size")
+    r.add_argument("--dry-run", action="store_true", help="print cells, samples and estimated model calls; run nothing")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_run)
+
+    ls = sub.add_parser("list", help="list adapters, samplers, metrics, extractors, suites")
+    ls.add_argument("what", nargs="?", choices=["models", "adapters", "samplers", "metrics", "extractors", "suites"])
+    ls.set_defaults(func=_cmd_list)
+
+    from evalkit.zoo import commands as zoo_commands
+
+    zoo_commands.register(sub)
+    for module in _optional_command_modules():
+        module.register(sub)
+    return p
+
+
+def _optional_command_modules() -> list:
+    import importlib
+
+    out = []
+    for name in ("evalkit.report.commands", "evalkit.features.commands", "evalkit.check_commands"):
+        try:
+            out.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from evalkit.store import StoreError
+    from evalkit.suite import SuiteError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (SuiteError, StoreError, UsageError, FileNotFoundError) as e:
+        print(f"evalkit: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("evalkit: interrupted; finished cells are kept, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

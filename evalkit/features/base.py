@@ -1,0 +1,57 @@
+"""The extractor contract and its registry.
+
+An extractor turns a uint8 image batch ``(B, 3, H, W)`` into named per-sample arrays, e.g.
+``{"features": (B, 2048), "logits": (B, 1008)}`` for Inception. One forward per image serves every
+metric that reads the same extractor (FD, KID, IS and PR all read one Inception pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    name: str  # registry name, e.g. "mnist-net", "inception"
+    weights_id: str  # sha256 of the weights file, or "random:<seed>"
+    mode: str  # preprocessing mode, recorded in every result row (e.g. "clean", "native")
+    outputs: tuple[str, ...]  # keys __call__ returns
+
+    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """``images``: uint8 (B, 3, H, W) on any device → float arrays with leading dim B."""
+        ...
+
+
+ExtractorFactory = Callable[..., Extractor]
+_EXTRACTORS: dict[str, ExtractorFactory] = {}
+
+
+def register_extractor(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
+    def deco(factory: ExtractorFactory) -> ExtractorFactory:
+        _EXTRACTORS[name] = factory
+        return factory
+
+    return deco
+
+
+def available_extractors() -> list[str]:
+    _load_builtin()
+    return sorted(_EXTRACTORS)
+
+
+def build_extractor(name: str, *, device: str | torch.device = "cpu", **options: Any) -> Extractor:
+    _load_builtin()
+    try:
+        factory = _EXTRACTORS[name]
+    except KeyError:
+        raise KeyError(f"unknown extractor {name!r}; expected one of: {', '.join(sorted(_EXTRACTORS))}") from None
+    return factory(device=device, **options)
+
+
+def _load_builtin() -> None:
+    # Importing the package registers the built-in extractors (lazy: keeps `import evalkit` light).
+    import evalkit.features  # noqa: F401

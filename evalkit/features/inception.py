@@ -1,0 +1,148 @@
+"""The FID Inception-v3 in its three conventions, each run through the library that defines it.
+
+=====================  ==============================================  =====================================
+mode                   preprocessing + network                          weights file (registry entry)
+=====================  ==============================================  =====================================
+``clean``              clean-fid: PIL bicubic resize on float32 per     ``inception-2015-12-05.pt`` TorchScript
+                       channel, no quantisation; ``InceptionV3W``       (``inception-clean``)
+``legacy_tensorflow``  torch-fidelity ``FeatureExtractorInceptionV3``:  ``weights-inception-2015-12-05-…pth``
+                       TF1-style bilinear resize inside the network     (``inception-torch-fidelity``)
+``legacy_pytorch``     pytorch-fid ``InceptionV3``: bilinear resize     ``pt_inception-2015-12-05-…pth``
+                       (align_corners=False) of [0, 1] input            (``inception-pytorch-fid``)
+=====================  ==============================================  =====================================
+
+Every mode gives ``features`` (pool3, 2048) and ``logits`` (the 1008-way head *without* its bias, as
+torch-fidelity's ``logits_unbiased`` that its IS uses) from ONE forward per image: the logits are the
+network's own fc weight applied to the pool3 features, not a second pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evalkit.features.base import register_extractor
+from evalkit.features.weights import resolve_weights
+
+MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
+WEIGHTS_ENTRY = {"clean": "inception-clean", "legacy_tensorflow": "inception-torch-fidelity",
+                 "legacy_pytorch": "inception-pytorch-fid"}
+CLEANFID_FILENAME = "inception-2015-12-05.pt"
+
+
+def _need(module: str, package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"this extractor needs the {package!r} package: pip install {package} "
+                          f"(or pip install 'evalkit[metrics]')") from err
+
+
+class InceptionExtractor:
+    """Inception-v3 pool3 features + unbiased logits in one of :data:`MODES`."""
+
+    outputs = ("features", "logits")
+    resolution = 299
+
+    def __init__(self, mode: str = "clean", *, device: str | torch.device = "cpu",
+                 weights: str | os.PathLike | None = None, name: str | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown Inception mode {mode!r}; expected one of: {', '.join(MODES)}")
+        self.mode = mode
+        self.name = name or f"inception-{mode}"  # the registry name it was built under
+        self.device = torch.device(device)
+        resolved = resolve_weights(WEIGHTS_ENTRY[mode], weights)
+        self.weights_path = resolved.path
+        self.weights_id = resolved.weights_id
+        build = {"clean": self._build_clean, "legacy_tensorflow": self._build_tf, "legacy_pytorch": self._build_pt}[mode]
+        build(resolved.path)
+
+    # -- clean-fid -------------------------------------------------------------------------------
+    def _build_clean(self, path: Path) -> None:
+        tsmod = _need("cleanfid.inception_torchscript", "clean-fid")
+        resize = _need("cleanfid.resize", "clean-fid")
+        with _as_named(path, CLEANFID_FILENAME) as folder:
+            self.net = tsmod.InceptionV3W(str(folder), download=False, resize_inside=False).to(self.device).eval()
+        self._resizer = resize.build_resizer("clean")
+        out = getattr(self.net.base, "output", None)
+        self._fc_weight = None if out is None else out.weight.detach().float()
+        if self._fc_weight is None:
+            self.outputs = ("features",)
+
+    def _forward_clean(self, images: torch.Tensor) -> torch.Tensor:
+        arr = images.cpu().numpy().transpose(0, 2, 3, 1)  # clean-fid resizes HWC numpy images one by one
+        x = np.stack([self._resizer(img) for img in arr]).transpose(0, 3, 1, 2)
+        return self.net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+
+    # -- torch-fidelity --------------------------------------------------------------------------
+    def _build_tf(self, path: Path) -> None:
+        fe = _need("torch_fidelity.feature_extractor_inceptionv3", "torch-fidelity")
+        self.net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                                  feature_extractor_weights_path=str(path)).to(self.device)
+        self._fc_weight = None  # torch-fidelity returns logits_unbiased itself
+
+    # -- pytorch-fid -----------------------------------------------------------------------------
+    def _build_pt(self, path: Path) -> None:
+        inc = _need("pytorch_fid.inception", "pytorch-fid")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # pytorch-fid only loads from its release URL via the torch hub cache; hand it our file instead.
+        real = inc.load_state_dict_from_url
+        inc.load_state_dict_from_url = lambda *a, **k: state
+        try:
+            self.net = inc.InceptionV3([inc.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,
+                                       normalize_input=True).to(self.device).eval()
+        finally:
+            inc.load_state_dict_from_url = real
+        self._fc_weight = state["fc.weight"].float() if "fc.weight" in state else None
+        if self._fc_weight is None:
+            self.outputs = ("features",)
+
+    # -- the pass --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.name} expects uint8 (B, 3, H, W) images, got {images.dtype} {tuple(images.shape)}")
+        if self.mode == "clean":
+            feats = self._forward_clean(images)
+        elif self.mode == "legacy_tensorflow":
+            feats, logits = self.net(images.to(self.device))
+            return {"features": feats.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+        else:  # pytorch-fid reads images as ToTensor() gives them: float in [0, 1]
+            feats = self.net(images.to(self.device).float() / 255.0)[0].squeeze(-1).squeeze(-1)
+        out = {"features": feats.float().cpu().numpy()}
+        if self._fc_weight is not None:
+            out["logits"] = F.linear(feats.float(), self._fc_weight.to(feats.device)).cpu().numpy()
+        return out
+
+
+@contextlib.contextmanager
+def _as_named(path: Path, filename: str):
+    """A folder holding ``path`` under ``filename`` (clean-fid loads ``<folder>/<filename>`` only)."""
+    if path.name == filename:
+        yield path.parent
+        return
+    with tempfile.TemporaryDirectory(prefix="evalkit-weights-") as tmp:
+        os.symlink(path.resolve(), Path(tmp) / filename)
+        yield Path(tmp)
+
+
+def _factory(mode: str, name: str):
+    def build(*, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None) -> InceptionExtractor:
+        return InceptionExtractor(mode, device=device, weights=weights, name=name)
+
+    build.__doc__ = f"FID Inception-v3, mode {mode!r}."
+    return build
+
+
+for _mode in MODES:
+    register_extractor(f"inception-{_mode}")(_factory(_mode, f"inception-{_mode}"))
+register_extractor("inception")(_factory("clean", "inception"))  # the default convention: clean-fid

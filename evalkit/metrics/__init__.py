@@ -1,0 +1,15 @@
+"""Built-in metrics. Importing this package registers them (see :mod:`evalkit.metrics.base`).
+
+Metrics are pure functions of extractor outputs (numpy arrays) and :mod:`evalkit.stats`; they never
+import adapters, extractors or the runner.
+"""
+
+from evalkit.metrics import clip_score, cmmd, frechet, inception_score, kid, lpips, prdc  # noqa: F401  (register)
+from evalkit.metrics.base import (  # noqa: F401
+    MetricDef,
+    MetricInputs,
+    MetricValue,
+    available_metrics,
+    get_metric,
+    register_metric,
+)

@@ -1,0 +1,46 @@
+"""Small helpers shared by the metric modules (reading inputs, clear errors)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evalkit.metrics.base import MetricInputs
+
+# A reference given only as Gaussian statistics (``{"stats": "file.npz"}``) carries
+# ``"<output>.mu"`` and ``"<output>.sigma"`` (and ``"<output>.n"``) instead of per-sample arrays.
+MU_SUFFIX = ".mu"
+SIGMA_SUFFIX = ".sigma"
+N_SUFFIX = ".n"
+
+
+class MetricInputError(ValueError):
+    """The features handed to a metric do not fit it (missing output, stats-only reference, ...)."""
+
+
+def gen_array(inputs: MetricInputs, key: str, metric: str) -> np.ndarray:
+    if key not in inputs.gen:
+        raise MetricInputError(f"metric {metric!r} reads generated output {key!r}; got {sorted(inputs.gen)}")
+    return np.asarray(inputs.gen[key])
+
+
+def ref_array(inputs: MetricInputs, key: str, metric: str) -> np.ndarray:
+    if inputs.ref is None:
+        raise MetricInputError(f"metric {metric!r} needs reference features, none were given")
+    if key not in inputs.ref:
+        if key + MU_SUFFIX in inputs.ref:
+            raise MetricInputError(
+                f"metric {metric!r} needs per-sample reference features {key!r}, but the reference holds "
+                "only mean/covariance statistics (a stats .npz serves FD only); use an image reference"
+            )
+        raise MetricInputError(f"metric {metric!r} reads reference output {key!r}; got {sorted(inputs.ref)}")
+    return np.asarray(inputs.ref[key])
+
+
+def option(inputs: MetricInputs, name: str, default):
+    return inputs.options.get(name, default)
+
+
+def flat2d(x: np.ndarray) -> np.ndarray:
+    """(N, ...) → (N, D) float64."""
+    x = np.asarray(x)
+    return x.reshape(x.shape[0], -1).astype(np.float64, copy=False)

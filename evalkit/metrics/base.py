@@ -1,0 +1,71 @@
+"""The metric contract and its registry.
+
+Metrics are pure functions of features: they never run networks. Each metric declares the
+extractor outputs it reads, whether it needs reference features, and which direction is better.
+One metric may produce several rows (``pr`` gives precision and recall).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class MetricValue:
+    value: float
+    std: float | None = None  # spread over subsets/splits where the metric defines one (KID, IS)
+    ci_low: float | None = None
+    ci_high: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MetricInputs:
+    """What a metric may read. ``gen``/``ref`` map extractor output names to (N, ...) arrays."""
+
+    gen: dict[str, np.ndarray]
+    ref: dict[str, np.ndarray] | None = None
+    labels: np.ndarray | None = None  # class label per generated sample, if class-conditional
+    prompts: list[str] | None = None  # prompt per generated sample, if text-conditional
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    reads: tuple[str, ...]  # extractor outputs needed, e.g. ("features",) or ("logits",)
+    needs_reference: bool
+    higher_is_better: dict[str, bool]  # per produced row name, e.g. {"precision": True, "recall": True}
+    compute: Callable[[MetricInputs], dict[str, MetricValue]]
+    default_extractor: str | None = None
+    description: str = ""
+
+
+_METRICS: dict[str, MetricDef] = {}
+
+
+def register_metric(defn: MetricDef) -> MetricDef:
+    _METRICS[defn.name] = defn
+    return defn
+
+
+def available_metrics() -> list[str]:
+    _load_builtin()
+    return sorted([*_METRICS, "throughput"])
+
+
+def get_metric(name: str) -> MetricDef:
+    _load_builtin()
+    try:
+        return _METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; expected one of: {', '.join(available_metrics())}") from None
+
+
+def _load_builtin() -> None:
+    import evalkit.metrics  # noqa: F401  (registers the built-in metrics)

@@ -1,0 +1,100 @@
+"""LPIPS metrics from the per-image LPIPS embedding φ of :mod:`evalkit.features.lpips_net`, where
+LPIPS(x, y) = ||φ(x) - φ(y)||² (exactly the lpips package's distance; see that module).
+
+- ``lpips_diversity``: mean pairwise LPIPS among the samples of one condition (class label or prompt;
+  all samples form one condition if there are none), averaged over conditions with equal weight. At most
+  ``max_per_condition`` samples (default 32, the first ones) per condition enter the pairs.
+- ``lpips_paired``: LPIPS of generated sample i against reference image i (image-to-image suites).
+
+CIs: seeded percentile bootstrap — over samples within each condition (stratified, distinct-index
+pairs only) for diversity, over pairs for paired.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evalkit.metrics._common import flat2d, gen_array, option, ref_array
+from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci, percentile_interval
+
+DEFAULT_MAX_PER_CONDITION = 32
+
+
+def pairwise_sq_dists(phi: np.ndarray) -> np.ndarray:
+    """(k, k) squared Euclidean distances in float64."""
+    x = flat2d(phi)
+    sq = np.einsum("ij,ij->i", x, x)
+    d = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    np.fill_diagonal(d, 0.0)
+    return np.maximum(d, 0.0)
+
+
+def paired_sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = flat2d(a), flat2d(b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError("paired LPIPS needs generated and reference images of the same size "
+                         f"(embedding sizes {a.shape[1]} vs {b.shape[1]})")
+    return ((a - b) ** 2).sum(axis=1)
+
+
+def condition_groups(n: int, labels: np.ndarray | None, prompts: list[str] | None) -> list[np.ndarray]:
+    if labels is not None:
+        keys = [str(v) for v in np.asarray(labels)[:n]]
+    elif prompts is not None:
+        keys = list(prompts)[:n]
+    else:
+        return [np.arange(n)]
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    return [np.array(v) for _, v in sorted(groups.items())]
+
+
+def _mean_offdiag(d: np.ndarray, idx: np.ndarray) -> float:
+    sub = d[np.ix_(idx, idx)]
+    distinct = idx[:, None] != idx[None, :]
+    return float(sub[distinct].mean()) if distinct.any() else float("nan")
+
+
+def compute_lpips_diversity(inputs: MetricInputs) -> dict[str, MetricValue]:
+    key = option(inputs, "read", "lpips")
+    phi = gen_array(inputs, key, "lpips_diversity")
+    cap = int(option(inputs, "max_per_condition", DEFAULT_MAX_PER_CONDITION))
+    groups = [g[:cap] for g in condition_groups(len(phi), inputs.labels, inputs.prompts) if len(g) >= 2]
+    if not groups:
+        raise ValueError("lpips_diversity needs at least one condition with 2 or more samples")
+    mats = [pairwise_sq_dists(phi[g]) for g in groups]
+    value = float(np.mean([_mean_offdiag(d, np.arange(len(d))) for d in mats]))
+    out = MetricValue(value, extra={"conditions": len(groups), "per_condition": [len(g) for g in groups]})
+    n_boot = int(option(inputs, "bootstrap", DEFAULT_RESAMPLES))
+    if n_boot > 0:
+        rng = np.random.default_rng(inputs.seed)
+        reps = [np.nanmean([_mean_offdiag(d, rng.integers(0, len(d), len(d))) for d in mats]) for _ in range(n_boot)]
+        out.ci_low, out.ci_high = percentile_interval(reps, float(option(inputs, "confidence", 0.95)))
+    return {"lpips_diversity": out}
+
+
+def compute_lpips_paired(inputs: MetricInputs) -> dict[str, MetricValue]:
+    key = option(inputs, "read", "lpips")
+    gen, ref = gen_array(inputs, key, "lpips_paired"), ref_array(inputs, key, "lpips_paired")
+    n = min(len(gen), len(ref))
+    d = paired_sq_dists(gen[:n], ref[:n])
+    out = MetricValue(float(d.mean()), extra={"pairs": int(n)})
+    n_boot = int(option(inputs, "bootstrap", DEFAULT_RESAMPLES))
+    if n_boot > 0 and n > 1:
+        out.ci_low, out.ci_high = bootstrap_mean_ci(d, n_resamples=n_boot, seed=inputs.seed,
+                                                    confidence=float(option(inputs, "confidence", 0.95)))
+    return {"lpips_paired": out}
+
+
+register_metric(MetricDef(
+    name="lpips_diversity", reads=("lpips",), needs_reference=False, higher_is_better={"lpips_diversity": True},
+    compute=compute_lpips_diversity, default_extractor="lpips-alex",
+    description="Mean pairwise LPIPS among samples of one condition (diversity), averaged over conditions.",
+))
+register_metric(MetricDef(
+    name="lpips_paired", reads=("lpips",), needs_reference=True, higher_is_better={"lpips_paired": False},
+    compute=compute_lpips_paired, default_extractor="lpips-alex",
+    description="LPIPS between generated sample i and reference image i (image-to-image suites).",
+))

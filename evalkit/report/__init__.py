@@ -1,0 +1,34 @@
+"""Reports from run folders: tidy tables, pivots, speed–quality plots, a self-contained HTML file.
+
+Reads the run store only; never runs a suite::
+
+    from evalkit.report import load_results, pivot, write_report
+    df = load_results(["runs/smoke"])          # tidy: one row per cell × metric
+    pivot(df, "fd")                            # sampler × (guidance, steps)
+    write_report(["runs/smoke"], "reports/smoke.html", baseline="baselines/ci.json")
+
+Names are imported on first use, so ``evalkit --help`` does not pay for matplotlib and jinja2.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_results": "data", "open_run": "data", "Run": "data",
+    "pivot": "tables", "pivots": "tables", "cell_table": "tables", "export": "tables", "to_markdown": "tables",
+    "higher_is_better": "tables",
+    "pareto_front": "frontier", "best_per_steps": "frontier",
+    "Plot": "plots", "pareto_plot": "plots", "guidance_plot": "plots", "steps_plot": "plots",
+    "throughput_plot": "plots",
+    "load_baseline": "baseline", "deltas": "baseline",
+    "render_report": "html", "write_report": "html",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'evalkit.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"evalkit.report.{_EXPORTS[name]}"), name)

@@ -1,0 +1,225 @@
+"""The self-contained HTML report: one file, no network, every user string escaped.
+
+Plots and sample grids are inline ``data:`` images, CSS and the small sort script are inline, and a
+Content-Security-Policy forbids any fetch — so even a malicious prompt that slipped past escaping
+could neither load nor run anything (the one script runs by its hash).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+import evalkit
+from evalkit.report import grids as grids_mod
+from evalkit.report import htmltables, plots
+from evalkit.report.baseline import deltas, load_baseline
+from evalkit.report.data import Run, load_results, open_runs
+from evalkit.report.frontier import headline, summary_sentences
+from evalkit.report.tables import (
+    cell_table,
+    fmt,
+    label,
+    primary_metric,
+    provenance,
+    provenance_text,
+    quality_metrics,
+    throughput_metrics,
+)
+
+TEMPLATES = Path(__file__).with_name("templates")
+SECTIONS = ["summary", "plots", "tables", "grids", "baseline", "environment"]
+
+
+@dataclass
+class Figure:
+    """A plot as the template shows it."""
+
+    name: str
+    title: str
+    caption: str
+    src: str
+    plot: plots.Plot
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = fmt
+    return env
+
+
+# -- sections ----------------------------------------------------------------------------------------
+def build_figures(df: pd.DataFrame, cells: pd.DataFrame) -> list[Figure]:
+    """Every plot the data supports: Pareto vs s/image and vs NFE, guidance sweep, metrics vs steps,
+    throughput."""
+    metric = primary_metric(df)
+    out: list[Figure] = []
+    if metric is None:
+        return out
+    prov = provenance_text(df, metric)
+
+    def add(name: str, title: str, caption: str, plot: plots.Plot | None) -> None:
+        if plot is not None:
+            out.append(Figure(name, title, caption, plots.png_data_uri(plot.figure), plot))
+
+    frontier_note = ("Dashed line and circles: the Pareto frontier, the cells no cheaper cell beats; "
+                     "points labelled by steps")
+    device = provenance(df)["device"]
+    add("pareto_time", f"{label(metric)} vs seconds per image",
+        f"{frontier_note}; time measured on {device}. {prov}.", plots.pareto_plot(cells, metric, "s_per_image"))
+    add("pareto_nfe", f"{label(metric)} vs NFE", f"{frontier_note}; NFE = network evaluations per image "
+        f"(×2 under classifier-free guidance). {prov}.", plots.pareto_plot(cells, metric, "nfe"))
+    other = next((m for m in ("clip_score", "is") if m in cells and m != metric), None)
+    if other:
+        add("guidance", f"Guidance sweep: {label(other)} vs {label(metric)}",
+            f"One panel per step count; points labelled by guidance scale. {prov}.",
+            plots.guidance_plot(cells, metric, other))
+    add("steps", "Metrics vs steps", f"Colour: sampler; dash: guidance scale; error bars: 95% CI where computed, "
+        f"else ±std. {prov}.", plots.steps_plot(cells, quality_metrics(df)))
+    add("throughput", "Throughput", f"Images per second while generating (warm-up excluded). "
+        f"{provenance_text(df, 'images_per_s')}.", plots.throughput_plot(cells))
+    return out
+
+
+def build_summary(df: pd.DataFrame, cells: pd.DataFrame, runs: list[Run]) -> dict[str, Any]:
+    metric = primary_metric(df)
+    failed = [{"run": r.run_id, "cell_id": c.get("cell_id", "?"), "error": _last_line(c.get("error", ""))}
+              for r in runs for c in r.failed_cells()]
+    total = sum(int(r.manifest.get("status", {}).get("total", len(r.cells))) for r in runs)
+    return {
+        "metric": label(metric) if metric else None,
+        "facets": summary_sentences(cells, metric) if metric else [],
+        "headline": headline(cells, metric) if metric else "",
+        "provenance": provenance_text(df, metric) if metric else "",
+        "n_cells": len(cells), "n_total": total, "failed": failed,
+    }
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def build_environment(run: Run) -> dict[str, Any]:
+    m = run.manifest
+    env = m.get("environment", {}) or {}
+    config = m.get("config", {}) or {}
+    facts = [("run id", run.run_id), ("suite", m.get("suite", "")), ("description", m.get("description", "")),
+             ("run folder", str(run.path)), ("config hash", m.get("config_hash", "")),
+             ("created", m.get("created_at", "")), ("updated", m.get("updated_at", "")),
+             ("evalkit", m.get("evalkit_version", "")), ("git commit", m.get("git_commit") or "unknown"),
+             ("device", env.get("device", "")), ("python", env.get("python", "")), ("torch", env.get("torch", "")),
+             ("platform", env.get("platform", "")), ("CPU count", env.get("cpu_count", "")),
+             ("samples per cell (N)", config.get("samples", "")), ("seed", config.get("seed", "")),
+             ("conditions", json.dumps(config["conditions"], sort_keys=True) if config.get("conditions") else ""),
+             ("cells", _status_text(m.get("status", {})))]
+    ref = m.get("reference") or {}
+    return {
+        "run_id": run.run_id,
+        "facts": [(k, str(v)) for k, v in facts if v not in ("", None)],
+        "reference": [(k, str(v)) for k, v in ref.items()],
+        "extractors": [(name, str(e.get("weights_id", "")), str(e.get("mode", "")))
+                       for name, e in (m.get("extractors") or {}).items()],
+        "packages": sorted((env.get("packages") or {}).items()),
+        "config": json.dumps(config, indent=2, sort_keys=True, default=str),
+    }
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    if not status:
+        return ""
+    return f"{status.get('done', '?')} done, {status.get('failed', 0)} failed, {status.get('total', '?')} total"
+
+
+VERDICT_ORDER = {"worse": 0, "better": 1, "changed": 2, "within noise": 3, "unchanged": 4}
+
+
+def build_baseline(df: pd.DataFrame, loaded: tuple[pd.DataFrame, str] | None) -> dict[str, Any] | None:
+    """Deltas against the baseline: what moved beyond noise up front (worst first), all of it below."""
+    if loaded is None:
+        return None
+    base, name = loaded
+    d = deltas(df, base)
+    if not d.empty:
+        d = (d.assign(_order=d["verdict"].map(VERDICT_ORDER), _size=-d["rel"].abs())
+             .sort_values(["_order", "_size"], kind="stable").drop(columns=["_order", "_size"]))
+    moved = d[d["verdict"].isin(["worse", "better", "changed"])] if not d.empty else d
+    matched = len(d.drop_duplicates(["model", "sampler", "steps", "guidance", "metric"])) if not d.empty else 0
+    return {"name": name, "counts": sorted(d["verdict"].value_counts().items()) if not d.empty else [],
+            "moved": htmltables.deltas_table(moved, name, df, "table-deltas-moved", "Moved beyond noise")
+            if not moved.empty else None,
+            "all": htmltables.deltas_table(d, name, df, "table-deltas", "All deltas") if not d.empty else None,
+            "unmatched": len(base) - matched}
+
+
+# -- the page ----------------------------------------------------------------------------------------
+def _read_asset(name: str) -> str:
+    return (TEMPLATES / name).read_text()
+
+
+def csp(script: str) -> str:
+    """No fetches of any kind; inline styles; only our own script, by hash."""
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+            "base-uri 'none'; form-action 'none'")
+
+
+def render_report(runs: Sequence[str | os.PathLike | Run], *, baseline: str | os.PathLike | None = None,
+                  title: str | None = None) -> tuple[str, list[Figure]]:
+    """The report's HTML text and its figures (so a caller can also save them as files)."""
+    runs = open_runs(runs)
+    loaded_baseline = load_baseline(baseline) if baseline is not None else None  # bad input fails fast
+    df = load_results(runs)
+    cells = cell_table(df)
+    figures = build_figures(df, cells)
+    script = _read_asset("report.js")
+    suites = ", ".join(dict.fromkeys(str(r.manifest.get("suite") or r.path.name) for r in runs))
+    context = {
+        "title": title or f"evalkit report — {suites}",
+        "runs": [r.run_id for r in runs],
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "evalkit_version": evalkit.__version__,
+        "summary": build_summary(df, cells, runs),
+        "figures": figures,
+        "tables": [htmltables.pivot_table(df, m) for m in quality_metrics(df) + throughput_metrics(df)],
+        "tidy": htmltables.tidy_table(df) if not df.empty else None,
+        "grids": [{"run": r.run_id, "sampler_steps": grids_mod.sampler_steps_grids(r),
+                   "guidance_seed": grids_mod.guidance_seed_grids(r)} for r in runs],
+        "baseline": build_baseline(df, loaded_baseline),
+        "environments": [build_environment(r) for r in runs],
+        "css": _read_asset("report.css"),
+        "script": script,
+        "csp": csp(script),
+    }
+    return _env().get_template("report.html.j2").render(**context), figures
+
+
+def write_report(runs: Sequence[str | os.PathLike | Run] | str | os.PathLike, out: str | os.PathLike, *,
+                 baseline: str | os.PathLike | None = None, title: str | None = None,
+                 save_plots: bool = False) -> Path:
+    """Write the report to ``out`` (one HTML file); with ``save_plots``, also PNG + SVG of every plot
+    in ``<out stem>_plots/``. Returns the HTML path."""
+    if isinstance(runs, (str, os.PathLike, Run)):
+        runs = [runs]
+    html, figures = render_report(runs, baseline=baseline, title=title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out)
+    if save_plots:
+        folder = out.with_name(f"{out.stem}_plots")
+        for f in figures:
+            plots.save_figure(f.plot.figure, folder / f.name)
+    return out

@@ -1,0 +1,276 @@
+"""Speed–quality plots (matplotlib, no pyplot state). Each function returns a :class:`Plot`: the figure
+and a plain dict of what it drew, so tests can check the lines without reading pixels::
+
+    {"title", "xlabel", "ylabel",
+     "panels": {panel title: {"lines": {label: {"x": [...], "y": [...], "err": [[low...], [high...]] | None,
+                                                "points": [point labels]}},
+                              "frontier": {"x": [...], "y": [...], "points": [...]} (Pareto plots only)}}}
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # figures without pyplot: no global state, no GUI backend
+
+from evalkit.report.frontier import pareto_front
+from evalkit.report.tables import direction_word, label
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+          "#bcbd22"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+DASHES = ["-", "--", ":", "-."]
+
+
+class Plot(NamedTuple):
+    figure: Figure
+    data: dict[str, Any]
+
+
+# -- shared helpers --------------------------------------------------------------------------------
+def line_keys(cells: pd.DataFrame) -> pd.Series:
+    """Each cell's line label: the sampler, prefixed by run and model only when the data holds several."""
+    key = cells["sampler"].astype(str)
+    for col in ("model", "run_id"):
+        if cells[col].nunique() > 1:
+            key = cells[col].astype(str) + " / " + key
+    return key
+
+
+def _style(cells: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Colour and marker per line label, the same in every plot of a report."""
+    keys = list(dict.fromkeys(line_keys(cells)))
+    return {k: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, k in enumerate(keys)}
+
+
+def _longest(style: dict[str, Any]) -> int:
+    return max((len(k) for k in style), default=0)
+
+
+def _errors(sub: pd.DataFrame, metric: str) -> np.ndarray | None:
+    """(2, n) error-bar offsets: the confidence interval where the run has one, else ±std."""
+    lo, hi, sd = (sub.get(f"{metric}{s}") for s in ("_lo", "_hi", "_std"))
+    v = sub[metric].to_numpy(float)
+    if lo is not None and hi is not None and np.isfinite(lo.to_numpy(float)).any():
+        err = np.vstack([v - lo.to_numpy(float), hi.to_numpy(float) - v])
+    elif sd is not None and np.isfinite(sd.to_numpy(float)).any():
+        s = sd.to_numpy(float)
+        err = np.vstack([s, s])
+    else:
+        return None
+    return np.where(np.isfinite(err), np.clip(err, 0, None), 0.0)
+
+
+def _figure(n_panels: int, *, legend_chars: int, ncols: int | None = None, panel_w: float = 4.0,
+            panel_h: float = 3.0) -> tuple[Figure, list[Axes]]:
+    """Panels in a grid with a right margin wide enough for the legend's longest label. Margins are
+    set by hand in inches: constrained layout would draw every figure twice (most of the run time)."""
+    ncols = ncols or n_panels
+    nrows = math.ceil(n_panels / ncols)
+    legend_w = max(1.9, 0.6 + 0.065 * legend_chars)  # ~0.065 in per 8 pt character
+    left, bottom, top, gap_w, gap_h = 0.7, 0.55, 0.35, 0.75, 0.75
+    width = left + ncols * panel_w + (ncols - 1) * gap_w + legend_w
+    height = bottom + nrows * panel_h + (nrows - 1) * gap_h + top
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left / width, right=1 - legend_w / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=gap_w / panel_w, hspace=gap_h / panel_h)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _draw_line(ax: Axes, sub: pd.DataFrame, x: str, y: str, key: str, style: tuple[str, str], *,
+               point_labels: list[str], dash: str = "-", xerr: bool = False) -> dict[str, Any]:
+    err = _errors(sub, y)
+    xe = _errors(sub, x) if xerr else None
+    xs, ys = sub[x].to_numpy(float), sub[y].to_numpy(float)
+    ax.errorbar(xs, ys, yerr=err, xerr=xe, color=style[0], marker=style[1], ls=dash, lw=1.4, ms=5, capsize=2,
+                elinewidth=0.8, label=key)
+    for xv, yv, text in zip(xs, ys, point_labels):
+        if text:
+            ax.annotate(text, (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=7, color=style[0])
+    return {"x": xs.tolist(), "y": ys.tolist(), "err": err.tolist() if err is not None else None,
+            "points": point_labels}
+
+
+def _log_if_wide(ax: Axes, values: pd.Series, axis: str = "x") -> None:
+    v = values.dropna().to_numpy(float)
+    if len(v) and v.min() > 0 and v.max() / v.min() >= 8:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def _legend(fig: Figure, axes: list[Axes]) -> None:
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+            labels.setdefault(lab, lab)
+    if handles:
+        right = fig.subplotpars.right
+        fig.legend(list(handles.values()), list(labels.values()), loc="upper left", bbox_to_anchor=(right + 0.01, 0.97),
+                   fontsize=8, frameon=False)
+
+
+def _g(v: float) -> str:
+    return f"{v:g}"
+
+
+# -- the plots -------------------------------------------------------------------------------------
+def pareto_plot(cells: pd.DataFrame, metric: str, cost: str = "s_per_image") -> Plot | None:
+    """Quality against cost, one panel per guidance scale, a line per sampler through its step
+    counts (points labelled by steps), the Pareto frontier dashed with circled points."""
+    if metric not in cells or cost not in cells or cells[[metric, cost]].dropna().empty:
+        return None
+    style = _style(cells)
+    facets = list(cells.groupby("guidance", sort=True))
+    fig, axes = _figure(len(facets), legend_chars=_longest(style))
+    data: dict[str, Any] = {"title": f"{label(metric)} vs {label(cost)}", "xlabel": label(cost),
+                            "ylabel": f"{label(metric)} ({direction_word(metric)})", "panels": {}}
+    for ax, (g, facet) in zip(axes, facets):
+        panel: dict[str, Any] = {"lines": {}}
+        for key, sub in facet.groupby(line_keys(cells).loc[facet.index], sort=False):
+            sub = sub.dropna(subset=[metric, cost]).sort_values(cost)
+            if sub.empty:
+                continue
+            panel["lines"][key] = _draw_line(ax, sub, cost, metric, key, style[key],
+                                             point_labels=[str(s) for s in sub["steps"]])
+        front = pareto_front(facet, cost, metric)
+        if not front.empty:
+            fx, fy = front[cost].to_numpy(float), front[metric].to_numpy(float)
+            ax.plot(fx, fy, drawstyle="steps-post", color="black", ls="--", lw=1, alpha=0.6, label="Pareto frontier")
+            ax.scatter(fx, fy, s=130, facecolors="none", edgecolors="black", linewidths=1, zorder=3)
+            names = line_keys(cells).loc[front.index]
+            panel["frontier"] = {"x": fx.tolist(), "y": fy.tolist(),
+                                 "points": [f"{k} @ {s}" for k, s in zip(names, front["steps"])]}
+        _log_if_wide(ax, facet[cost])
+        title = f"guidance {_g(g)}"
+        ax.set(title=title, xlabel=data["xlabel"], ylabel=data["ylabel"])
+        ax.grid(alpha=0.3)
+        data["panels"][title] = panel
+    _legend(fig, axes)
+    return Plot(fig, data)
+
+
+def guidance_plot(cells: pd.DataFrame, quality: str, other: str) -> Plot | None:
+    """``other`` (IS or CLIP score) against ``quality`` (FD) as guidance varies: one panel per step
+    count, a line per sampler through its guidance scales (points labelled g=…)."""
+    if cells["guidance"].nunique() < 2 or quality not in cells or other not in cells:
+        return None
+    style = _style(cells)
+    facets = list(cells.groupby("steps", sort=True))
+    fig, axes = _figure(len(facets), legend_chars=_longest(style))
+    data: dict[str, Any] = {"title": f"guidance sweep: {label(other)} vs {label(quality)}",
+                            "xlabel": f"{label(quality)} ({direction_word(quality)})",
+                            "ylabel": f"{label(other)} ({direction_word(other)})", "panels": {}}
+    for ax, (steps, facet) in zip(axes, facets):
+        panel: dict[str, Any] = {"lines": {}}
+        for key, sub in facet.groupby(line_keys(cells).loc[facet.index], sort=False):
+            sub = sub.dropna(subset=[quality, other]).sort_values("guidance")
+            if sub.empty:
+                continue
+            panel["lines"][key] = _draw_line(ax, sub, quality, other, key, style[key], xerr=True,
+                                             point_labels=[f"g={_g(g)}" for g in sub["guidance"]])
+        title = f"{steps} steps"
+        ax.set(title=title, xlabel=data["xlabel"], ylabel=data["ylabel"])
+        ax.grid(alpha=0.3)
+        data["panels"][title] = panel
+    _legend(fig, axes)
+    return Plot(fig, data)
+
+
+def steps_plot(cells: pd.DataFrame, metrics: list[str]) -> Plot | None:
+    """Each metric against step count: one panel per metric, a line per sampler (colour) and
+    guidance scale (dash)."""
+    metrics = [m for m in metrics if m in cells and cells[m].notna().any()]
+    if not metrics:
+        return None
+    style = _style(cells)
+    guidances = sorted(cells["guidance"].dropna().unique())
+    fig, axes = _figure(len(metrics), legend_chars=_longest(style) + 6, ncols=min(3, len(metrics)), panel_w=3.6,
+                        panel_h=2.6)
+    data: dict[str, Any] = {"title": "metrics vs steps", "xlabel": "steps", "ylabel": "metric value", "panels": {}}
+    keyed = cells.assign(_key=line_keys(cells))
+    for ax, metric in zip(axes, metrics):
+        panel: dict[str, Any] = {"lines": {}}
+        for (key, g), sub in keyed.groupby(["_key", "guidance"], sort=False):
+            sub = sub.dropna(subset=[metric]).sort_values("steps")
+            if sub.empty:
+                continue
+            name = f"{key} · g={_g(g)}" if len(guidances) > 1 else key
+            dash = DASHES[guidances.index(g) % len(DASHES)]
+            panel["lines"][name] = _draw_line(ax, sub.assign(steps=sub["steps"].astype(float)), "steps", metric,
+                                              name, style[key], point_labels=[""] * len(sub), dash=dash)
+        ax.set_xscale("log", base=2)
+        ticks = sorted(cells["steps"].dropna().unique())
+        ax.set_xticks([float(t) for t in ticks], [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set(title=f"{label(metric)} ({direction_word(metric)})", xlabel="steps")
+        ax.grid(alpha=0.3)
+        data["panels"][label(metric)] = panel
+    _legend(fig, axes)
+    return Plot(fig, data)
+
+
+def throughput_plot(cells: pd.DataFrame) -> Plot | None:
+    """Images per second as grouped bars: one panel per guidance, a group per step count, a bar per sampler."""
+    cells = cells.copy()
+    if "images_per_s" not in cells or cells["images_per_s"].isna().all():
+        if "s_per_image" not in cells or cells["s_per_image"].isna().all():
+            return None
+        cells["images_per_s"] = 1.0 / cells["s_per_image"]
+    style = _style(cells)
+    facets = list(cells.groupby("guidance", sort=True))
+    fig, axes = _figure(len(facets), legend_chars=_longest(style))
+    data: dict[str, Any] = {"title": "throughput", "xlabel": "steps", "ylabel": "images/s (higher is better)",
+                            "panels": {}}
+    for ax, (g, facet) in zip(axes, facets):
+        panel: dict[str, Any] = {"lines": {}}
+        steps = sorted(facet["steps"].dropna().unique())
+        groups = list(facet.groupby(line_keys(cells).loc[facet.index], sort=False))
+        width = 0.8 / max(len(groups), 1)
+        for i, (key, sub) in enumerate(groups):
+            sub = sub.set_index("steps").reindex(steps)
+            xs = np.arange(len(steps)) + (i - (len(groups) - 1) / 2) * width
+            ys = sub["images_per_s"].to_numpy(float)
+            ax.bar(xs, ys, width=width, color=style[key][0], label=key)
+            panel["lines"][key] = {"x": [int(s) for s in steps], "y": ys.tolist(), "err": None,
+                                   "points": [str(s) for s in steps]}
+        ax.set_xticks(np.arange(len(steps)), [str(s) for s in steps])
+        title = f"guidance {_g(g)}"
+        ax.set(title=title, xlabel="steps", ylabel=data["ylabel"])
+        ax.grid(alpha=0.3, axis="y")
+        data["panels"][title] = panel
+    _legend(fig, axes)
+    return Plot(fig, data)
+
+
+# -- output ----------------------------------------------------------------------------------------
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 90) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else None)
+    return buf.getvalue()
+
+
+def png_data_uri(fig: Figure, dpi: int = 90) -> str:
+    """The figure as an inline PNG (modest dpi keeps the report small)."""
+    return "data:image/png;base64," + base64.b64encode(figure_bytes(fig, "png", dpi)).decode("ascii")
+
+
+def save_figure(fig: Figure, stem: str | Path, dpi: int = 110) -> list[Path]:
+    """PNG and SVG files ``<stem>.png`` / ``<stem>.svg``."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fmt in ("png", "svg"):
+        path = stem.with_suffix(f".{fmt}")
+        path.write_bytes(figure_bytes(fig, fmt, dpi))
+        out.append(path)
+    return out

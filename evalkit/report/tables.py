@@ -1,0 +1,229 @@
+"""Tidy results → the tables people read: pivots (sampler × steps per metric, faceted by guidance),
+one row per cell, provenance captions, and CSV / parquet / markdown export."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from evalkit.report.data import CELL_KEYS
+
+# Fallback directions, used when the metric registry does not know a row name.
+LOWER_IS_BETTER = {"fd", "kid", "cmmd", "fd_inf", "lpips_paired", "s_per_image", "ms_per_model_call",
+                   "peak_mem_mb", "nfe", "model_calls"}
+HIGHER_IS_BETTER = {"is", "precision", "recall", "density", "coverage", "clip_score", "lpips_diversity",
+                    "images_per_s"}
+
+# Display order: the headline quality metrics first, cost last.
+QUALITY_ORDER = ["fd", "fd_inf", "kid", "cmmd", "is", "clip_score", "precision", "recall", "density",
+                 "coverage", "lpips_diversity", "lpips_paired"]
+THROUGHPUT_METRICS = ["images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_model_call", "peak_mem_mb"]
+COST_COLUMNS = ["s_per_image", "nfe", "model_calls"]
+
+LABELS = {"fd": "FD", "fd_inf": "FD∞", "kid": "KID", "cmmd": "CMMD", "is": "IS", "clip_score": "CLIP score",
+          "precision": "precision", "recall": "recall", "density": "density", "coverage": "coverage",
+          "lpips_diversity": "LPIPS diversity", "lpips_paired": "LPIPS paired", "images_per_s": "images/s",
+          "s_per_image": "s/image", "model_calls": "model calls/sample", "nfe": "NFE/image",
+          "ms_per_model_call": "ms/model call", "peak_mem_mb": "peak memory (MB)"}
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """Direction of a result row's metric: the metric registry first, then the fallback table."""
+    try:
+        from evalkit.metrics.base import available_metrics, get_metric
+
+        for name in available_metrics():
+            if name == "throughput":
+                continue
+            directions = get_metric(name).higher_is_better
+            if metric in directions:
+                return bool(directions[metric])
+    except Exception:
+        pass
+    if metric in HIGHER_IS_BETTER:
+        return True
+    if metric in LOWER_IS_BETTER:
+        return False
+    return None
+
+
+def direction_word(metric: str) -> str:
+    hib = higher_is_better(metric)
+    return "higher is better" if hib else "lower is better" if hib is False else "direction unknown"
+
+
+def quality_metrics(df: pd.DataFrame) -> list[str]:
+    """Quality metric names present, in display order (unknown ones after the known)."""
+    present = [m for m in dict.fromkeys(df["metric"]) if m not in THROUGHPUT_METRICS]
+    return [m for m in QUALITY_ORDER if m in present] + [m for m in present if m not in QUALITY_ORDER]
+
+
+def throughput_metrics(df: pd.DataFrame) -> list[str]:
+    present = set(df["metric"])
+    return [m for m in THROUGHPUT_METRICS if m in present]
+
+
+def primary_metric(df: pd.DataFrame) -> str | None:
+    """The metric the summary ranks by: FD when present, else the first quality metric."""
+    q = quality_metrics(df)
+    return q[0] if q else None
+
+
+def _row_keys(df: pd.DataFrame) -> list[str]:
+    """Pivot rows: sampler, preceded by model and run_id only where the data has several."""
+    keys = [k for k in ("run_id", "model") if df[k].nunique() > 1]
+    return [*keys, "sampler"]
+
+
+def pivot(df: pd.DataFrame, metric: str, *, value: str = "value", index: Sequence[str] | None = None) -> pd.DataFrame:
+    """Sampler × steps for one metric, columns faceted by guidance: columns are (guidance, steps).
+
+    Rows are ``sampler`` (with ``run_id`` / ``model`` levels in front when the data holds several);
+    samplers keep the order of the suite. ``value`` may be "std", "ci_low" or "ci_high" instead.
+    """
+    return pivot_values(df, metric, (value,), index=index)[value]
+
+
+def pivot_values(df: pd.DataFrame, metric: str, values: Sequence[str] = ("value", "std", "ci_low", "ci_high"), *,
+                 index: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """:func:`pivot` for several value columns at once (one grouping pass): value name → pivot."""
+    sub = df[df["metric"] == metric]
+    if sub.empty:
+        return {v: pd.DataFrame() for v in values}
+    index = list(index) if index is not None else _row_keys(df)
+    grouped = sub.groupby([*index, "guidance", "steps"], sort=False, dropna=False)[list(values)].first()
+    wide = grouped.unstack(["guidance", "steps"])
+    rows = list(dict.fromkeys(grouped.index.droplevel(["guidance", "steps"])))  # the suite's order
+    order = pd.MultiIndex.from_tuples(rows, names=index) if len(index) > 1 else pd.Index(rows, name=index[0])
+    wide = wide.reindex(order)
+    return {v: wide[v].sort_index(axis=1) for v in values}
+
+
+def pivots(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One pivot per metric present (quality first, then throughput)."""
+    return {m: pivot(df, m) for m in quality_metrics(df) + throughput_metrics(df)}
+
+
+def cell_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: a column per metric value, ``<metric>_std/_lo/_hi`` for spreads, and the
+    cell's cost (s_per_image, nfe, model_calls) — the shape plots and the summary want."""
+    if df.empty:
+        return pd.DataFrame(columns=[*CELL_KEYS, *COST_COLUMNS])
+    g = df.groupby([*CELL_KEYS, "metric"], sort=False, dropna=False)
+    parts = [g["value"].first().unstack("metric")]
+    for col, suffix in (("std", "_std"), ("ci_low", "_lo"), ("ci_high", "_hi")):
+        parts.append(g[col].first().unstack("metric").add_suffix(suffix))
+    wide = pd.concat(parts, axis=1)
+    cost = df.groupby(CELL_KEYS, sort=False, dropna=False)[COST_COLUMNS].first()
+    for col in COST_COLUMNS:  # the throughput row is authoritative; the per-row cost column fills gaps
+        own = wide[col] if col in wide.columns else pd.Series(float("nan"), index=wide.index)
+        wide[col] = own.fillna(cost[col])
+    wide = wide.reset_index()
+    wide["steps"] = wide["steps"].astype("Int64")
+    return wide
+
+
+def provenance(df: pd.DataFrame, metric: str | None = None) -> dict[str, str]:
+    """What the numbers were computed with (N, seeds, extractor, weights id, mode, runs), as text."""
+    sub = df if metric is None else df[df["metric"] == metric]
+
+    def uniq(col: str, fmt: Callable[[Any], str] = str) -> str:
+        vals = [v for v in dict.fromkeys(sub[col].dropna()) if str(v) != ""]
+        return ", ".join(fmt(v) for v in vals) if vals else "—"
+
+    return {"n": uniq("n", lambda v: f"{int(v)}"), "seeds": uniq("seed", lambda v: f"{int(v)}"),
+            "extractor": uniq("extractor"), "weights_id": uniq("weights_id", short_id), "mode": uniq("mode"),
+            "runs": uniq("run_id"), "device": uniq("device")}
+
+
+def short_id(weights_id: str, keep: int = 12) -> str:
+    """'sha256:<64 hex>' → 'sha256:<first 12>…' for captions; the environment section shows it whole."""
+    kind, sep, digest = str(weights_id).partition(":")
+    if sep and len(digest) > keep + 4:
+        return f"{kind}:{digest[:keep]}…"
+    return str(weights_id)
+
+
+def provenance_text(df: pd.DataFrame, metric: str | None = None) -> str:
+    p = provenance(df, metric)
+    parts = [f"N={p['n']} per cell", f"seed {p['seeds']}"]
+    if p["extractor"] != "—":
+        parts += [f"extractor {p['extractor']}", f"weights {p['weights_id']}", f"mode {p['mode']}"]
+    else:
+        parts.append(f"measured on {p['device']}")
+    return " · ".join(parts)
+
+
+def fmt(v: Any) -> str:
+    """A number for people: 4 significant digits, thousands separated, '—' for missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "—"
+    if isinstance(v, str):
+        return v
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    if abs(v) >= 10000:
+        return f"{v:,.0f}"
+    if v == int(v) and abs(v) < 10000:
+        return f"{int(v)}"
+    return f"{v:.4g}"
+
+
+def to_markdown(df: pd.DataFrame, *, index: bool = True) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency); pivot columns read 'g=1 steps=4'."""
+    frame = _flat_columns(df)
+    frame = frame.reset_index() if index and not isinstance(frame.index, pd.RangeIndex) else frame
+    headers = [" / ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
+             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else ":---" for c in frame.columns) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_md_cell(fmt(v)) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def export(df: pd.DataFrame, out_dir: str | os.PathLike,
+           formats: Sequence[str] = ("csv", "parquet", "md")) -> list[Path]:
+    """Write the tidy table and every metric's pivot as CSV / parquet / markdown; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    tables = {"results": df, **{f"pivot_{m}": p for m, p in pivots(df).items()}}
+    for name, table in tables.items():
+        flat = _flat_columns(table) if name != "results" else table
+        for f in formats:
+            path = out / f"{name}.{f}"
+            if f == "csv":
+                flat.to_csv(path, index=name != "results")
+            elif f == "parquet":
+                flat.to_parquet(path, index=name != "results")
+            elif f == "md":
+                path.write_text(to_markdown(flat, index=name != "results"))
+            else:
+                raise ValueError(f"unknown export format {f!r}; expected csv, parquet or md")
+            written.append(path)
+    return written
+
+
+def _flat_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """(guidance, steps) columns → 'g=<guidance> steps=<steps>' strings (CSV/parquet want flat names)."""
+    flat = table.copy()
+    if isinstance(flat.columns, pd.MultiIndex):
+        if list(flat.columns.names) == ["guidance", "steps"]:
+            flat.columns = [f"g={g:g} steps={s}" for g, s in flat.columns]
+        else:
+            flat.columns = [" / ".join(map(str, c)) for c in flat.columns]
+    return flat

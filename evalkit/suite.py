@@ -1,0 +1,352 @@
+"""Suite files: schema, YAML loading with errors that name the field, and grid expansion into cells.
+
+A suite names models, a grid of samplers × steps × guidance scales, conditions, a reference set and
+metrics. :func:`load_suite` turns a YAML file into a validated :class:`Suite`; :meth:`Suite.cells`
+expands the grid. Every error is a :class:`SuiteError` naming the file, the field and what was
+expected, so the CLI can print it and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evalkit.samplers import available_samplers
+
+_TOP_KEYS = {
+    "name": "suite name (string)",
+    "description": "free text",
+    "models": "list of {name, adapter, options}",
+    "samplers": "list of sampler names or {name, options, label}",
+    "steps": "list of positive integers",
+    "guidance": "list of numbers ≥ 0",
+    "samples": "positive integer: samples per cell",
+    "batch_size": "positive integer",
+    "seed": "integer",
+    "conditions": "mapping with 'classes' or 'prompts' (omit for unconditional)",
+    "reference": "mapping with one of 'dataset', 'path', 'stats'",
+    "metrics": "list of metric names or {name, extractor, options}",
+    "extractor": "default extractor name for metrics",
+    "grid_samples": "positive integer: images kept per cell for grids",
+}
+
+
+class SuiteError(ValueError):
+    """A suite that does not validate. ``str()`` names the file, the field and what was expected."""
+
+    def __init__(self, file: str | Path | None, field: str, message: str):
+        self.file, self.field, self.message = (str(file) if file else "<suite>"), field, message
+        super().__init__(f"{self.file}: {field}: {message}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    adapter: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    extractor: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: a model × sampler × steps × guidance, with its samples and seed."""
+
+    model: ModelSpec
+    sampler: SamplerSpec
+    steps: int
+    guidance: float
+    n: int
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.model.name}__{self.sampler.label}__s{self.steps}__g{self.guidance:g}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"cell_id": self.cell_id, "model": self.model.name, "sampler": self.sampler.label,
+                "steps": self.steps, "guidance": self.guidance}
+
+
+@dataclass
+class Suite:
+    name: str
+    models: list[ModelSpec]
+    samplers: list[SamplerSpec]
+    steps: list[int]
+    guidance: list[float]
+    samples: int
+    metrics: list[MetricSpec]
+    reference: dict[str, Any] | None = None
+    conditions: dict[str, Any] | None = None
+    batch_size: int = 64
+    seed: int = 0
+    description: str = ""
+    grid_samples: int = 32
+    file: str | None = None
+
+    def cells(self) -> list[Cell]:
+        return [Cell(m, s, st, g, self.samples, self.seed)
+                for m in self.models for s in self.samplers for st in self.steps for g in self.guidance]
+
+    def to_config(self) -> dict[str, Any]:
+        cfg = asdict(self)
+        cfg.pop("file")
+        return cfg
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the numbers (not the description, batch size or file)."""
+        cfg = self.to_config()
+        for k in ("description", "batch_size"):
+            cfg.pop(k)
+        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+    def cell_hash(self, cell: Cell) -> str:
+        """What a finished cell's numbers depend on; a stored cell is reused only if this matches."""
+        cfg = {"cell": asdict(cell), "conditions": self.conditions, "reference": self.reference,
+               "metrics": [asdict(m) for m in self.metrics], "grid_samples": self.grid_samples}
+        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+def resolve_suite_path(name_or_path: str | Path) -> Path:
+    """A path as given, else a suite shipped with evalkit (``smoke`` → ``suites/smoke.yaml``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    stem = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
+    packaged = resources.files("evalkit") / "suites" / stem
+    if packaged.is_file():
+        return Path(str(packaged))
+    known = ", ".join(sorted(embedded_suites())) or "none"
+    raise SuiteError(name_or_path, "file", f"no such suite file; embedded suites: {known}")
+
+
+def embedded_suites() -> list[str]:
+    folder = resources.files("evalkit") / "suites"
+    if not folder.is_dir():
+        return []
+    return sorted(f.name.rsplit(".", 1)[0] for f in folder.iterdir() if f.name.endswith((".yaml", ".yml")))
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    path = resolve_suite_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise SuiteError(path, "yaml", f"not valid YAML at {where}: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise SuiteError(path, "file", "not a UTF-8 text file") from None
+    return parse_suite(raw, file=path)
+
+
+def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
+    """Validate a decoded YAML document. All checks name the field and the expected value."""
+    v = _Validator(file)
+    if not isinstance(raw, dict):
+        raise SuiteError(file, "<top level>", f"expected a mapping of {', '.join(_TOP_KEYS)}; got {_kind(raw)}")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise SuiteError(file, str(key), f"unknown key; expected one of: {', '.join(_TOP_KEYS)}")
+    for key in ("name", "models", "samplers", "steps", "samples", "metrics"):
+        if key not in raw:
+            raise SuiteError(file, key, f"required; expected {_TOP_KEYS[key]}")
+
+    from evalkit.adapters import available_adapters  # local: adapters import heavy libraries lazily
+    from evalkit.features.base import available_extractors
+    from evalkit.metrics.base import available_metrics, get_metric
+
+    name = v.string("name", raw["name"])
+    models = [v.model(f"models[{i}]", m, available_adapters()) for i, m in enumerate(v.list("models", raw["models"]))]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise SuiteError(file, "models", f"model names must be unique; got {names}")
+    samplers = [v.sampler(f"samplers[{i}]", s, available_samplers())
+                for i, s in enumerate(v.list("samplers", raw["samplers"]))]
+    labels = [s.label for s in samplers]
+    if len(set(labels)) != len(labels):
+        raise SuiteError(file, "samplers", f"sampler labels must be unique (set 'label' to tell options apart); got {labels}")
+    steps = [v.integer(f"steps[{i}]", s, minimum=1) for i, s in enumerate(v.list("steps", raw["steps"]))]
+    guidance = [v.number(f"guidance[{i}]", g, minimum=0.0)
+                for i, g in enumerate(v.list("guidance", raw.get("guidance", [1.0])))]
+    extractors = available_extractors()
+    default_ex = raw.get("extractor")
+    if default_ex is not None:
+        default_ex = v.choice("extractor", default_ex, extractors)
+    metrics = [v.metric(f"metrics[{i}]", m, available_metrics(), extractors, default_ex)
+               for i, m in enumerate(v.list("metrics", raw["metrics"]))]
+    reference = v.reference(raw.get("reference"))
+    for i, m in enumerate(metrics):
+        if m.name == "throughput":
+            continue
+        defn = get_metric(m.name)
+        if m.extractor is None:
+            raise SuiteError(file, f"metrics[{i}].extractor",
+                             f"metric {m.name!r} needs an extractor; set 'extractor' on it or at the top level "
+                             f"(one of: {', '.join(extractors)})")
+        if defn.needs_reference and reference is None:
+            raise SuiteError(file, "reference", f"metric {m.name!r} compares with a reference set; "
+                                                "expected a mapping with one of 'dataset', 'path', 'stats'")
+    return Suite(
+        name=name, models=models, samplers=samplers, steps=steps, guidance=guidance,
+        samples=v.integer("samples", raw["samples"], minimum=1), metrics=metrics, reference=reference,
+        conditions=v.conditions(raw.get("conditions")),
+        batch_size=v.integer("batch_size", raw.get("batch_size", 64), minimum=1),
+        seed=v.integer("seed", raw.get("seed", 0), minimum=0),
+        description=v.string("description", raw.get("description", ""), allow_empty=True),
+        grid_samples=v.integer("grid_samples", raw.get("grid_samples", 32), minimum=1),
+        file=str(file) if file else None,
+    )
+
+
+def _kind(x: Any) -> str:
+    if x is None:
+        return "nothing (null)"
+    return f"{type(x).__name__} {x!r}"[:80]
+
+
+class _Validator:
+    def __init__(self, file: str | Path | None):
+        self.file = file
+
+    def fail(self, field_: str, message: str) -> SuiteError:
+        return SuiteError(self.file, field_, message)
+
+    def string(self, f: str, x: Any, *, allow_empty: bool = False) -> str:
+        if not isinstance(x, str) or (not allow_empty and not x.strip()):
+            raise self.fail(f, f"expected a non-empty string; got {_kind(x)}")
+        return x
+
+    def integer(self, f: str, x: Any, *, minimum: int | None = None) -> int:
+        if isinstance(x, bool) or not isinstance(x, int):
+            raise self.fail(f, f"expected an integer{f' ≥ {minimum}' if minimum is not None else ''}; got {_kind(x)}")
+        if minimum is not None and x < minimum:
+            raise self.fail(f, f"expected an integer ≥ {minimum}; got {x}")
+        return x
+
+    def number(self, f: str, x: Any, *, minimum: float | None = None) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise self.fail(f, f"expected a finite number; got {_kind(x)}")
+        if minimum is not None and x < minimum:
+            raise self.fail(f, f"expected a number ≥ {minimum}; got {x}")
+        return float(x)
+
+    def list(self, f: str, x: Any) -> list[Any]:
+        if not isinstance(x, list) or not x:
+            raise self.fail(f, f"expected a non-empty list ({_TOP_KEYS.get(f, '')}); got {_kind(x)}")
+        return x
+
+    def mapping(self, f: str, x: Any, allowed: dict[str, str]) -> dict[str, Any]:
+        if not isinstance(x, dict):
+            raise self.fail(f, f"expected a mapping with keys {', '.join(allowed)}; got {_kind(x)}")
+        for k in x:
+            if k not in allowed:
+                raise self.fail(f"{f}.{k}", f"unknown key; expected one of: {', '.join(allowed)}")
+        return x
+
+    def choice(self, f: str, x: Any, allowed: list[str]) -> str:
+        if not isinstance(x, str) or x not in allowed:
+            raise self.fail(f, f"unknown value {x!r}; expected one of: {', '.join(allowed)}")
+        return x
+
+    def options(self, f: str, x: Any) -> dict[str, Any]:
+        if x is None:
+            return {}
+        if not isinstance(x, dict) or not all(isinstance(k, str) for k in x):
+            raise self.fail(f, f"expected a mapping of option names to values; got {_kind(x)}")
+        return dict(x)
+
+    def model(self, f: str, x: Any, adapters: list[str]) -> ModelSpec:
+        x = self.mapping(f, x, {"name": "", "adapter": "", "options": ""})
+        if "adapter" not in x:
+            raise self.fail(f"{f}.adapter", f"required; expected one of: {', '.join(adapters)} or 'module:function'")
+        adapter = x["adapter"]
+        if not (isinstance(adapter, str) and (adapter in adapters or _is_callable_ref(adapter))):
+            raise self.fail(f"{f}.adapter", f"unknown adapter {adapter!r}; expected one of: {', '.join(adapters)} "
+                                           "or a 'module:function' callable")
+        name = self.string(f"{f}.name", x.get("name", adapter))
+        return ModelSpec(name=name, adapter=adapter, options=self.options(f"{f}.options", x.get("options")))
+
+    def sampler(self, f: str, x: Any, samplers: list[str]) -> SamplerSpec:
+        if isinstance(x, str):
+            return SamplerSpec(self.choice(f, x, samplers), x)
+        x = self.mapping(f, x, {"name": "", "options": "", "label": ""})
+        name = self.choice(f"{f}.name", x.get("name"), samplers)
+        label = self.string(f"{f}.label", x.get("label", name))
+        return SamplerSpec(name, label, self.options(f"{f}.options", x.get("options")))
+
+    def metric(self, f: str, x: Any, metrics: list[str], extractors: list[str], default_ex: str | None) -> MetricSpec:
+        if isinstance(x, str):
+            x = {"name": x}
+        x = self.mapping(f, x, {"name": "", "extractor": "", "options": ""})
+        name = self.choice(f"{f}.name", x.get("name"), metrics)
+        if name == "throughput":
+            return MetricSpec(name, None, self.options(f"{f}.options", x.get("options")))
+        from evalkit.metrics.base import get_metric
+
+        ex = x.get("extractor", default_ex or get_metric(name).default_extractor)
+        if ex is not None:
+            ex = self.choice(f"{f}.extractor", ex, extractors)
+        return MetricSpec(name, ex, self.options(f"{f}.options", x.get("options")))
+
+    def reference(self, x: Any) -> dict[str, Any] | None:
+        if x is None:
+            return None
+        x = self.mapping("reference", x, {"dataset": "", "path": "", "stats": "", "samples": "", "strict": ""})
+        kinds = [k for k in ("dataset", "path", "stats") if k in x]
+        if len(kinds) != 1:
+            raise self.fail("reference", f"expected exactly one of 'dataset', 'path', 'stats'; got {kinds or 'none'}")
+        self.string(f"reference.{kinds[0]}", x[kinds[0]])
+        if "samples" in x:
+            self.integer("reference.samples", x["samples"], minimum=1)
+        if "strict" in x and not isinstance(x["strict"], bool):
+            raise self.fail("reference.strict", f"expected true or false; got {_kind(x['strict'])}")
+        return dict(x)
+
+    def conditions(self, x: Any) -> dict[str, Any] | None:
+        if x is None:
+            return None
+        x = self.mapping("conditions", x, {"classes": "", "prompts": "", "per_prompt": ""})
+        if ("classes" in x) == ("prompts" in x):
+            raise self.fail("conditions", "expected exactly one of 'classes' (int or list of ints) or 'prompts'")
+        if "classes" in x:
+            c = x["classes"]
+            if isinstance(c, int) and not isinstance(c, bool):
+                self.integer("conditions.classes", c, minimum=1)
+                return {"classes": list(range(c))}
+            items = self.list("conditions.classes", c)
+            return {"classes": [self.integer(f"conditions.classes[{i}]", k, minimum=0) for i, k in enumerate(items)]}
+        p = x["prompts"]
+        if isinstance(p, str):
+            out: dict[str, Any] = {"prompts": p}
+        else:
+            out = {"prompts": [self.string(f"conditions.prompts[{i}]", s) for i, s in enumerate(self.list("conditions.prompts", p))]}
+        if "per_prompt" in x:
+            out["per_prompt"] = self.integer("conditions.per_prompt", x["per_prompt"], minimum=1)
+        return out
+
+
+def _is_callable_ref(text: str) -> bool:
+    mod, sep, fn = text.partition(":")
+    return bool(sep) and all(part.isidentifier() for part in mod.split(".")) and fn.isidentifier()

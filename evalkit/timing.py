@@ -1,0 +1,69 @@
+"""Measuring cost honestly: wall time with CUDA synchronised, and peak memory during a cell."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import psutil
+import torch
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class Stopwatch:
+    """Accumulates time spent in ``with sw.measure():`` blocks, synchronising the device around each."""
+
+    def __init__(self, device: str):
+        self.device, self.seconds = device, 0.0
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            self.seconds += time.perf_counter() - t0
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process while active, sampled every ``interval`` seconds;
+    on CUDA also the allocator's max allocated bytes."""
+
+    def __init__(self, device: str, interval: float = 0.005):
+        self.device, self.interval = device, interval
+        self.peak_rss_mb = 0.0
+        self.cuda_peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak_rss_mb = max(self.peak_rss_mb, self._proc.memory_info().rss / 2**20)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss_mb = max(self.peak_rss_mb, self._proc.memory_info().rss / 2**20)
+        if self.device.startswith("cuda"):
+            self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+
+    @property
+    def peak_mb(self) -> float:
+        """The figure reported as ``peak_mem_mb``: CUDA max allocated on GPU, else RSS."""
+        return self.cuda_peak_mb if self.cuda_peak_mb is not None else self.peak_rss_mb

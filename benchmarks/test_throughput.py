@@ -22,7 +22,7 @@ import torch
 
 DEVICE = os.environ.get("EVALKIT_BENCHMARK_DEVICE", "cpu")  # e.g. cuda on a GPU runner
 SAMPLERS = ["ddim", "dpmpp_2m", "euler", "heun"]
-BATCH, STEPS, GUIDANCE = 32, 8, 3.0
+BATCH, STEPS, GUIDANCE = 32, 4, 3.0
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_generate_throughput(benchmark, model, sampler):
         return out
 
     benchmark.group = f"zoo mnist: {BATCH} images, {STEPS} steps, guidance {GUIDANCE:g}"
-    batches = benchmark.pedantic(generate, rounds=5, warmup_rounds=1, iterations=1)
+    batches = benchmark.pedantic(generate, rounds=3, warmup_rounds=1, iterations=1)
     images = torch.cat([b.images for b in batches])
     assert images.shape == (BATCH, 3, 32, 32) and images.dtype == torch.uint8
     median = benchmark.stats.stats.median

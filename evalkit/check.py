@@ -260,8 +260,11 @@ class Baseline:
             raise CheckConfigError([f"baseline {path}: expected format {FORMAT!r}, got {doc.get('format')!r}"
                                     if isinstance(doc, dict) else f"baseline {path}: not a baseline document"])
         doc.pop("format")
-        entries = [BaselineEntry.from_json(e) for e in doc.pop("entries")]
-        return cls(**doc, entries=entries, path=path)
+        try:
+            entries = [BaselineEntry.from_json(e) for e in doc.pop("entries")]
+            return cls(**doc, entries=entries, path=path)
+        except (TypeError, KeyError, ValueError) as e:
+            raise CheckConfigError([f"baseline {path} is malformed: {type(e).__name__}: {e}"]) from None
 
     def features(self) -> dict[str, np.ndarray] | None:
         """The sidecar's arrays (checksum verified), or None when the baseline has no sidecar."""
@@ -303,6 +306,8 @@ def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
     entries = []
     for (cell, metric, extractor), value in by_run[0].items():
         values = [float(s.get((cell, metric, extractor), math.nan)) for s in by_run]
+        if not all(map(math.isfinite, values)):
+            raise CheckConfigError([f"{cell}/{metric}: not a finite value in every seed set: {values}"])
         c = cells[cell]
         entries.append(BaselineEntry(
             cell=cell, model=c["model"], sampler=c["sampler"], steps=int(c["steps"]), guidance=float(c["guidance"]),
@@ -358,15 +363,20 @@ def compatibility_problems(baseline: Baseline, run: RunData, *, allow_other_seed
 
 
 # -- paired bootstrap -------------------------------------------------------------------------------
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances, the formula :mod:`evalkit.metrics.prdc` uses (so radii compare exactly)."""
+    d2 = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
 def _prdc_replicates(ref: np.ndarray, gen: np.ndarray, idx: np.ndarray, k: int) -> dict[str, np.ndarray]:
     """precision/recall/density/coverage of ``gen[i]`` for each row ``i`` of ``idx``, exactly as
     :func:`evalkit.metrics.prdc.prdc` would compute them, from distances computed once."""
-    from evalkit.metrics.prdc import _distance_chunks, knn_radii
+    from evalkit.metrics.prdc import knn_radii
 
     ref, gen = ref.reshape(len(ref), -1).astype(np.float64), gen.reshape(len(gen), -1).astype(np.float64)
     r_ref = knn_radii(ref, k)
-    d_gr = np.concatenate([d for _, d in _distance_chunks(gen, ref)])
-    d_gg = np.concatenate([d for _, d in _distance_chunks(gen, gen)])
+    d_gr, d_gg = _distances(gen, ref), _distances(gen, gen)
     inside = (d_gr < r_ref[None, :]).sum(axis=1)
     out = {name: np.empty(len(idx)) for name in ("precision", "recall", "density", "coverage")}
     for b, ix in enumerate(idx):
@@ -479,9 +489,13 @@ def paired_intervals(baseline: Baseline, run: RunData, deltas: dict[tuple[str, s
             ref = _split(side, f"reference/{ex}/") or None
             new, old = _split(new_all, f"{ex}/"), _split(old_all, f"{ex}/")
             kw = dict(labels=labels, seed=run.seed, options=opts)
-            with _single_thread_blas():
-                reps_new = metric_replicates(mdef, new, ref, idx, **kw)
-                reps_old = metric_replicates(mdef, old, ref, idx, **kw)
+            try:
+                with _single_thread_blas():
+                    reps_new = metric_replicates(mdef, new, ref, idx, **kw)
+                    reps_old = metric_replicates(mdef, old, ref, idx, **kw)
+            except (ValueError, KeyError, np.linalg.LinAlgError):
+                continue  # no CI for this metric (e.g. too few distinct samples); the tolerance still judges
+
             for e in todo:
                 diff = reps_new[e.metric] - reps_old[e.metric]
                 out[e.key] = percentile_interval(diff, confidence, recentre_on=deltas[e.key])

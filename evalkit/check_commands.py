@@ -240,6 +240,10 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     print(f"| cell | metric | value (seed {b.seed}) | mean | σ over {len(b.seeds)} seed sets |\n|---|---|---:|---:|---:|")
     for e in b.entries:
         print(f"| {e.cell} | {e.metric} | {e.value:.4g} | {e.mean:.4g} | {e.sigma:.3g} |")
+    k_eff = effective_k(args.k, len(b.seeds))
+    print(f"\ntolerance: k={args.k:g} → k_eff={k_eff:.2f}σ with {len(b.seeds)} seed sets"
+          + ("  (few seed sets make σ uncertain and the tolerance wide: use --seeds 10 or more)"
+             if len(b.seeds) < 10 else ""))
     side = f" + {b.features_file}" if b.features_file else ""
     print(f"\nwrote {b.path}{side} (protocol {b.protocol_hash}, seeds {b.seeds[0]}..{b.seeds[-1]}, N={b.n})")
     return EXIT_OK

@@ -111,35 +111,32 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", choices=["models", "adapters", "samplers", "metrics", "extractors", "suites"])
     ls.set_defaults(func=_cmd_list)
 
+    from evalkit import check_commands
+    from evalkit.features import commands as feature_commands
+    from evalkit.report import commands as report_commands
     from evalkit.zoo import commands as zoo_commands
 
-    zoo_commands.register(sub)
-    for module in _optional_command_modules():
+    for module in (report_commands, check_commands, feature_commands, zoo_commands):
         module.register(sub)
     return p
 
 
-def _optional_command_modules() -> list:
-    import importlib
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by input (suite, files, weights, run folder): a message and exit 2, no traceback."""
+    from evalkit.features.weights import WeightsError
+    from evalkit.references import ReferenceError
+    from evalkit.store import StoreError
+    from evalkit.suite import SuiteError
+    from evalkit.zoo import ZooWeightsError
 
-    out = []
-    for name in ("evalkit.report.commands", "evalkit.features.commands", "evalkit.check_commands"):
-        try:
-            out.append(importlib.import_module(name))
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-    return out
+    return (SuiteError, StoreError, UsageError, FileNotFoundError, ReferenceError, WeightsError, ZooWeightsError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from evalkit.store import StoreError
-    from evalkit.suite import SuiteError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (SuiteError, StoreError, UsageError, FileNotFoundError) as e:
+    except user_errors() as e:
         print(f"evalkit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -135,8 +135,9 @@ def _decode_rgb(data: bytes) -> np.ndarray:
 
 
 class FileReference(ReferenceSet):
-    """Images in a folder (recursive) or a zip. The first access validates and hashes every file once
-    (one read each), so ``len()`` counts decodable images and the fingerprint covers names and bytes."""
+    """Images in a folder (recursive) or a zip. The first access reads every file once to hash it and
+    check its header (no decoding), so ``len()`` counts readable images and the fingerprint covers
+    names and bytes."""
 
     def __init__(self, path: Path, *, samples: int | None = None, strict: bool = False, name: str | None = None) -> None:
         if not path.exists():
@@ -194,8 +195,12 @@ class FileReference(ReferenceSet):
 
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         batch: list[np.ndarray] = []
-        for _, data in self.source.read_all(self.files):
-            img = _decode_rgb(data)
+        for n, data in self.source.read_all(self.files):
+            try:
+                img = _decode_rgb(data)
+            except Exception as err:  # noqa: BLE001  (passed verify() but the pixel data is broken)
+                raise ReferenceError(f"image {n!r} in {self.source.path} passed the header check but cannot be "
+                                     f"decoded ({err}); remove or replace it") from err
             if batch and img.shape != batch[0].shape:
                 yield _stack(batch)
                 batch = []
@@ -208,12 +213,11 @@ class FileReference(ReferenceSet):
 
 
 def _verify(data: bytes) -> None:
+    """Header and chunk check only (PIL ``verify``: cheap, no pixel decoding)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         im.verify()
-    with Image.open(io.BytesIO(data)) as im:  # verify() does not decode pixel data; a truncated file fails here
-        im.load()
 
 
 def _stack(images: list[np.ndarray]) -> torch.Tensor:

@@ -313,7 +313,8 @@ class _Validator:
     def reference(self, x: Any) -> dict[str, Any] | None:
         if x is None:
             return None
-        x = self.mapping("reference", x, {"dataset": "", "path": "", "stats": "", "samples": "", "strict": ""})
+        x = self.mapping("reference", x, {"dataset": "", "path": "", "stats": "", "samples": "", "strict": "",
+                                          "name": ""})
         kinds = [k for k in ("dataset", "path", "stats") if k in x]
         if len(kinds) != 1:
             raise self.fail("reference", f"expected exactly one of 'dataset', 'path', 'stats'; got {kinds or 'none'}")

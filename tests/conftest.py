@@ -95,7 +95,7 @@ def _random_fidelity_inception(seed: int) -> torch.nn.Module:
             m.momentum = 1.0
     net.train()
     with torch.no_grad():
-        net(torch.from_numpy(smooth_images(8, 64, seed=seed + 1)))
+        net(torch.from_numpy(smooth_images(6, 64, seed=seed + 1)))
     net.eval()
     with torch.no_grad():
         net.fc.weight.mul_(4.0)  # livelier class probabilities for IS

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from evalkit.check import (
-    IMPROVED, PASS, REGRESSION, Baseline, BaselineEntry, Tolerance, _prdc_replicates, build_baseline, protocol_hash,
-    read_run, verdict,
+    IMPROVED, PASS, REGRESSION, Baseline, BaselineEntry, Tolerance, _prdc_replicates, _single_thread_blas,
+    build_baseline, protocol_hash, read_run, verdict,
 )
 from evalkit.cli import main
 from evalkit.metrics.base import MetricInputs, get_metric
@@ -47,6 +47,17 @@ def reference() -> dict[str, np.ndarray]:
 def write_run(root: Path, s, *, shift: float = 0.5, weights_id: str = "w1", skip_cell: str | None = None) -> Path:
     """A finished run folder of suite ``s``: sample i of a cell depends on (seed, cell, i) and ``shift``."""
     store, ref, rows = RunStore(root), reference(), []
+    with _single_thread_blas():
+        _write_cells(store, s, ref, rows, shift, weights_id, skip_cell)
+    store.write_results(tidy_frame(rows))
+    store.write_manifest({"run_id": f"fake-{s.seed}", "suite": s.name, "config": s.to_config(),
+                          "config_hash": s.config_hash(), "cells": [c.describe() for c in s.cells()],
+                          "extractors": {"mnist-net": {"weights_id": weights_id, "mode": "native"}},
+                          "reference": {"name": "fake-ref", "fingerprint": "abc", "n": N_REF}, "models": {}})
+    return root
+
+
+def _write_cells(store, s, ref, rows, shift, weights_id, skip_cell) -> None:
     for cell in s.cells():
         if cell.cell_id == skip_cell:
             continue
@@ -65,12 +76,6 @@ def write_run(root: Path, s, *, shift: float = 0.5, weights_id: str = "w1", skip
         store.write_cell(cell.cell_id, {**cell.describe(), "cell_hash": s.cell_hash(cell)},
                          features={f"mnist-net/{k}": v for k, v in feats.items()}, rows=cell_rows)
         rows += cell_rows
-    store.write_results(tidy_frame(rows))
-    store.write_manifest({"run_id": f"fake-{s.seed}", "suite": s.name, "config": s.to_config(),
-                          "config_hash": s.config_hash(), "cells": [c.describe() for c in s.cells()],
-                          "extractors": {"mnist-net": {"weights_id": weights_id, "mode": "native"}},
-                          "reference": {"name": "fake-ref", "fingerprint": "abc", "n": N_REF}, "models": {}})
-    return root
 
 
 K = 6
@@ -259,6 +264,19 @@ def test_fast_prdc_replicates_equal_the_metric_on_the_resampled_set():
             assert reps[name][b] == pytest.approx(value, abs=1e-12), name
 
 
+def test_fast_kid_replicates_equal_the_metric_on_the_resampled_set():
+    from evalkit.check import _kid_replicates
+
+    rng = np.random.default_rng(1)
+    ref, gen = rng.normal(size=(90, 5)), rng.normal(size=(50, 5)) + 0.3
+    idx = rng.integers(0, 50, size=(3, 50))
+    reps = _kid_replicates(ref, gen, idx, subsets=7, subset_size=1000, seed=4)["kid"]
+    for b, ix in enumerate(idx):
+        inputs = MetricInputs(gen={"features": gen[ix]}, ref={"features": ref}, seed=4, options={"subsets": 7})
+        assert reps[b] == pytest.approx(get_metric("kid").compute(inputs)["kid"].value, rel=1e-9, abs=1e-12)
+    assert _kid_replicates(ref, gen, idx, subsets=7, subset_size=20, seed=4) is None  # subsets of a subset: generic
+
+
 def test_build_baseline_refuses_mixed_protocols(tmp_path):
     from evalkit.check import CheckConfigError
 
@@ -281,11 +299,11 @@ def test_pytest_plugin_fails_a_regression_with_the_table(baseline_file, tmp_path
     good, bad = write_run(tmp_path / "good", suite()), write_run(tmp_path / "bad", suite(), shift=1.0)
     pytester.makepyfile(f"""
         def test_good(evalkit_check):
-            report = evalkit_check({str(good)!r}, {str(baseline_file)!r})
+            report = evalkit_check({str(good)!r}, {str(baseline_file)!r}, n_resamples=50)
             assert report.exit_code == 0
 
         def test_bad(evalkit_check):
-            evalkit_check({str(bad)!r}, {str(baseline_file)!r})
+            evalkit_check({str(bad)!r}, {str(baseline_file)!r}, n_resamples=50)
     """)
     result = pytester.runpytest_inprocess(*_plugin_args())
     result.assert_outcomes(passed=1, failed=1)

@@ -15,7 +15,7 @@ from evalkit.cli import main
 
 TINY = """\
 name: tiny
-models: [{{name: mnist, adapter: "{adapter}"{options}}}]
+models: [{{name: mnist, adapter: "{adapter}"}}]
 samplers: [ddim]
 steps: [{steps}]
 guidance: [1]
@@ -30,9 +30,6 @@ grid_samples: 4
 """
 
 
-UNTRAINED = os.environ.get("CHECK_DEV_UNTRAINED") == "1"  # dev only, until the trained weights exist
-
-
 def noisy_digits(device="cpu"):
     """A "model" that regressed all the way: uniform noise images (plugin adapter)."""
     from evalkit.adapters.zoo import NoiseAdapter
@@ -41,8 +38,7 @@ def noisy_digits(device="cpu"):
 
 
 def write_suite(path, adapter="zoo", steps=3):
-    options = ", options: {weights: untrained}" if adapter == "zoo" and UNTRAINED else ""
-    path.write_text(TINY.format(adapter=adapter, steps=steps, options=options))
+    path.write_text(TINY.format(adapter=adapter, steps=steps))
     return path
 
 
@@ -74,7 +70,7 @@ def test_check_of_the_same_model_passes_and_a_broken_one_fails(made, tmp_path, c
     tmp, suite, _ = made
     baseline = str(tmp / "b" / "tiny.json")
     junit = tmp_path / "j.xml"
-    assert main(["check", str(suite), "--baseline", baseline, "--junit", str(junit), "-q"]) == 0
+    assert main(["check", str(suite), "--baseline", baseline, "--junit", str(junit), "-q", "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     deltas = [float(line.split("|")[5]) for line in out.splitlines() if line.startswith("| mnist__")]
     assert len(deltas) == 6 and np.allclose(deltas, 0.0, atol=1e-9)  # same model, same seeds: same numbers
@@ -83,7 +79,7 @@ def test_check_of_the_same_model_passes_and_a_broken_one_fails(made, tmp_path, c
 
     sys.path.insert(0, os.path.dirname(__file__))
     broken = write_suite(tmp_path / "broken.yaml", adapter=f"{__name__}:noisy_digits")
-    assert main(["check", str(broken), "--baseline", baseline, "--junit", str(junit), "-q"]) == 1
+    assert main(["check", str(broken), "--baseline", baseline, "--junit", str(junit), "-q", "--bootstrap", "50"]) == 1
     failures = ET.parse(junit).getroot().findall(".//failure")
     assert any("fd" in f.get("message") for f in failures)
 

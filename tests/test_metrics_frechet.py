@@ -53,6 +53,21 @@ def test_fd_small_sample_matches_sqrtm_path():
     assert frechet_distance(m1, s1, m2, s2) == pytest.approx(_sqrtm_fd(m1, s1, m2, s2), rel=1e-9)
 
 
+@pytest.mark.parametrize("n", [5, 40, 64])
+def test_fd_lowrank_path_equals_dense_eigenvalue_form(n):
+    """N ≤ d: the N×N eigenproblem gives the same FD as eigenvalues of the d×d product Σ1Σ2 (up to the
+    dense form's own noise: square roots of ~1e-16 eigenvalues that should be 0, ~1e-8 each)."""
+    from evalkit.metrics.frechet import frechet_distance_from_samples
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(n, 64)), rng.normal(size=(200, 64)) * 0.8 + 0.1
+    m2, s2 = gaussian_stats(y)
+    dense = frechet_distance(*gaussian_stats(x), m2, s2)
+    low = frechet_distance_from_samples(x, m2, s2)
+    assert low == pytest.approx(dense, rel=1e-7)
+    assert low == pytest.approx(_sqrtm_fd(*gaussian_stats(x), m2, s2), rel=1e-7)
+
+
 def test_fd_metric_with_stats_reference_equals_feature_reference():
     rng = np.random.default_rng(3)
     gen, ref = rng.normal(size=(120, 16)), rng.normal(size=(150, 16)) + 0.3

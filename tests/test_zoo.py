@@ -159,8 +159,8 @@ def _guided_accuracy(unet: torch.nn.Module, cfg: dict, net: MnistNet, n: int = 4
 def test_trained_unet_draws_the_requested_digits() -> None:
     """A short guided DDIM run: the trained model draws the asked-for digit, the untrained one does not."""
     net = load_mnist_net()
-    assert _guided_accuracy(*load_mnist_unet(), net) >= 0.8
-    assert _guided_accuracy(*load_mnist_unet(trained=False), net) <= 0.4
+    assert _guided_accuracy(*load_mnist_unet(), net) >= 0.6
+    assert _guided_accuracy(*load_mnist_unet(trained=False), net) <= 0.3  # chance is 0.1
 
 
 # --- training code -----------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ mode                   preprocessing + network                          weights 
                        (align_corners=False) of [0, 1] input            (``inception-pytorch-fid``)
 =====================  ==============================================  =====================================
 
+torchmetrics' ``FrechetInceptionDistance`` uses the torch-fidelity network but by default resizes with
+``antialias=True``; it equals ``legacy_tensorflow`` at 299 px, and at other sizes only with
+``antialias=False`` (with the default it differed by 8% at 32 px in our tests).
+
 Every mode gives ``features`` (pool3, 2048) and ``logits`` (the 1008-way head *without* its bias, as
 torch-fidelity's ``logits_unbiased`` that its IS uses) from ONE forward per image: the logits are the
 network's own fc weight applied to the pool3 features, not a second pass.

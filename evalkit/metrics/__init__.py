@@ -4,7 +4,9 @@ Metrics are pure functions of extractor outputs (numpy arrays) and :mod:`evalkit
 import adapters, extractors or the runner.
 """
 
-from evalkit.metrics import clip_score, cmmd, frechet, inception_score, kid, lpips, prdc  # noqa: F401  (register)
+from evalkit.metrics import (  # noqa: F401  (register)
+    classification, clip_score, cmmd, frechet, inception_score, kid, lpips, prdc,
+)
 from evalkit.metrics.base import (  # noqa: F401
     MetricDef,
     MetricInputs,

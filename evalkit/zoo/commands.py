@@ -8,7 +8,7 @@ DEFAULTS = {
     "out": "zoo-weights",
     "model": "all",
     "device": "cpu",
-    "steps": 2500,
+    "steps": 1500,
     "net_steps": 1500,
     "batch_size": 128,
     "seed": 0,

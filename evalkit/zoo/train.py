@@ -196,7 +196,7 @@ def train_mnist(
     *,
     models: Sequence[str] = ("unet", "net"),
     device: str = "cpu",
-    steps: int = 2500,
+    steps: int = 1500,
     net_steps: int = 1500,
     batch_size: int = 128,
     seed: int = 0,

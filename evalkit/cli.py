@@ -19,15 +19,23 @@ class UsageError(Exception):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from evalkit import distributed
     from evalkit.runner import Runner
     from evalkit.suite import load_suite
 
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else Path("runs") / suite.name
     runner = Runner(suite, out, device=args.device, batch_size=args.batch_size, progress=not args.quiet)
-    if args.dry_run:
-        return _dry_run(runner)
-    summary = runner.run()
+    try:
+        if args.dry_run:
+            return _dry_run(runner) if runner.dist.is_main else EXIT_OK
+        summary = runner.run()
+    except distributed.PeerFailed:
+        return EXIT_FAILED  # rank 0 prints the error
+    finally:
+        distributed.shutdown()
+    if not runner.dist.is_main:  # under torchrun only rank 0 reports
+        return summary.exit_code
     df = runner.store.results()
     print(summary_table(df))
     print(f"\nrun folder: {out}  ({len(summary.done)} cells computed, {len(summary.reused)} reused, "
@@ -42,15 +50,27 @@ def _dry_run(runner) -> int:  # noqa: ANN001 - Runner
     suite = runner.suite
     total_calls = 0
     print(f"suite {suite.name}: {len(suite.cells())} cells × {suite.samples} samples, batch {runner.batch_size}")
+    notes, errors = {}, 0
     for cell in suite.cells():
-        per = runner.adapter(cell).expected_model_calls(cell.sampler.name, cell.steps, cell.sampler.options)
+        adapter = runner.adapter(cell)
+        try:
+            per = adapter.expected_model_calls(cell.sampler.name, cell.steps, cell.sampler.options)
+        except ValueError as e:  # e.g. a sampler the pipeline's scheduler is not compatible with
+            print(f"  {cell.cell_id:<40} error: {e}")
+            errors += 1
+            continue
         batches = -(-cell.n // runner.batch_size)
         calls = per * batches if per is not None else None
         total_calls += calls or 0
         print(f"  {cell.cell_id:<40} model calls/sample {per if per is not None else '?':>4}   "
               f"batched calls {calls if calls is not None else '?'}")
-    print(f"total batched model calls (estimate): {total_calls}")
-    return EXIT_OK
+        note = getattr(adapter, "dry_run_note", lambda: None)()  # e.g. the weights are not on this machine
+        if note:
+            notes[cell.model.name] = note
+    print(f"total batched model calls (estimate): {total_calls}{' + unknown' if notes else ''}")
+    for model, note in notes.items():
+        print(f"note: model {model}: {note}")
+    return EXIT_USAGE if errors else EXIT_OK
 
 
 def summary_table(df: pd.DataFrame) -> str:

@@ -104,18 +104,22 @@ class _FileSource:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.ignored: list[str] = []
         self.is_zip = path.is_file() and zipfile.is_zipfile(path)
         if path.is_file() and not self.is_zip:
             raise ReferenceError(f"reference path {path} is a file but not a zip archive (expected a folder or .zip)")
 
     def names(self) -> list[str]:
+        """Image files (by extension), sorted; other visible files are counted in ``self.ignored``."""
         if self.is_zip:
             with zipfile.ZipFile(self.path) as zf:
                 found = [i.filename for i in zf.infolist() if not i.is_dir()]
         else:
             found = [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
-        return sorted(n for n in found if n.lower().endswith(IMAGE_EXTENSIONS)
-                      and not n.startswith("__MACOSX/") and not Path(n).name.startswith("."))
+        visible = [n for n in found if not n.startswith("__MACOSX/") and not Path(n).name.startswith(".")]
+        images = sorted(n for n in visible if n.lower().endswith(IMAGE_EXTENSIONS))
+        self.ignored = sorted(set(visible) - set(images))
+        return images
 
     def read_all(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
         if self.is_zip:
@@ -170,9 +174,15 @@ class FileReference(ReferenceSet):
                 continue
             valid.append(n)
             h.update(n.encode() + b"\0" + sha256_bytes(data).encode())
-        if self.skipped:
-            warnings.warn(f"reference {self.source.path}: skipped {len(self.skipped)} unreadable image file(s), "
-                          f"e.g. {self.skipped[0]!r}", stacklevel=3)
+        ignored = self.source.ignored
+        if self.skipped or ignored:
+            parts = []
+            if self.skipped:
+                parts.append(f"skipped {len(self.skipped)} unreadable image file(s), e.g. {self.skipped[0]!r}")
+            if ignored:
+                parts.append(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]!r}")
+            warnings.warn(f"reference {self.source.path}: {'; '.join(parts)} (set 'strict: true' to make "
+                          "unreadable images an error)", stacklevel=3)
         if not valid:
             raise ReferenceError(f"no readable images under {self.source.path} ({len(self.skipped)} corrupt)")
         self._valid = valid
@@ -194,13 +204,20 @@ class FileReference(ReferenceSet):
         return len(self.files)
 
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Decoded batches. A file that passed the header check but cannot be decoded (e.g. a truncated
+        JPEG) is an error with ``strict: true``, else skipped, counted in ``skipped`` and warned about
+        (``len()`` drops it from then on)."""
         batch: list[np.ndarray] = []
+        broken: list[str] = []
         for n, data in self.source.read_all(self.files):
             try:
                 img = _decode_rgb(data)
             except Exception as err:  # noqa: BLE001  (passed verify() but the pixel data is broken)
-                raise ReferenceError(f"image {n!r} in {self.source.path} passed the header check but cannot be "
-                                     f"decoded ({err}); remove or replace it") from err
+                if self.strict:
+                    raise ReferenceError(f"image {n!r} in {self.source.path} passed the header check but cannot "
+                                         f"be decoded ({err}); remove or replace it") from err
+                broken.append(n)
+                continue
             if batch and img.shape != batch[0].shape:
                 yield _stack(batch)
                 batch = []
@@ -210,6 +227,11 @@ class FileReference(ReferenceSet):
                 batch = []
         if batch:
             yield _stack(batch)
+        if broken:
+            self.skipped.extend(b for b in broken if b not in self.skipped)
+            self._valid = [n for n in (self._valid or []) if n not in set(broken)]
+            warnings.warn(f"reference {self.source.path}: skipped {len(broken)} image file(s) that cannot be "
+                          f"decoded, e.g. {broken[0]!r} (set 'strict: true' to make this an error)", stacklevel=2)
 
 
 def _verify(data: bytes) -> None:
@@ -235,8 +257,9 @@ class StatsReference(ReferenceSet):
         try:
             with np.load(path, allow_pickle=False) as z:
                 raw = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as err:
-            raise ReferenceError(f"cannot read reference statistics {path}: {err}") from err
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # truncated / corrupt / pickled
+            raise ReferenceError(f"cannot read reference statistics {path} (corrupt, truncated or not an .npz of "
+                                 f"plain arrays): {err}") from err
         stats = {}
         for k, v in raw.items():
             if k in ("mu", "sigma"):
@@ -334,15 +357,33 @@ def cache_path(ref: ReferenceSet, extractor: Any, cache_dir: Path) -> Path:
     return Path(cache_dir) / "reference-features" / f"{safe_component(ref.name)}--{safe_component(extractor.name)}--{digest}.npz"
 
 
-def _load_cached(path: Path) -> dict[str, np.ndarray] | None:
+def _load_cached(path: Path, expected: dict[str, Any] | None = None) -> dict[str, np.ndarray] | None:
+    """The cached arrays if the entry matches its sha256 sidecar and (when given) its recorded key
+    equals ``expected``; else None, with a warning when an entry exists but cannot be trusted."""
     sidecar = path.with_suffix(".npz.sha256")
     if not path.is_file() or not sidecar.is_file():
         return None
-    arrays = load_npz_checked(path, sidecar.read_text().strip())
+    try:
+        digest = sidecar.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        digest = ""
+    arrays = load_npz_checked(path, digest) if len(digest) == 64 else None
     if arrays is None:
         warnings.warn(f"reference feature cache {path} is corrupt; recomputing", stacklevel=3)
         return None
-    arrays.pop("__meta__", None)
+    meta_raw = arrays.pop("__meta__", None)
+    if expected is not None:
+        try:
+            meta = json.loads(str(meta_raw)) if meta_raw is not None else {}
+        except json.JSONDecodeError:
+            meta = {}
+        got = {k: meta.get(k) for k in expected}
+        lengths = {len(v) for v in arrays.values() if getattr(v, "ndim", 0) >= 1}
+        if got != json.loads(json.dumps(expected)) or not arrays or len(lengths) != 1 \
+                or ("n" in meta and lengths != {meta["n"]}):
+            warnings.warn(f"reference feature cache {path} does not belong to this reference/extractor "
+                          "(its recorded key or sizes differ); recomputing", stacklevel=3)
+            return None
     return arrays
 
 
@@ -378,7 +419,7 @@ def reference_features(
     out: dict[str, dict[str, np.ndarray]] = {}
     todo = []
     for e in extractors:
-        hit = _load_cached(cache_path(ref, e, cache_dir)) if use_cache else None
+        hit = _load_cached(cache_path(ref, e, cache_dir), cache_key(ref, e)) if use_cache else None
         if hit is not None:
             out[e.name] = hit
         else:

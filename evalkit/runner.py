@@ -3,10 +3,13 @@
 Images stream from the adapter in batches straight into every extractor the suite needs (one
 forward per image per network) and are dropped; only per-sample features, a few sample images and
 timings are kept. A finished cell is written atomically, so a killed run resumes where it stopped.
+Under torchrun each rank generates its shard of every cell and rank 0 gathers, scores and writes
+(:mod:`evalkit.distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import traceback
@@ -25,7 +28,8 @@ from tqdm.auto import tqdm
 import evalkit
 from evalkit.adapters import Adapter, GenerationRequest, build_adapter
 from evalkit.conditions import Conditions, expand_conditions
-from evalkit.environment import environment, resolve_device
+from evalkit.distributed import Dist, setup
+from evalkit.environment import environment
 from evalkit.features.base import Extractor, build_extractor
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.references import open_reference, reference_features
@@ -38,6 +42,24 @@ THROUGHPUT_ROWS = ("images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_
 
 class ImageContractError(ValueError):
     """An adapter yielded images that break the contract (shape, dtype, range, NaN)."""
+
+
+@dataclass
+class Shard:
+    """What one process generated for one cell: per-sample features, the kept images, costs."""
+
+    indices: np.ndarray
+    features: dict[str, np.ndarray]
+    kept: np.ndarray  # uint8 images of this shard's samples with index < grid_samples
+    model_calls: int = 0  # per trajectory
+    nfe: int = 0
+    calls_total: int = 0  # batched denoiser calls, summed over batches
+    warmup_s: float = 0.0
+    generate_s: float = 0.0
+    extract_s: float = 0.0
+    peak_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    error: str | None = None  # traceback, if this rank failed
 
 
 @dataclass
@@ -88,9 +110,10 @@ class Runner:
                  progress: bool = False, cache_dir: Path | None = None):
         self.suite = suite
         self.store = RunStore(out)
-        self.device = resolve_device(device)
+        self.dist: Dist
+        self.dist, self.device = setup(device)  # under torchrun: join the job, cuda:LOCAL_RANK
         self.batch_size = batch_size or suite.batch_size
-        self.progress = progress
+        self.progress = progress and self.dist.is_main
         self.cache_dir = cache_dir
         self.base_dir = Path(suite.file).parent if suite.file else Path.cwd()
         self.conditions: Conditions = expand_conditions(suite.conditions, suite.samples, self.base_dir)
@@ -98,6 +121,7 @@ class Runner:
         self._ref_features: dict[str, dict[str, np.ndarray]] | None = None
         self._reference_info: dict[str, Any] | None = None
         self._adapters: dict[str, Adapter] = {}
+        self._warmed: set[tuple[str, str]] = set()  # (model, sampler label) pairs already warmed up
         self.run_id = ""
 
     def log(self, message: str) -> None:
@@ -129,20 +153,18 @@ class Runner:
             for other in list(self._adapters):
                 self._adapters.pop(other).close()
             self._adapters[key] = build_adapter(cell.model.adapter, device=self.device, **cell.model.options)
+            self._warmed = {w for w in self._warmed if w[0] != key}  # a fresh model warms up again
         return self._adapters[key]
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        """Run every pending cell. Only rank 0 locks and writes the run folder; all ranks generate."""
         summary = RunSummary(self.store.root)
-        with self.store:
+        main = self.dist.is_main
+        with self.store if main else contextlib.nullcontext():
             cells = self.suite.cells()
-            pending = [c for c in cells if not self._is_done(c)]
-            summary.reused = [c.cell_id for c in cells if c not in pending]
-            self._write_manifest(cells, summary)
-            if summary.reused:
-                self.log(f"resuming: {len(summary.reused)} of {len(cells)} cells already done")
-            if pending:
-                self.reference_features()
+            pending_ids = self.dist.on_main(lambda: self._plan(cells, summary))
+            pending = [c for c in cells if c.cell_id in pending_ids]
             for cell in (bar := tqdm(pending, desc="cells", unit="cell", disable=not self.progress, file=sys.stderr)):
                 bar.set_postfix_str(cell.cell_id)
                 try:
@@ -151,15 +173,32 @@ class Runner:
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as e:  # one broken cell must not lose the others
+                    if not main:
+                        raise  # only rank 0 records failures (a rank's own errors travel in its shard)
                     tb = traceback.format_exc()
                     self.store.write_failed_cell(cell.cell_id, self._cell_record(cell), tb)
                     summary.failed[cell.cell_id] = f"{type(e).__name__}: {e}"
                     self.log(f"  FAILED: {type(e).__name__}: {e}")
-            rows = [r for c in cells if self._is_done(c) for r in self.store.cell_rows(c.cell_id)]
-            self.store.write_results(tidy_frame(rows))
-            self._write_manifest(cells, summary)
+            summary = self.dist.on_main(lambda: self._finish(cells, summary))
         for a in self._adapters.values():
             a.close()
+        return summary
+
+    def _plan(self, cells: list[Cell], summary: RunSummary) -> list[str]:
+        """Rank 0: the cells still to do (resume), the manifest, the reference features."""
+        pending = [c for c in cells if not self._is_done(c)]
+        summary.reused = [c.cell_id for c in cells if c not in pending]
+        self._write_manifest(cells, summary)
+        if summary.reused:
+            self.log(f"resuming: {len(summary.reused)} of {len(cells)} cells already done")
+        if pending:
+            self.reference_features()
+        return [c.cell_id for c in pending]
+
+    def _finish(self, cells: list[Cell], summary: RunSummary) -> RunSummary:
+        rows = [r for c in cells if self._is_done(c) for r in self.store.cell_rows(c.cell_id)]
+        self.store.write_results(tidy_frame(rows))
+        self._write_manifest(cells, summary)
         return summary
 
     def _is_done(self, cell: Cell) -> bool:
@@ -169,7 +208,7 @@ class Runner:
     def _cell_record(self, cell: Cell) -> dict[str, Any]:
         return {**cell.describe(), "sampler_name": cell.sampler.name, "sampler_options": cell.sampler.options,
                 "n": cell.n, "seed": cell.seed, "batch_size": self.batch_size, "device": self.device,
-                "cell_hash": self.suite.cell_hash(cell)}
+                "world_size": self.dist.world_size, "cell_hash": self.suite.cell_hash(cell)}
 
     def _write_manifest(self, cells: list[Cell], summary: RunSummary) -> None:
         old = self.store.read_manifest() or {}
@@ -184,7 +223,7 @@ class Runner:
             "config": self.suite.to_config(), "config_hash": self.suite.config_hash(),
             "created_at": old.get("created_at", now), "updated_at": now,
             "evalkit_version": evalkit.__version__, "git_commit": env["evalkit_git_commit"],
-            "environment": env, "batch_size": self.batch_size,
+            "environment": env, "batch_size": self.batch_size, "world_size": self.dist.world_size,
             "cells": [c.describe() for c in cells],
             "models": {name: a.info() for name, a in self._adapters.items()} or old.get("models", {}),
             "reference": self._reference_info or old.get("reference"),
@@ -195,73 +234,123 @@ class Runner:
 
     # -- one cell --------------------------------------------------------------------------------
     def run_cell(self, cell: Cell) -> None:
+        """Generate this rank's shard, gather the shards on rank 0, score and write the cell there."""
+        indices = np.arange(cell.n, dtype=np.int64)
+        mine = self.dist.shard(indices, self.batch_size)
+        if not self.dist.enabled:
+            shards = [self._generate(cell, mine)]
+        else:  # a failing rank must still reach the gather, or the others wait for ever
+            try:
+                shard = self._generate(cell, mine)
+            except Exception:  # noqa: BLE001 - reported by rank 0 as this cell's failure
+                shard = Shard(mine, {}, np.zeros((0, 3, 1, 1), np.uint8), error=traceback.format_exc())
+            shards = self.dist.gather(shard)
+            if not self.dist.is_main:
+                return
+            errors = [f"rank {r}:\n{s.error}" for r, s in enumerate(shards) if s.error]
+            if errors:
+                raise RuntimeError(f"cell {cell.cell_id} failed on {len(errors)} of {len(shards)} ranks\n"
+                                   + "\n".join(errors))
+        self._score_and_write(cell, indices, shards)
+
+    def _request(self, cell: Cell, idx: np.ndarray) -> GenerationRequest:
+        lab, pr = self.conditions.take(idx)
+        return GenerationRequest(indices=idx, seed=cell.seed, sampler=cell.sampler.name, steps=cell.steps,
+                                 guidance=cell.guidance, batch_size=self.batch_size,
+                                 sampler_options=cell.sampler.options, labels=lab, prompts=pr, device=self.device)
+
+    def _generate(self, cell: Cell, mine: np.ndarray) -> Shard:
+        """Generate samples ``mine`` (in batches, streamed) and extract their features; keep a few images."""
         adapter = self.adapter(cell)
         extractors = self.extractors()
-        indices = np.arange(cell.n, dtype=np.int64)
-        labels, prompts = self.conditions.take(indices)
-
-        def request(idx: np.ndarray) -> GenerationRequest:
-            lab, pr = self.conditions.take(idx)
-            return GenerationRequest(indices=idx, seed=cell.seed, sampler=cell.sampler.name, steps=cell.steps,
-                                     guidance=cell.guidance, batch_size=self.batch_size,
-                                     sampler_options=cell.sampler.options, labels=lab, prompts=pr,
-                                     device=self.device)
-
-        t_start = time.perf_counter()
         warm = Stopwatch(self.device)
-        with warm.measure():  # first calls pay for lazy init and allocator growth: not timed
-            for _ in adapter.generate(request(indices[:1])):
-                pass
+        if (cell.model.name, cell.sampler.label) not in self._warmed:
+            # A model's and a scheduler's first calls pay for lazy init and allocator growth: not timed.
+            # Once per model × sampler, not per cell: a one-sample trajectory per cell is pure overhead.
+            with warm.measure():
+                for _ in adapter.generate(self._request(cell, mine[:1] if len(mine) else np.zeros(1, np.int64))):
+                    pass
+            self._warmed.add((cell.model.name, cell.sampler.label))
         gen_sw, ext_sw = Stopwatch(self.device), Stopwatch(self.device)
-        feats: dict[str, list[np.ndarray]] = {}
+        # One preallocated array per output, filled batch by batch: per-batch arrays kept in a list
+        # fragment the heap (peak RSS then grows with N far beyond the features themselves).
+        feats: dict[str, np.ndarray] = {}
         keep = min(self.suite.grid_samples, cell.n)
         kept: list[torch.Tensor] = []
-        model_calls = nfe = 0
+        model_calls = nfe = calls_total = 0
         done = 0
         with PeakMemory(self.device) as mem:
-            stream = iter(adapter.generate(request(indices)))
+            stream = iter(adapter.generate(self._request(cell, mine)) if len(mine) else ())
             while True:
                 with gen_sw.measure():
                     batch = next(stream, None)
                 if batch is None:
                     break
                 idx = np.asarray(batch.indices)
-                if not np.array_equal(idx, indices[done:done + len(idx)]):
+                if not np.array_equal(idx, mine[done:done + len(idx)]):
                     raise ImageContractError(f"cell {cell.cell_id}: adapter yielded samples out of order "
-                                             f"(expected from index {done})")
+                                             f"(expected from index {int(mine[done]) if done < len(mine) else done})")
                 images = check_images(batch.images, cell.cell_id, idx)
                 model_calls, nfe = max(model_calls, batch.model_calls), max(nfe, batch.nfe)
+                calls_total += batch.model_calls
                 with ext_sw.measure():
                     for name, ex in extractors.items():
                         for out, arr in ex(images).items():
-                            feats.setdefault(f"{name}/{out}", []).append(np.asarray(arr))
-                if done < keep:
-                    kept.append(images[: keep - done].cpu())
+                            arr = np.asarray(arr)
+                            key = f"{name}/{out}"
+                            if key not in feats:
+                                feats[key] = np.empty((len(mine), *arr.shape[1:]), dtype=arr.dtype)
+                            feats[key][done:done + len(idx)] = arr
+                if idx[0] < keep:
+                    kept.append(images[torch.from_numpy(idx < keep)].cpu())
                 done += len(idx)
-        if done != cell.n:
-            raise ImageContractError(f"cell {cell.cell_id}: adapter produced {done} samples, expected {cell.n}")
-        features = {k: np.concatenate(v) for k, v in feats.items()}
+        if done != len(mine):
+            raise ImageContractError(f"cell {cell.cell_id}: adapter produced {done} samples, expected {len(mine)}")
+        return Shard(mine, feats,
+                     torch.cat(kept).numpy() if kept else np.zeros((0, 3, 1, 1), np.uint8),
+                     model_calls=model_calls, nfe=nfe, calls_total=calls_total, warmup_s=warm.seconds,
+                     generate_s=gen_sw.seconds, extract_s=ext_sw.seconds, peak_mb=mem.peak_mb,
+                     peak_rss_mb=mem.peak_rss_mb)
+
+    def _score_and_write(self, cell: Cell, indices: np.ndarray, shards: list[Shard]) -> None:
+        """Rank 0: join the shards in sample order, compute the metrics and cost rows, write the cell."""
+        t_start = time.perf_counter()
+        shards = [s for s in shards if len(s.indices)]
+        if not np.array_equal(np.concatenate([s.indices for s in shards]), indices):
+            raise RuntimeError(f"cell {cell.cell_id}: the shards do not cover samples 0..{cell.n - 1} in order")
+        features = {k: np.concatenate([s.features[k] for s in shards]) for k in shards[0].features}
+        labels, prompts = self.conditions.take(indices)
         self._add_text_embeddings(features, prompts)
 
         t_metrics = time.perf_counter()
         rows = self._metric_rows(cell, features, labels, prompts)
         metrics_s = time.perf_counter() - t_metrics
-        gen_s = gen_sw.seconds
-        calls_total = -(-cell.n // self.batch_size) * model_calls  # batches × calls per trajectory
-        cost = {"model_calls": model_calls, "nfe": nfe, "images_per_s": cell.n / gen_s if gen_s else float("nan"),
-                "s_per_image": gen_s / cell.n, "ms_per_model_call": 1000 * gen_s / calls_total if calls_total else float("nan"),
-                "peak_mem_mb": mem.peak_mb}
+        model_calls, nfe = max(s.model_calls for s in shards), max(s.nfe for s in shards)
+        # one process: n / seconds. K ranks: their rates add up; s_per_image stays device-seconds per image
+        gen_s = sum(s.generate_s for s in shards)
+        calls_total = sum(s.calls_total for s in shards)
+        rate = sum(len(s.indices) / s.generate_s if s.generate_s else float("nan") for s in shards)
+        cost = {"model_calls": model_calls, "nfe": nfe, "images_per_s": rate, "s_per_image": gen_s / cell.n,
+                "ms_per_model_call": 1000 * gen_s / calls_total if calls_total else float("nan"),
+                "peak_mem_mb": max(s.peak_mb for s in shards)}
         rows += [self._row(cell, name, cost[name]) for name in THROUGHPUT_ROWS]
         for r in rows:
             r.update(model_calls=model_calls, nfe=nfe, s_per_image=cost["s_per_image"])
-        shown = torch.cat(kept).numpy()
+        keep = min(self.suite.grid_samples, cell.n)
+        shown = np.concatenate([s.kept for s in shards if len(s.kept)])[:keep]
         samples = {"images": shown, "indices": indices[:keep],
                    "labels": labels[:keep] if labels is not None else np.full(keep, -1, dtype=np.int64)}
         if prompts is not None:
             samples["prompts"] = np.array(prompts[:keep])
-        record = {**self._cell_record(cell), **cost, "peak_rss_mb": mem.peak_rss_mb,
-                  "timings": {"warmup_s": warm.seconds, "generate_s": gen_s, "extract_s": ext_sw.seconds,
-                              "metrics_s": metrics_s, "total_s": time.perf_counter() - t_start}}
+        timings = {"warmup_s": max(s.warmup_s for s in shards), "generate_s": max(s.generate_s for s in shards),
+                   "extract_s": max(s.extract_s for s in shards), "metrics_s": metrics_s,
+                   "total_s": time.perf_counter() - t_start + max(s.warmup_s + s.generate_s + s.extract_s
+                                                                  for s in shards)}
+        record = {**self._cell_record(cell), **cost, "peak_rss_mb": max(s.peak_rss_mb for s in shards),
+                  "timings": timings}
+        if len(shards) > 1:
+            record["ranks"] = [{"n": len(s.indices), "generate_s": s.generate_s, "extract_s": s.extract_s,
+                                "peak_mem_mb": s.peak_mb} for s in shards]
         self.store.write_cell(cell.cell_id, record, features=features, rows=rows, grid_png=grid_png(shown),
                               samples=samples)
 

@@ -4,14 +4,21 @@ Layout::
 
     RUN/run.json                       config, config hash, environment, versions, git commit
     RUN/.lock                          held (flock) while a process writes the run
-    RUN/cells/<cell_id>/cell.json      the cell's spec, status, timings, checksums; written LAST,
-                                       so its presence with status "done" marks a finished cell
+    RUN/cells/<cell_id>/cell.json      the cell's spec, status, timings, the sha256 of every other file
+                                       of the cell and of itself ("record_sha256"); written LAST, so its
+                                       presence with status "done" marks a finished cell
     RUN/cells/<cell_id>/features.npz   per-sample extractor outputs, keys "<extractor>/<output>"
     RUN/cells/<cell_id>/grid.png       a sample grid
     RUN/cells/<cell_id>/samples.npz    the first K images (uint8) with their indices and labels/prompts,
                                        the same K across cells, so reports can line cells up
     RUN/cells/<cell_id>/rows.json      the cell's result rows
     RUN/results.parquet, results.csv   all rows, tidy (one row per cell × metric)
+
+Crash safety: every file is written to a temporary file in its folder, fsynced and renamed over the
+target, so a reader sees the old file or the new one, never half of one. A cell counts as done only
+when its cell.json matches its own checksum and every file it lists matches its sha256; anything
+else (truncated, altered, missing) makes the runner recompute the cell. Temporary files left by a
+killed writer are removed by the next process that takes the lock.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import json
 import os
 import re
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,7 +90,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+    atomic_write_bytes(path, _json_bytes(obj))
 
 
 def _json_default(o: Any) -> Any:
@@ -125,17 +134,46 @@ def load_npz_checked(path: Path, expected_sha256: str | None) -> dict[str, np.nd
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError):
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
         return None
 
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._=-]+")
+_MAX_COMPONENT = 120
 
 
 def safe_component(text: str) -> str:
-    """A path component that cannot escape its folder ('..', '/', odd characters)."""
-    out = _SAFE_ID.sub("-", str(text)).strip(".-") or "x"
-    return out[:120]
+    """A path component that cannot escape its folder ('..', '/', odd characters).
+
+    Text that is already safe is kept as is; anything that had to be changed (or shortened) gets a
+    short hash of the original appended, so two different names never share one folder.
+    """
+    text = str(text)
+    out = _SAFE_ID.sub("-", text).strip(".-") or "x"
+    if out == text and len(out) <= _MAX_COMPONENT:
+        return out
+    return f"{out[:_MAX_COMPONENT - 13]}-{sha256_bytes(text.encode('utf-8', 'surrogatepass'))[:12]}"
+
+
+RECORD_SHA_KEY = "record_sha256"
+
+
+def _record_digest(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != RECORD_SHA_KEY}
+    return sha256_bytes(json.dumps(body, sort_keys=True, allow_nan=True).encode())
+
+
+def seal_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as JSON will read it back, with its own checksum under ``record_sha256``."""
+    plain = json.loads(json.dumps({k: v for k, v in record.items() if k != RECORD_SHA_KEY}, default=_json_default))
+    return {**plain, RECORD_SHA_KEY: _record_digest(plain)}
+
+
+def record_intact(record: dict[str, Any]) -> bool | None:
+    """True/False: the record matches/does not match its checksum; None: it carries none (older runs)."""
+    if RECORD_SHA_KEY not in record:
+        return None
+    return record[RECORD_SHA_KEY] == _record_digest(record)
 
 
 class RunStore:
@@ -161,6 +199,13 @@ class RunStore:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of a killed writer (``.<name>.<random>.tmp``); safe: we hold the lock."""
+        for tmp in [*self.root.glob(".*.tmp"), *self.root.glob("cells/*/.*.tmp")]:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -181,9 +226,17 @@ class RunStore:
         return self.root / "run.json"
 
     def read_manifest(self) -> dict[str, Any] | None:
+        """run.json, or None when there is none or it is unreadable (the runner then writes a new one)."""
         if not self.manifest_path.is_file():
             return None
-        return json.loads(self.manifest_path.read_text())
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            manifest = None
+        if not isinstance(manifest, dict):
+            warnings.warn(f"{self.manifest_path} is corrupt; ignoring it", stacklevel=2)
+            return None
+        return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path, manifest)
@@ -193,21 +246,25 @@ class RunStore:
         return self.root / "cells" / safe_component(cell_id)
 
     def read_cell(self, cell_id: str) -> dict[str, Any] | None:
-        path = self.cell_dir(cell_id) / "cell.json"
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None
+        """The cell's record, or None when it is missing, unreadable or fails its own checksum."""
+        return _read_record(self.cell_dir(cell_id) / "cell.json")
 
     def is_done(self, cell_id: str) -> bool:
-        """Finished and intact: cell.json says done and the features match their checksum."""
+        """Finished and intact: cell.json matches its own checksum and says done, and every file it
+        lists (features, rows, grid, samples) matches its sha256."""
         record = self.read_cell(cell_id)
-        if not record or record.get("status") != "done":
+        if not record or record.get("status") != "done" or record_intact(record) is not True:
             return False
-        sha = record.get("files", {}).get("features.npz")
-        return load_npz_checked(self.cell_dir(cell_id) / "features.npz", sha) is not None
+        files = record.get("files")
+        if not isinstance(files, dict) or "features.npz" not in files or "rows.json" not in files:
+            return False
+        d = self.cell_dir(cell_id)
+        if load_npz_checked(d / "features.npz", files["features.npz"]) is None:
+            return False
+        for name, sha in files.items():
+            if name != "features.npz" and not _file_matches(d / name, sha):
+                return False
+        return True
 
     def write_cell(self, cell_id: str, record: dict[str, Any], *, features: dict[str, np.ndarray],
                    rows: list[dict[str, Any]], grid_png: bytes | None = None,
@@ -224,11 +281,14 @@ class RunStore:
             sdata = npz_bytes(samples)
             atomic_write_bytes(d / "samples.npz", sdata)
             files["samples.npz"] = sha256_bytes(sdata)
-        atomic_write_json(d / "rows.json", rows)
-        atomic_write_json(d / "cell.json", {**record, "status": "done", "files": files})
+        rdata = _json_bytes(rows)
+        atomic_write_bytes(d / "rows.json", rdata)
+        files["rows.json"] = sha256_bytes(rdata)
+        atomic_write_json(d / "cell.json", seal_record({**record, "status": "done", "files": files}))
 
     def write_failed_cell(self, cell_id: str, record: dict[str, Any], error: str) -> None:
-        atomic_write_json(self.cell_dir(cell_id) / "cell.json", {**record, "status": "failed", "error": error})
+        atomic_write_json(self.cell_dir(cell_id) / "cell.json",
+                          seal_record({**record, "status": "failed", "error": error}))
 
     def load_features(self, cell_id: str) -> dict[str, np.ndarray]:
         record = self.read_cell(cell_id) or {}
@@ -248,23 +308,21 @@ class RunStore:
         if not base.is_dir():
             return
         for d in sorted(base.iterdir()):
-            rec_path = d / "cell.json"
-            if rec_path.is_file():
-                with contextlib.suppress(json.JSONDecodeError):
-                    yield {**json.loads(rec_path.read_text()), "_dir": str(d)}
+            record = _read_record(d / "cell.json")
+            if record is not None:
+                yield {**record, "_dir": str(d)}
 
     # -- results ---------------------------------------------------------------------------------
     def cell_rows(self, cell_id: str) -> list[dict[str, Any]]:
-        path = self.cell_dir(cell_id) / "rows.json"
-        return json.loads(path.read_text()) if path.is_file() else []
+        """The cell's result rows ([] when it has none); StoreError if rows.json fails its checksum."""
+        record = self.read_cell(cell_id) or {}
+        return _read_rows(self.cell_dir(cell_id) / "rows.json", (record.get("files") or {}).get("rows.json"))
 
     def collect_rows(self) -> pd.DataFrame:
         rows: list[dict[str, Any]] = []
         for rec in self.iter_cells():
             if rec.get("status") == "done":
-                p = Path(rec["_dir"]) / "rows.json"
-                if p.is_file():
-                    rows.extend(json.loads(p.read_text()))
+                rows.extend(_read_rows(Path(rec["_dir"]) / "rows.json", (rec.get("files") or {}).get("rows.json")))
         return tidy_frame(rows)
 
     def write_results(self, df: pd.DataFrame) -> None:
@@ -279,3 +337,33 @@ class RunStore:
         if path.is_file():
             return pd.read_parquet(path)
         return self.collect_rows()
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
+
+
+def _file_matches(path: Path, expected_sha256: Any) -> bool:
+    return isinstance(expected_sha256, str) and path.is_file() and sha256_file(path) == expected_sha256
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or record_intact(record) is False:
+        return None
+    return record
+
+
+def _read_rows(path: Path, expected_sha256: str | None) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
+        raise StoreError(f"{path} does not match its sha256 in cell.json (corrupt or edited); "
+                         "run the suite again to recompute the cell")
+    return json.loads(data)

@@ -30,12 +30,17 @@ _TOP_KEYS = {
     "samples": "positive integer: samples per cell",
     "batch_size": "positive integer",
     "seed": "integer",
-    "conditions": "mapping with 'classes' or 'prompts' (omit for unconditional)",
+    "conditions": "mapping with 'classes' or 'prompts' (list, .txt/.jsonl/.csv/.json file or builtin:<name>) and 'per_prompt'; omit for unconditional",
     "reference": "mapping with one of 'dataset', 'path', 'stats'",
     "metrics": "list of metric names or {name, extractor, options}",
     "extractor": "default extractor name for metrics",
     "grid_samples": "positive integer: images kept per cell for grids",
 }
+
+
+# Upper bounds that keep a typo (samples: 10000000000) from turning into an allocation failure later.
+LIMITS = {"samples": 10_000_000, "batch_size": 1_000_000, "steps": 100_000, "grid_samples": 10_000,
+          "classes": 1_000_000, "per_prompt": 10_000_000, "seed": 2**63 - 1, "reference.samples": 100_000_000}
 
 
 class SuiteError(ValueError):
@@ -151,13 +156,21 @@ def embedded_suites() -> list[str]:
 def load_suite(name_or_path: str | Path) -> Suite:
     path = resolve_suite_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SuiteError(path, "file", "not a UTF-8 text file") from None
+    except OSError as e:
+        raise SuiteError(path, "file", f"cannot read the suite file: {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)  # safe_load only: a suite can never construct Python objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise SuiteError(path, "yaml", f"not valid YAML at {where}: {getattr(e, 'problem', e)}") from None
-    except UnicodeDecodeError:
-        raise SuiteError(path, "file", "not a UTF-8 text file") from None
+    except (ValueError, TypeError, OverflowError) as e:  # e.g. a timestamp like 2020-13-45
+        raise SuiteError(path, "yaml", f"not valid YAML: {e}") from None
+    except RecursionError:
+        raise SuiteError(path, "yaml", "not valid YAML: nested too deeply") from None
     return parse_suite(raw, file=path)
 
 
@@ -168,7 +181,8 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
         raise SuiteError(file, "<top level>", f"expected a mapping of {', '.join(_TOP_KEYS)}; got {_kind(raw)}")
     for key in raw:
         if key not in _TOP_KEYS:
-            raise SuiteError(file, str(key), f"unknown key; expected one of: {', '.join(_TOP_KEYS)}")
+            shown = key if isinstance(key, str) and key.strip() and key.isprintable() else repr(key)
+            raise SuiteError(file, shown, f"unknown key; expected one of: {', '.join(_TOP_KEYS)}")
     for key in ("name", "models", "samplers", "steps", "samples", "metrics"):
         if key not in raw:
             raise SuiteError(file, key, f"required; expected {_TOP_KEYS[key]}")
@@ -177,7 +191,7 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
     from evalkit.features.base import available_extractors
     from evalkit.metrics.base import available_metrics, get_metric
 
-    name = v.string("name", raw["name"])
+    name = v.suite_name(raw["name"])
     models = [v.model(f"models[{i}]", m, available_adapters()) for i, m in enumerate(v.list("models", raw["models"]))]
     names = [m.name for m in models]
     if len(set(names)) != len(names):
@@ -197,6 +211,7 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
     metrics = [v.metric(f"metrics[{i}]", m, available_metrics(), extractors, default_ex)
                for i, m in enumerate(v.list("metrics", raw["metrics"]))]
     reference = v.reference(raw.get("reference"))
+    samples = v.integer("samples", raw["samples"], minimum=1)
     for i, m in enumerate(metrics):
         if m.name == "throughput":
             continue
@@ -208,9 +223,9 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
         if defn.needs_reference and reference is None:
             raise SuiteError(file, "reference", f"metric {m.name!r} compares with a reference set; "
                                                 "expected a mapping with one of 'dataset', 'path', 'stats'")
-    return Suite(
+    suite = Suite(
         name=name, models=models, samplers=samplers, steps=steps, guidance=guidance,
-        samples=v.integer("samples", raw["samples"], minimum=1), metrics=metrics, reference=reference,
+        samples=samples, metrics=metrics, reference=reference,
         conditions=v.conditions(raw.get("conditions")),
         batch_size=v.integer("batch_size", raw.get("batch_size", 64), minimum=1),
         seed=v.integer("seed", raw.get("seed", 0), minimum=0),
@@ -218,6 +233,16 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
         grid_samples=v.integer("grid_samples", raw.get("grid_samples", 32), minimum=1),
         file=str(file) if file else None,
     )
+    # Each cell gets its own folder: two grid points must not share an id (e.g. model "a__b" with
+    # sampler "c" and model "a" with sampler "b__c", or guidance 1 and 1.0000001, both "g1").
+    seen: dict[str, Cell] = {}
+    for cell in suite.cells():
+        if cell.cell_id in seen:
+            raise SuiteError(file, "models/samplers/steps/guidance",
+                             f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a "
+                             "sampler 'label' (or use guidance values that differ in their shortest form)")
+        seen[cell.cell_id] = cell
+    return suite
 
 
 def _kind(x: Any) -> str:
@@ -238,19 +263,41 @@ class _Validator:
             raise self.fail(f, f"expected a non-empty string; got {_kind(x)}")
         return x
 
+    def suite_name(self, x: Any) -> str:
+        name = self.string("name", x)
+        if any(c in name for c in "/\\\0") or not name.strip(". ") or len(name) > 200:
+            raise self.fail("name", f"expected a plain suite name (it names the default run folder runs/<name>: "
+                                    f"no '/', '\\' or NUL, not only dots, at most 200 characters); got {name!r}")
+        return name
+
+    def path_string(self, f: str, x: Any) -> str:
+        text = self.string(f, x)
+        if "\0" in text:
+            raise self.fail(f, f"expected a file path; got a string with a NUL character: {text!r}")
+        return text
+
     def integer(self, f: str, x: Any, *, minimum: int | None = None) -> int:
         if isinstance(x, bool) or not isinstance(x, int):
             raise self.fail(f, f"expected an integer{f' ≥ {minimum}' if minimum is not None else ''}; got {_kind(x)}")
         if minimum is not None and x < minimum:
             raise self.fail(f, f"expected an integer ≥ {minimum}; got {x}")
+        limit = LIMITS.get(f.split("[")[0].replace("conditions.", ""))
+        if limit is not None and x > limit:
+            raise self.fail(f, f"expected an integer ≤ {limit}; got {x}")
         return x
 
     def number(self, f: str, x: Any, *, minimum: float | None = None) -> float:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise self.fail(f, f"expected a finite number; got {_kind(x)}")
-        if minimum is not None and x < minimum:
+        try:
+            value = float(x)
+        except OverflowError:  # a huge YAML integer
+            value = math.inf
+        if not math.isfinite(value):
+            raise self.fail(f, f"expected a finite number; got {_kind(x)}")
+        if minimum is not None and value < minimum:
             raise self.fail(f, f"expected a number ≥ {minimum}; got {x}")
-        return float(x)
+        return value
 
     def list(self, f: str, x: Any) -> list[Any]:
         if not isinstance(x, list) or not x:
@@ -262,7 +309,8 @@ class _Validator:
             raise self.fail(f, f"expected a mapping with keys {', '.join(allowed)}; got {_kind(x)}")
         for k in x:
             if k not in allowed:
-                raise self.fail(f"{f}.{k}", f"unknown key; expected one of: {', '.join(allowed)}")
+                shown = k if isinstance(k, str) and k.strip() and k.isprintable() else repr(k)
+                raise self.fail(f"{f}.{shown}", f"unknown key; expected one of: {', '.join(allowed)}")
         return x
 
     def choice(self, f: str, x: Any, allowed: list[str]) -> str:
@@ -275,7 +323,27 @@ class _Validator:
             return {}
         if not isinstance(x, dict) or not all(isinstance(k, str) for k in x):
             raise self.fail(f, f"expected a mapping of option names to values; got {_kind(x)}")
+        for k, val in x.items():
+            self.plain_value(f"{f}.{k}", val)
         return dict(x)
+
+    def plain_value(self, f: str, x: Any, depth: int = 0) -> None:
+        """Option values are plain data (they are hashed and recorded as JSON): no dates, bytes, sets."""
+        if depth > 20:
+            raise self.fail(f, "expected plain data; nested too deeply")
+        if x is None or isinstance(x, (str, bool, int, float)):
+            return
+        if isinstance(x, list):
+            for i, item in enumerate(x):
+                self.plain_value(f"{f}[{i}]", item, depth + 1)
+            return
+        if isinstance(x, dict):
+            for k, item in x.items():
+                if not isinstance(k, str):
+                    raise self.fail(f, f"expected string keys; got {_kind(k)}")
+                self.plain_value(f"{f}.{k}", item, depth + 1)
+            return
+        raise self.fail(f, f"expected a string, number, boolean, list or mapping; got {_kind(x)}")
 
     def model(self, f: str, x: Any, adapters: list[str]) -> ModelSpec:
         x = self.mapping(f, x, {"name": "", "adapter": "", "options": ""})
@@ -318,7 +386,9 @@ class _Validator:
         kinds = [k for k in ("dataset", "path", "stats") if k in x]
         if len(kinds) != 1:
             raise self.fail("reference", f"expected exactly one of 'dataset', 'path', 'stats'; got {kinds or 'none'}")
-        self.string(f"reference.{kinds[0]}", x[kinds[0]])
+        self.path_string(f"reference.{kinds[0]}", x[kinds[0]])
+        if "name" in x:
+            self.string("reference.name", x["name"])
         if "samples" in x:
             self.integer("reference.samples", x["samples"], minimum=1)
         if "strict" in x and not isinstance(x["strict"], bool):
@@ -340,12 +410,23 @@ class _Validator:
             return {"classes": [self.integer(f"conditions.classes[{i}]", k, minimum=0) for i, k in enumerate(items)]}
         p = x["prompts"]
         if isinstance(p, str):
-            out: dict[str, Any] = {"prompts": p}
+            out: dict[str, Any] = {"prompts": self.prompt_source(self.path_string("conditions.prompts", p))}
         else:
             out = {"prompts": [self.string(f"conditions.prompts[{i}]", s) for i, s in enumerate(self.list("conditions.prompts", p))]}
         if "per_prompt" in x:
             out["per_prompt"] = self.integer("conditions.per_prompt", x["per_prompt"], minimum=1)
         return out
+
+    def prompt_source(self, p: str) -> str:
+        """``builtin:<name>`` of a shipped prompt set, or a prompt file of a supported kind (read later)."""
+        from evalkit.conditions import BUILTIN_PREFIX, PROMPT_SUFFIXES, builtin_prompt_sets
+
+        if p.startswith(BUILTIN_PREFIX):
+            self.choice("conditions.prompts", p, [f"{BUILTIN_PREFIX}{n}" for n in builtin_prompt_sets()])
+        elif not p.lower().endswith(PROMPT_SUFFIXES):
+            raise self.fail("conditions.prompts", f"expected a list of prompts, a prompt file ending in "
+                                                  f"{', '.join(PROMPT_SUFFIXES)}, or 'builtin:<name>'; got {p!r}")
+        return p
 
 
 def _is_callable_ref(text: str) -> bool:

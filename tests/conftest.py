@@ -12,6 +12,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a failed hub lookup otherwise retries for 30-50 s
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning threads made small
+# convolutions 10-100x slower. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import shutil
 from pathlib import Path

@@ -109,3 +109,129 @@ def test_fd_inf_extrapolates_towards_the_population_value():
     assert abs(inf.value - true_fd) < abs(at_n - true_fd)
     assert len(inf.extra["sizes"]) == 15
     del ref
+
+
+# -- the prepared-reference (symmetric) form -------------------------------------------------------------
+
+
+def _cleanfid_sqrtm_fd(mu1, s1, mu2, s2) -> float:
+    """clean-fid's ``frechet_distance``: ``scipy.linalg.sqrtm`` of Σ1Σ2 (the path issue 8 benchmarks against)."""
+    import contextlib
+    import io
+
+    from cleanfid.fid import frechet_distance as cleanfid_fd
+
+    with np.errstate(all="ignore"), contextlib.redirect_stdout(io.StringIO()):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(cleanfid_fd(mu1, s1, mu2, s2))
+
+
+def _features(rng, n, d, shift=0.0):
+    basis = np.random.default_rng(99).normal(size=(d // 4, d)) / 4.0
+    x = (rng.normal(size=(n, d // 4)) * np.linspace(1.5, 0.2, d // 4)) @ basis + 0.3 * rng.normal(size=(n, d))
+    return np.maximum(x + 0.5 + shift, 0.0)
+
+
+@pytest.mark.parametrize("n", [150, 600])  # N < d (low-rank Gram path) and N > d (Σ1 path)
+def test_prepared_reference_matches_sqrtm_and_eigenvalue_form(n):
+    """evalkit's prepared-reference FD vs clean-fid's scipy sqrtm path (≤ 1e-6 relative) and vs the
+    existing ``frechet_distance`` / ``frechet_distance_from_samples`` (≤ 1e-8), at N < d and N > d."""
+    from evalkit.metrics.frechet import (frechet_distance_from_samples, frechet_distance_prepared,
+                                         frechet_distance_to_reference, prepare_reference)
+
+    rng = np.random.default_rng(10 + n)
+    d = 256
+    x, y = _features(rng, n, d, shift=0.05), _features(rng, 900, d)
+    m1, s1 = gaussian_stats(x)
+    m2, s2 = gaussian_stats(y)
+    prep = prepare_reference(m2, s2)
+    assert prep.cholesky is not None and prep.rank == d
+    sqrtm = _cleanfid_sqrtm_fd(m1, s1, m2, s2)
+    ours = frechet_distance_to_reference(x, prep)
+    from_stats = frechet_distance_prepared(m1, s1, prep)
+    print(f"[agreement] N={n} d={d}: prepared {ours:.12g}, from stats {from_stats:.12g}, sqrtm {sqrtm:.12g}")
+    assert abs(ours - sqrtm) / sqrtm <= 1e-6
+    assert abs(from_stats - sqrtm) / sqrtm <= 1e-6
+    assert ours == pytest.approx(frechet_distance(m1, s1, m2, s2), rel=1e-8 if n > d else 1e-6)
+    assert ours == pytest.approx(frechet_distance_from_samples(x, m2, s2), rel=1e-8)
+
+
+def test_prepared_reference_rank_deficient_reference():
+    """A reference with fewer samples than dimensions (Σ_ref singular): the eigenvector factor drops the
+    null space (no Cholesky); values still match the sqrtm path and the existing functions."""
+    from evalkit.metrics.frechet import frechet_distance_from_samples, frechet_distance_to_reference, prepare_reference
+
+    rng = np.random.default_rng(21)
+    d = 96
+    y = rng.normal(size=(40, d)) * 0.9
+    m2, s2 = gaussian_stats(y)
+    prep = prepare_reference(m2, s2)
+    assert prep.cholesky is None and prep.rank == 39
+    np.testing.assert_allclose(prep.sigma, s2, atol=1e-12)
+    r = prep.sqrt_sigma()
+    np.testing.assert_allclose(r, r.T, atol=1e-12)
+    np.testing.assert_allclose(r @ r, s2, atol=1e-10)
+    for n in (30, 300):
+        x = rng.normal(size=(n, d)) + 0.1
+        m1, s1 = gaussian_stats(x)
+        ours = frechet_distance_to_reference(x, prep)
+        assert ours == pytest.approx(_cleanfid_sqrtm_fd(m1, s1, m2, s2), rel=1e-6)
+        assert ours == pytest.approx(frechet_distance_from_samples(x, m2, s2), rel=1e-7)
+
+
+def test_resampled_equals_per_replicate_fd():
+    """Bootstrap replicates (repeats) and subsets from the projected rows equal recomputing each FD."""
+    from evalkit.metrics.frechet import frechet_distance_from_samples, frechet_distance_resampled, prepare_reference
+    from evalkit.stats import bootstrap_indices
+
+    rng = np.random.default_rng(22)
+    for n, d in ((60, 32), (300, 32)):
+        x, y = rng.normal(size=(n, d)) + 0.2, rng.normal(size=(500, d))
+        m2, s2 = gaussian_stats(y)
+        idx = list(bootstrap_indices(n, 5, 3)) + [rng.permutation(n)[: n // 2]]
+        got = frechet_distance_resampled(x, prepare_reference(m2, s2), idx)
+        want = [frechet_distance_from_samples(x[i], m2, s2) for i in idx]
+        np.testing.assert_allclose(got, want, rtol=1e-8)
+
+
+def test_fd_metric_bootstrap_uses_prepared_reference_and_is_cache_independent():
+    """The metric's value and CI do not depend on the reference cache's state, and equal the per-replicate
+    recomputation with the existing functions."""
+    from evalkit.metrics.frechet import clear_reference_cache, frechet_distance_from_samples
+    from evalkit.stats import bootstrap_indices, percentile_interval
+
+    rng = np.random.default_rng(23)
+    gen, ref = rng.normal(size=(150, 24)), rng.normal(size=(400, 24)) + 0.3
+    inputs = MetricInputs(gen={"features": gen}, ref={"features": ref}, seed=5, options={"bootstrap": 50})
+    clear_reference_cache()
+    cold = get_metric("fd").compute(inputs)["fd"]
+    warm = get_metric("fd").compute(inputs)["fd"]
+    assert (cold.value, cold.ci_low, cold.ci_high) == (warm.value, warm.ci_low, warm.ci_high)
+    m2, s2 = gaussian_stats(ref)
+    value = frechet_distance_from_samples(gen, m2, s2)
+    reps = [frechet_distance_from_samples(gen[i], m2, s2) for i in bootstrap_indices(150, 50, 5)]
+    lo, hi = percentile_interval(reps, 0.95, recentre_on=value)
+    assert cold.value == pytest.approx(value, rel=1e-9)
+    assert (cold.ci_low, cold.ci_high) == pytest.approx((lo, hi), rel=1e-8)
+    # no bootstrap at N ≤ d: the direct low-rank path, cold or warm
+    small = MetricInputs(gen={"features": gen[:20]}, ref={"features": ref}, options={"bootstrap": 0})
+    a = get_metric("fd").compute(small)["fd"].value
+    clear_reference_cache()
+    b = get_metric("fd").compute(small)["fd"].value
+    assert a == b == frechet_distance_from_samples(gen[:20], m2, s2)
+
+
+def test_fd_inf_prepared_equals_stats_form():
+    from evalkit.metrics.frechet import fd_infinity, prepare_reference
+
+    rng = np.random.default_rng(24)
+    gen = rng.normal(size=(400, 16)) + 0.25
+    mu, sig = np.zeros(16), np.eye(16)
+    sizes = np.array([100, 200, 400])
+    a, fa = fd_infinity(gen, mu, sig, sizes=sizes, seed=1)
+    b, fb = fd_infinity(gen, prepare_reference(mu, sig), sizes=sizes, seed=1)
+    np.testing.assert_allclose(fa, fb, rtol=1e-12)
+    assert a == pytest.approx(b, rel=1e-12)

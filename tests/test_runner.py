@@ -124,7 +124,7 @@ def _cells_done(run_dir):
 
 
 def test_killed_run_resumes_without_recomputing(tmp_path):
-    suite = _suite(tmp_path, steps="2, 6", n=50)
+    suite = _suite(tmp_path, steps="2, 6", n=30)
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "evalkit", "run", str(suite), "--out", str(out), "-q"], env=env,
@@ -154,7 +154,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
 
 def test_quality_rises_with_steps_on_the_builtin_model(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", str(_suite(tmp_path, steps="2, 12", n=200)), "--out", str(out), "-q"]) == 0
+    assert main(["run", str(_suite(tmp_path, steps="2, 12", n=100)), "--out", str(out), "-q"]) == 0
     fd = pd.read_parquet(out / "results.parquet").query("metric == 'fd'")
     for (sampler, g), grp in fd.groupby(["sampler", "guidance"]):
         by_steps = grp.set_index("steps")["value"]

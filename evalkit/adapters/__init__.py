@@ -25,7 +25,13 @@ def _noise(**kw: Any) -> Adapter:
     return NoiseAdapter(**kw)
 
 
-_BUILTIN: dict[str, AdapterFactory] = {"zoo": _zoo, "noise": _noise}
+def _diffusers(**kw: Any) -> Adapter:
+    from evalkit.adapters.diffusers_pipeline import DiffusersAdapter
+
+    return DiffusersAdapter(**kw)
+
+
+_BUILTIN: dict[str, AdapterFactory] = {"zoo": _zoo, "noise": _noise, "diffusers": _diffusers}
 
 
 def _entry_point_adapters() -> dict[str, Any]:

@@ -8,6 +8,11 @@ the user's choice and may hold other weights: it is accepted and its ``weights_i
 ``"custom:<sha256>"`` so results say they are not comparable with published numbers. Random networks
 (tests, smoke runs) use ``"random:<seed>"``.
 
+A file found implicitly must also be trustworthy to load: not writable by everyone and owned by the
+current user or root (:class:`WeightsUntrustedError` otherwise). Some search folders are shared
+(clean-fid's is ``/tmp``) and some entries have no published hash to check, so without this anyone on
+the machine could plant a network there.
+
 Where a full sha256 is not published, ``sha256`` is None and the torch-hub file-name prefix
 (``sha256_prefix``, the first 8 hex digits torch hub names files with) is checked instead.
 """
@@ -34,6 +39,25 @@ class WeightsNotFoundError(WeightsError, FileNotFoundError):
 
 class WeightsMismatchError(WeightsError):
     pass
+
+
+class WeightsUntrustedError(WeightsError):
+    """A weights file found implicitly that another user could have written (world-writable / foreign owner)."""
+
+
+def check_trusted(path: Path) -> None:
+    """Raise :class:`WeightsUntrustedError` unless ``path`` is owned by us (or root) and not world-writable."""
+    st = Path(path).stat()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    problems = []
+    if st.st_mode & 0o002:
+        problems.append("it is writable by every user")
+    if uid is not None and st.st_uid not in (uid, 0):
+        problems.append(f"it is owned by another user (uid {st.st_uid})")
+    if problems:
+        raise WeightsUntrustedError(
+            f"refusing to load weights file {path} found in a search folder: {' and '.join(problems)}. "
+            "Check where it came from; fix its owner/permissions or pass it explicitly as custom weights.")
 
 
 def _torch_hub_dir() -> Path:
@@ -166,6 +190,7 @@ def resolve_weights(name: str, explicit: str | os.PathLike | None = None) -> Res
     searched = entry.search_paths()
     for path in searched:
         if path.is_file():
+            check_trusted(path)
             digest = file_sha256(path)
             if not matches(entry, digest):
                 expected = entry.sha256 or f"{entry.sha256_prefix}…"

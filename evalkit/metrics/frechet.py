@@ -10,9 +10,32 @@ With fewer generated samples than feature dimensions (N ≤ d, e.g. 1000 samples
 Σ1 = AAᵀ has rank < N, and the nonzero eigenvalues of Σ1Σ2 = A(AᵀΣ2) are those of the small symmetric
 N×N matrix AᵀΣ2A (AB and BA share nonzero eigenvalues). The same eigenvalue form is then computed from
 that matrix: exact, real, and O(N d²) instead of an O(d³) non-symmetric eigendecomposition.
+
+**Many FDs against one reference** (a sampler grid, bootstrap replicates, FD∞ subsets): prepare the
+reference once with :func:`prepare_reference`: μ, tr Σ and a square-root factor F with FFᵀ = Σ — the
+Cholesky factor L when Σ is positive definite (triangular products cost half), else B = V diag(√λ)
+from Σ = VΛVᵀ with eigenvalues below ``d·eps·λ_max`` dropped (r = rank columns). With R = sqrt(Σ_ref)
+= V diag(√λ) Vᵀ symmetric PSD, Σ1Σ_ref = Σ1RR has the eigenvalues of the symmetric RΣ1R, and for any
+factor FFᵀ = Σ_ref those of FᵀΣ1F (Σ1FFᵀ and FᵀΣ1F share nonzero eigenvalues), so
+``tr sqrt(Σ1 Σ_ref) = Σ sqrt(eigvalsh(Fᵀ Σ1 F))``: still the eigenvalue form, now with a symmetric
+eigensolver and no per-FD work on Σ_ref. From centred samples X (N×d), FᵀΣ1F = (XF)ᵀ(XF)/(N-1), whose
+nonzero eigenvalues are those of the N×N (XF)(XF)ᵀ/(N-1) — the low-rank path above, XΣ2Xᵀ = (XF)(XF)ᵀ.
+:func:`frechet_distance_to_reference` picks the cheapest of the three products;
+:func:`frechet_distance_resampled` computes XF once and then each replicate or subset from its rows (a
+bootstrap resample as its distinct rows weighted by their counts). The ``fd`` and ``fd_inf`` metrics use
+this path (a single FD at N ≤ d without bootstrap keeps the direct low-rank path: no O(d³) step at all)
+and keep reference fits and prepared references in a small cache keyed by the reference arrays'
+contents, so the cells of a grid share one. It agrees with :func:`frechet_distance` and with the ``scipy.linalg.sqrtm``
+path to ~1e-8 relative or better (tests/test_metrics_frechet.py); on a rank-deficient Σ (≤ d samples)
+it is the more accurate: dropped null directions contribute exactly 0, not square roots of rounding.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,6 +93,267 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
 
 
+# -- many FDs against one reference ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedReference:
+    """N(μ, Σ) prepared once for many FDs against it (see the module docstring).
+
+    ``factor`` is B (d, r) with BBᵀ = Σ: the eigenvectors of Σ with eigenvalue above ``d·eps·λ_max``,
+    scaled by √λ (``sqrt_eigenvalues``); r is Σ's numerical rank (< d when the reference has ≤ d samples).
+    ``cholesky`` is the lower-triangular L = chol(Σ) (another factor, LLᵀ = Σ) when Σ is numerically
+    positive definite, else None: products with a triangular factor cost half those with B.
+    """
+
+    mu: np.ndarray
+    trace: float
+    factor: np.ndarray
+    sqrt_eigenvalues: np.ndarray
+    cholesky: np.ndarray | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.mu.shape[0])
+
+    @property
+    def rank(self) -> int:
+        return int(self.factor.shape[1])
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """Σ rebuilt from the factor (BBᵀ; equal to the input up to the dropped null space)."""
+        return self.factor @ self.factor.T
+
+    def sqrt_sigma(self) -> np.ndarray:
+        """R = sqrt(Σ), symmetric PSD: B (B/√λ)ᵀ = V diag(√λ) Vᵀ."""
+        return self.factor @ (self.factor / self.sqrt_eigenvalues).T
+
+    def congruence(self, sigma1: np.ndarray) -> np.ndarray:
+        """FᵀΣ1F for the reference's factor F (L if available, else B): its eigenvalues are the nonzero
+        eigenvalues of Σ1Σ (symmetric ``sigma1`` assumed)."""
+        sigma1 = np.asarray(sigma1, np.float64)
+        if self.cholesky is not None:
+            from scipy.linalg.blas import dtrmm
+
+            # Σ1 is symmetric, so its C-ordered buffer is already Fortran-ordered Σ1ᵀ = Σ1 (no copy)
+            t = dtrmm(1.0, self.cholesky, sigma1.T, side=1, lower=1)  # Σ1 L
+            return dtrmm(1.0, self.cholesky, t, lower=1, trans_a=1)  # Lᵀ (Σ1 L)
+        b = self.factor
+        return b.T @ (sigma1 @ b)
+
+    def project(self, xc: np.ndarray) -> np.ndarray:
+        """Z = X F (N, r) for centred samples X (N, d): ZZᵀ = XΣXᵀ and ZᵀZ = Fᵀ(XᵀX)F."""
+        if self.cholesky is not None:
+            from scipy.linalg.blas import dtrmm
+
+            xt = np.asarray(xc, np.float64).T  # C-ordered X → Fortran-ordered Xᵀ without a copy
+            return dtrmm(1.0, self.cholesky, xt, lower=1, trans_a=1).T  # (Lᵀ Xᵀ)ᵀ = X L
+        return np.asarray(xc, np.float64) @ self.factor
+
+
+def prepare_reference(mu: np.ndarray, sigma: np.ndarray) -> PreparedReference:
+    """Prepare N(μ, Σ) for :func:`frechet_distance_prepared` / :func:`frechet_distance_to_reference` /
+    :func:`frechet_distance_resampled`: one symmetric eigendecomposition (and a Cholesky factorisation)
+    of Σ, O(d³), done once."""
+    mu = np.atleast_1d(np.asarray(mu, np.float64))
+    sigma = np.atleast_2d(np.asarray(sigma, np.float64))
+    d = mu.shape[0]
+    if sigma.shape != (d, d):
+        raise ValueError(f"feature dimensions differ: mean {mu.shape} vs covariance {sigma.shape}")
+    sym = (sigma + sigma.T) / 2.0
+    w, v = np.linalg.eigh(sym)
+    keep = w > max(float(w[-1]), 0.0) * d * np.finfo(np.float64).eps
+    s = np.sqrt(w[keep])
+    factor = np.ascontiguousarray(v[:, keep] * s)
+    chol = None
+    if keep.all() and w[0] > float(w[-1]) * 1e-12:  # well inside the PD cone: Cholesky is safe and accurate
+        try:
+            chol = np.asfortranarray(np.linalg.cholesky(sym))
+        except np.linalg.LinAlgError:
+            chol = None
+    return PreparedReference(mu=mu, trace=float(np.trace(sigma)), factor=factor, sqrt_eigenvalues=s, cholesky=chol)
+
+
+def _as_prepared(mu2: np.ndarray | PreparedReference, sigma2: np.ndarray | None) -> PreparedReference:
+    if isinstance(mu2, PreparedReference):
+        return mu2
+    if sigma2 is None:
+        raise ValueError("give the reference as (mu, sigma) or as a PreparedReference")
+    return prepare_reference(mu2, sigma2)
+
+
+_SINGLE_THREAD_EIG_MIN = 256  # below this size the eigensolver is cheap whatever the threads
+_blas_controller = None
+
+
+def _single_thread_blas():
+    """Context limiting BLAS to one thread (threadpoolctl, if installed; else a no-op).
+
+    The symmetric eigensolver's tridiagonal reduction (LAPACK ``dsytrd``) is half level-2 BLAS and scales
+    badly with OpenBLAS threads: on 2 cores one thread was 1.3x faster idle and 4x faster with the CPU
+    shared (benchmarks/RESULTS.md). Level-3 products (covariances, factors) keep all threads."""
+    global _blas_controller
+    try:
+        if _blas_controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_controller = ThreadpoolController()
+        return _blas_controller.limit(limits=1, user_api="blas")
+    except Exception:  # noqa: BLE001  (threadpoolctl missing or unable to inspect the BLAS: leave threads alone)
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:
+    """Σ sqrt(λ) over the eigenvalues of the symmetric PSD ``m`` (rounding negatives clipped to 0)."""
+    if m.size == 0:
+        return 0.0
+    sym = (m + m.T) / 2.0
+    if m.shape[0] >= _SINGLE_THREAD_EIG_MIN:
+        with _single_thread_blas():
+            eig = np.linalg.eigvalsh(sym)
+    else:
+        eig = np.linalg.eigvalsh(sym)
+    return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+
+
+def trace_sqrt_product_prepared(sigma1: np.ndarray, ref: PreparedReference) -> float:
+    """``tr sqrt(Σ1 Σ_ref)`` = Σ sqrt(eigvalsh(Fᵀ Σ1 F)) for a factor FFᵀ = Σ_ref (module docstring)."""
+    return _sum_sqrt_eigvalsh(ref.congruence(sigma1))
+
+
+def frechet_distance_prepared(mu1: np.ndarray, sigma1: np.ndarray, ref: PreparedReference) -> float:
+    """:func:`frechet_distance` of N(μ1, Σ1) against a prepared reference (symmetric eigenvalue form)."""
+    mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
+    sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
+    if mu1.shape != ref.mu.shape or sigma1.shape != (ref.dim, ref.dim):
+        raise ValueError(f"feature dimensions differ: {mu1.shape} vs {ref.mu.shape}")
+    diff = mu1 - ref.mu
+    return float(diff @ diff + np.trace(sigma1) + ref.trace - 2.0 * trace_sqrt_product_prepared(sigma1, ref))
+
+
+def frechet_distance_to_reference(x: np.ndarray, ref: PreparedReference) -> float:
+    """FD of samples ``x`` (N, d) against a prepared reference, from the cheapest of the N×N
+    (XB)(XB)ᵀ, the r×r (XB)ᵀ(XB) or Bᵀ(XᵀX)B (the same nonzero eigenvalues; module docstring)."""
+    x = flat2d(x)
+    n, d = x.shape
+    if n < 2:
+        raise ValueError(f"a covariance needs at least 2 samples, got {n}")
+    if d != ref.dim:
+        raise ValueError(f"feature dimensions differ: {d} vs {ref.dim}")
+    mu1 = x.mean(axis=0)
+    xc = x - mu1
+    r = ref.rank
+    # multiply-adds of each route (a Gram product XᵀX costs half a general one, a triangular one too)
+    f = d * r / 2 if ref.cholesky is not None else d * r  # X F per row of X
+    gram_small = n * f + n * n * r / 2  # Z = XF, then Z Zᵀ (n×n)
+    gram_z = n * f + n * r * r / 2  # Z = XF, then Zᵀ Z (r×r)
+    via_cov = n * d * d / 2 + 2 * d * f  # Σ1 = XᵀX, then Fᵀ Σ1 F (r×r)
+    if via_cov < min(gram_small, gram_z):
+        sigma1 = (xc.T @ xc) / (n - 1)
+        tr1 = float(np.trace(sigma1))
+        tr = _sum_sqrt_eigvalsh(ref.congruence(sigma1))
+    else:
+        tr1 = float(np.vdot(xc, xc)) / (n - 1)
+        z = ref.project(xc)
+        tr = _sum_sqrt_eigvalsh((z @ z.T if n <= r else z.T @ z) / (n - 1))
+    diff = mu1 - ref.mu
+    return float(diff @ diff + tr1 + ref.trace - 2.0 * tr)
+
+
+def frechet_distance_resampled(x: np.ndarray, ref: PreparedReference,
+                               indices: Iterable[np.ndarray]) -> np.ndarray:
+    """FD of ``x[idx]`` against a prepared reference for every index array (bootstrap resamples with
+    repeats, or subsets): equal to ``frechet_distance_from_samples(x[idx], μ, Σ)`` each, but Z = X₀B is
+    computed once (X₀ = x centred on its own mean) and each replicate works on Z's rows only: a row
+    drawn c times enters the centred Gram matrix once, scaled by √c (same eigenvalues, smaller matrix)."""
+    x = flat2d(x)
+    n, d = x.shape
+    if d != ref.dim:
+        raise ValueError(f"feature dimensions differ: {d} vs {ref.dim}")
+    m0 = x.mean(axis=0)
+    x0 = x - m0
+    z = np.ascontiguousarray(ref.project(x0))
+    sq = np.einsum("ij,ij->i", x0, x0)
+    d0 = m0 - ref.mu
+    r = ref.rank
+    out = []
+    for idx in indices:
+        idx = np.asarray(idx, dtype=np.int64)
+        k = idx.shape[0]
+        if k < 2:
+            raise ValueError(f"a covariance needs at least 2 samples, got {k}")
+        counts = np.bincount(idx, minlength=n)
+        rows = np.flatnonzero(counts)
+        c = counts[rows].astype(np.float64)
+        shift = (c @ x0[rows]) / k  # resample mean − full-sample mean
+        zbar = (c @ z[rows]) / k
+        tr1 = (float(c @ sq[rows]) - k * float(shift @ shift)) / (k - 1)
+        y = (z[rows] - zbar) * np.sqrt(c)[:, None]
+        tr = _sum_sqrt_eigvalsh((y @ y.T if rows.size <= r else y.T @ y) / (k - 1))
+        diff = d0 + shift
+        out.append(float(diff @ diff + tr1 + ref.trace - 2.0 * tr))
+    return np.asarray(out, dtype=np.float64)
+
+
+class _CachedReference:
+    """A reference's Gaussian fit and, once asked for, its prepared form."""
+
+    __slots__ = ("mu", "sigma", "prepared")
+
+    def __init__(self, mu: np.ndarray, sigma: np.ndarray) -> None:
+        self.mu, self.sigma = mu, sigma
+        self.prepared: PreparedReference | None = None
+
+
+_REF_CACHE: OrderedDict[str, _CachedReference] = OrderedDict()
+_REF_CACHE_SIZE = 2  # a d=2048 entry holds ~100 MB (Σ, B, L); a run rarely has more than two FD references
+
+
+def clear_reference_cache() -> None:
+    """Forget the cached reference fits and prepared references (benchmarks time cold starts with it)."""
+    _REF_CACHE.clear()
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _cached_reference(ref: dict[str, np.ndarray], key: str) -> _CachedReference:
+    if key + MU_SUFFIX in ref and key + SIGMA_SUFFIX in ref:
+        source = (np.asarray(ref[key + MU_SUFFIX]), np.asarray(ref[key + SIGMA_SUFFIX]))
+    elif key in ref:
+        source = (np.asarray(ref[key]),)
+    else:
+        raise ValueError(f"reference has neither {key!r} nor {key + MU_SUFFIX!r}/{key + SIGMA_SUFFIX!r}; got {sorted(ref)}")
+    digest = _digest(*source)
+    hit = _REF_CACHE.get(digest)
+    if hit is None:
+        hit = _CachedReference(*reference_stats(ref, key))
+        _REF_CACHE[digest] = hit
+        while len(_REF_CACHE) > _REF_CACHE_SIZE:
+            _REF_CACHE.popitem(last=False)
+    else:
+        _REF_CACHE.move_to_end(digest)
+    return hit
+
+
+def prepared_reference(ref: dict[str, np.ndarray], key: str) -> PreparedReference:
+    """The prepared reference for ``ref[key]`` (or its ``key.mu``/``key.sigma``), computed once per
+    distinct content and kept in a small LRU cache: the cells of a grid share one eigendecomposition."""
+    entry = _cached_reference(ref, key)
+    if entry.prepared is None:
+        entry.prepared = prepare_reference(entry.mu, entry.sigma)
+    return entry.prepared
+
+
 def reference_stats(ref: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:
     """(μ, Σ) of the reference: precomputed ``key.mu``/``key.sigma`` if present, else fitted."""
     if key + MU_SUFFIX in ref and key + SIGMA_SUFFIX in ref:
@@ -79,36 +363,50 @@ def reference_stats(ref: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, n
     return gaussian_stats(ref[key])
 
 
-def _ref(inputs: MetricInputs, key: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _ref(inputs: MetricInputs, key: str, metric: str) -> _CachedReference:
     if inputs.ref is None:
         raise ValueError(f"metric {metric!r} needs reference features, none were given")
-    return reference_stats(inputs.ref, key)
+    return _cached_reference(inputs.ref, key)
+
+
+def _fd_value(gen: np.ndarray, entry: _CachedReference, n_boot: int) -> float:
+    """One FD. N ≤ d with no bootstrap: the direct low-rank path (O(N d²), no O(d³) step at all); otherwise
+    the symmetric form against the prepared reference (prepared once, cached). The choice depends on the
+    inputs only, never on the cache, so a value does not change with what ran before it."""
+    if n_boot == 0 and gen.shape[0] <= gen.shape[1]:
+        return frechet_distance_from_samples(gen, entry.mu, entry.sigma)
+    if entry.prepared is None:
+        entry.prepared = prepare_reference(entry.mu, entry.sigma)
+    return frechet_distance_to_reference(gen, entry.prepared)
 
 
 def compute_fd(inputs: MetricInputs) -> dict[str, MetricValue]:
     key = option(inputs, "read", "features")
     gen = flat2d(gen_array(inputs, key, "fd"))
-    mu_r, sigma_r = _ref(inputs, key, "fd")
-    value = frechet_distance_from_samples(gen, mu_r, sigma_r)
+    entry = _ref(inputs, key, "fd")
     n_boot = int(option(inputs, "bootstrap", DEFAULT_BOOTSTRAP if gen.shape[1] <= AUTO_BOOTSTRAP_MAX_DIM else 0))
+    value = _fd_value(gen, entry, n_boot)
     out = MetricValue(value, extra={"n_gen": int(gen.shape[0]), "dim": int(gen.shape[1])})
     if n_boot > 0:
         # Resample the generated set only: the reference is fixed in a study, its sampling error shared.
         # Replicates are recentred on the estimate (see evalkit.stats.percentile_interval).
-        reps = [frechet_distance_from_samples(gen[idx], mu_r, sigma_r)
-                for idx in bootstrap_indices(gen.shape[0], n_boot, int(option(inputs, "bootstrap_seed", inputs.seed)))]
+        idx = bootstrap_indices(gen.shape[0], n_boot, int(option(inputs, "bootstrap_seed", inputs.seed)))
+        reps = frechet_distance_resampled(gen, entry.prepared, idx)
         out.ci_low, out.ci_high = percentile_interval(reps, float(option(inputs, "confidence", 0.95)),
                                                       recentre_on=value)
         out.extra["bootstrap"] = n_boot
     return {"fd": out}
 
 
-def fd_infinity(gen: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray, *, sizes: np.ndarray, seed: int) -> tuple[float, np.ndarray]:
+def fd_infinity(gen: np.ndarray, mu_r: np.ndarray | PreparedReference, sigma_r: np.ndarray | None = None, *,
+                sizes: np.ndarray, seed: int) -> tuple[float, np.ndarray]:
     """FD at each subset size (a fresh seeded shuffle per size, as the authors' code), then a least-squares
-    line in 1/N extrapolated to 1/N = 0. Returns (FD∞, FD per size)."""
+    line in 1/N extrapolated to 1/N = 0. Returns (FD∞, FD per size). The reference may be given as
+    (μ, Σ) or as a :class:`PreparedReference` (``sigma_r`` then None)."""
+    gen = flat2d(gen)
+    ref = _as_prepared(mu_r, sigma_r)
     rng = np.random.default_rng(seed)
-    fds = np.array([frechet_distance_from_samples(gen[rng.permutation(gen.shape[0])[:n]], mu_r, sigma_r)
-                    for n in sizes])
+    fds = frechet_distance_resampled(gen, ref, [rng.permutation(gen.shape[0])[:n] for n in sizes])
     slope, intercept = np.polyfit(1.0 / sizes.astype(np.float64), fds, 1)
     return float(intercept), fds
 
@@ -116,13 +414,16 @@ def fd_infinity(gen: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray, *, sizes
 def compute_fd_inf(inputs: MetricInputs) -> dict[str, MetricValue]:
     key = option(inputs, "read", "features")
     gen = flat2d(gen_array(inputs, key, "fd_inf"))
-    mu_r, sigma_r = _ref(inputs, key, "fd_inf")
+    entry = _ref(inputs, key, "fd_inf")
+    if entry.prepared is None:
+        entry.prepared = prepare_reference(entry.mu, entry.sigma)
+    ref = entry.prepared
     n = gen.shape[0]
     lo = int(option(inputs, "min_n", max(n // 5, min(n, gen.shape[1] + 2))))
     sizes = np.unique(np.linspace(lo, n, int(option(inputs, "points", 15))).astype(np.int64))
     if sizes.size < 2:
         raise ValueError(f"fd_inf needs at least two distinct subset sizes; got N={n}, min_n={lo}")
-    value, fds = fd_infinity(gen, mu_r, sigma_r, sizes=sizes, seed=inputs.seed)
+    value, fds = fd_infinity(gen, ref, sizes=sizes, seed=inputs.seed)
     return {"fd_inf": MetricValue(value, extra={"sizes": sizes.tolist(), "fd_per_size": fds.tolist()})}
 
 

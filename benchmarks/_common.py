@@ -114,26 +114,12 @@ def random_inception_files(folder: Path, seed: int = 1234) -> dict[str, Path]:
     """Write the tests' random FID Inception (``conftest._random_fidelity_inception``) in the forms the
     libraries load: the torch-fidelity/torchmetrics state dict and clean-fid's TorchScript file. Cached:
     an existing folder is reused."""
-    from conftest import INCEPTION_TF_FILE, INCEPTION_TS_FILE, _random_fidelity_inception, _TorchScriptInception
-    import torch
+    from conftest import INCEPTION_TF_FILE, INCEPTION_TS_FILE, write_random_inception
 
-    folder.mkdir(parents=True, exist_ok=True)
     tf, ts = folder / INCEPTION_TF_FILE, folder / INCEPTION_TS_FILE
-    if not (tf.exists() and ts.exists()):
-        net = _random_fidelity_inception(seed=seed)
-        torch.save({k: v.clone() for k, v in net.state_dict().items()}, tf)
-        layers = torch.nn.Sequential(
-            net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.MaxPool_1, net.Conv2d_3b_1x1,
-            net.Conv2d_4a_3x3, net.MaxPool_2, net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b,
-            net.Mixed_6c, net.Mixed_6d, net.Mixed_6e, net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, net.AvgPool)
-        ts_model = _TorchScriptInception(layers, net.fc).eval()
-        try:
-            scripted = torch.jit.script(ts_model)
-        except Exception:  # noqa: BLE001  (as conftest: trace the trunk)
-            ts_model.layers = torch.jit.trace(layers, torch.zeros(1, 3, 299, 299))
-            scripted = torch.jit.script(ts_model)
-        scripted.save(str(ts))
-    return {"tf": tf, "clean": ts, "dir": folder}
+    if tf.exists() and ts.exists():
+        return {"tf": tf, "clean": ts, "dir": folder}
+    return write_random_inception(folder, seed=seed)
 
 
 def fresh_dir(path: Path) -> Path:

@@ -105,15 +105,12 @@ def _random_fidelity_inception(seed: int) -> torch.nn.Module:
     return net
 
 
-@pytest.fixture(scope="session")
-def random_inception(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Random FID Inception weights: one state dict (torch-fidelity, torchmetrics and pytorch-fid share the
-    layout), the TorchScript form clean-fid loads, and a TORCH_HOME whose hub cache holds the .pth files."""
-    root = tmp_path_factory.mktemp("random_inception")
-    net = _random_fidelity_inception(seed=1234)
-    state = {k: v.clone() for k, v in net.state_dict().items()}
-    torch.save(state, root / INCEPTION_TF_FILE)
-    shutil.copy(root / INCEPTION_TF_FILE, root / INCEPTION_PT_FILE)
+def write_random_inception(folder: Path, seed: int = 1234) -> dict[str, Path]:
+    """Write the random FID Inception as the libraries load it: one state dict (torch-fidelity,
+    torchmetrics and pytorch-fid share the layout) and the TorchScript form clean-fid loads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    net = _random_fidelity_inception(seed=seed)
+    torch.save({k: v.clone() for k, v in net.state_dict().items()}, folder / INCEPTION_TF_FILE)
     layers = torch.nn.Sequential(
         net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.MaxPool_1, net.Conv2d_3b_1x1,
         net.Conv2d_4a_3x3, net.MaxPool_2, net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b,
@@ -124,13 +121,22 @@ def random_inception(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     except Exception:  # noqa: BLE001  (fall back to tracing the trunk; the wrapper stays scripted)
         ts_model.layers = torch.jit.trace(layers, torch.zeros(1, 3, 299, 299))
         scripted = torch.jit.script(ts_model)
-    scripted.save(str(root / INCEPTION_TS_FILE))
+    scripted.save(str(folder / INCEPTION_TS_FILE))
+    return {"tf": folder / INCEPTION_TF_FILE, "clean": folder / INCEPTION_TS_FILE, "dir": folder}
+
+
+@pytest.fixture(scope="session")
+def random_inception(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random FID Inception weights (:func:`write_random_inception`), the pytorch-fid file name too, and a
+    TORCH_HOME whose hub cache holds the .pth files."""
+    root = tmp_path_factory.mktemp("random_inception")
+    files = write_random_inception(root)
+    shutil.copy(files["tf"], root / INCEPTION_PT_FILE)
     hub = root / "torch_home" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     for f in (INCEPTION_TF_FILE, INCEPTION_PT_FILE):
         shutil.copy(root / f, hub / f)
-    return {"tf": root / INCEPTION_TF_FILE, "pt": root / INCEPTION_PT_FILE, "clean": root / INCEPTION_TS_FILE,
-            "torch_home": root / "torch_home", "dir": root}
+    return {**files, "pt": root / INCEPTION_PT_FILE, "torch_home": root / "torch_home"}
 
 
 def rel_diff(a: float, b: float) -> float:

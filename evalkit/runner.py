@@ -121,6 +121,7 @@ class Runner:
         self._ref_features: dict[str, dict[str, np.ndarray]] | None = None
         self._reference_info: dict[str, Any] | None = None
         self._adapters: dict[str, Adapter] = {}
+        self._model_info: dict[str, dict[str, Any]] = {}  # every model built in this run, for run.json
         self._warmed: set[tuple[str, str]] = set()  # (model, sampler label) pairs already warmed up
         self.run_id = ""
 
@@ -151,6 +152,7 @@ class Runner:
         if key not in self._adapters:
             # one model in memory at a time: grids are ordered model-major
             for other in list(self._adapters):
+                self._model_info[other] = self._adapters[other].info()  # some adapters fill info in lazily
                 self._adapters.pop(other).close()
             self._adapters[key] = build_adapter(cell.model.adapter, device=self.device, **cell.model.options)
             self._warmed = {w for w in self._warmed if w[0] != key}  # a fresh model warms up again
@@ -225,7 +227,8 @@ class Runner:
             "evalkit_version": evalkit.__version__, "git_commit": env["evalkit_git_commit"],
             "environment": env, "batch_size": self.batch_size, "world_size": self.dist.world_size,
             "cells": [c.describe() for c in cells],
-            "models": {name: a.info() for name, a in self._adapters.items()} or old.get("models", {}),
+            "models": {**old.get("models", {}), **self._model_info,
+                       **{name: a.info() for name, a in self._adapters.items()}},
             "reference": self._reference_info or old.get("reference"),
             "extractors": {n: {"weights_id": e.weights_id, "mode": e.mode} for n, e in self._extractors.items()}
             or old.get("extractors", {}),
@@ -347,7 +350,7 @@ class Runner:
                    "total_s": time.perf_counter() - t_start + max(s.warmup_s + s.generate_s + s.extract_s
                                                                   for s in shards)}
         record = {**self._cell_record(cell), **cost, "peak_rss_mb": max(s.peak_rss_mb for s in shards),
-                  "timings": timings}
+                  "timings": timings, "model_info": self.adapter(cell).info()}
         if len(shards) > 1:
             record["ranks"] = [{"n": len(s.indices), "generate_s": s.generate_s, "extract_s": s.extract_s,
                                 "peak_mem_mb": s.peak_mb} for s in shards]

@@ -169,7 +169,7 @@ def test_report_in_headless_chromium(built, tmp_path):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     """The smoke run: ``runs/smoke`` (or $EVALKIT_SMOKE_RUN) when one exists, else the embedded smoke
-    suite run here with fewer samples per cell: the same 24 cells, samplers, steps and guidance."""
+    suite run here with fewer samples per cell: the same cells, samplers, steps and guidance."""
     if (SMOKE_RUN / "run.json").is_file() and (SMOKE_RUN / "results.parquet").is_file():
         return SMOKE_RUN
     import dataclasses

@@ -118,6 +118,28 @@ def test_run_writes_tidy_results_and_provenance(tmp_path, capsys):
     assert "fd" in capsys.readouterr().out  # the summary table
 
 
+def test_run_json_and_cells_record_every_models_weights(tmp_path):
+    """Each model's adapter info (the zoo's weight-file hashes) lands in run.json and in its cells,
+    also for models that are no longer in memory when the run ends (one model is loaded at a time)."""
+    from evalkit.zoo import model_card
+
+    suite = tmp_path / "two.yaml"
+    suite.write_text(SMALL.format(steps=2, n=10).replace(
+        "models: [{name: mnist, adapter: zoo}]", "models: [{name: mnist, adapter: zoo}, {name: noise, adapter: noise}]"
+    ).replace("samplers: [ddim, dpmpp_2m]", "samplers: [ddim]").replace("guidance: [1, 3]", "guidance: [1]"))
+    out = tmp_path / "run"
+    assert main(["run", str(suite), "--out", str(out), "-q"]) == 0
+    files = model_card()["models"]["mnist-unet"]["files"]
+    shipped = {name: meta["sha256"] for name, meta in files.items()}
+    models = json.loads((out / "run.json").read_text())["models"]
+    assert set(models) == {"mnist", "noise"} and models["mnist"]["weights_sha256"] == shipped
+    cells = {c["model"]: c for c in RunStore(out).iter_cells()}
+    assert cells["mnist"]["model_info"]["weights_sha256"] == shipped
+    assert cells["noise"]["model_info"]["adapter"] == "noise"
+    assert main(["run", str(suite), "--out", str(out), "-q"]) == 0  # resumed: nothing rebuilt, nothing lost
+    assert json.loads((out / "run.json").read_text())["models"] == models
+
+
 def _cells_done(run_dir):
     return sorted(p.parent.name for p in run_dir.glob("cells/*/cell.json")
                   if json.loads(p.read_text()).get("status") == "done")

@@ -163,6 +163,25 @@ def test_trained_unet_draws_the_requested_digits() -> None:
     assert _guided_accuracy(*load_mnist_unet(trained=False), net) <= 0.3  # chance is 0.1
 
 
+def test_guided_ddim_does_not_degrade_with_more_steps() -> None:
+    """Regression: with diffusers' default ``clip_sample=True`` DDIM clipped x0 but kept the unclipped
+    epsilon, and at guidance 3 class accuracy fell with steps (0.98 at 4, 0.08 at 50). The shipped
+    schedule turns clipping off; 50 steps must be at least as good as the issue's 90 % bar."""
+    from diffusers import DDIMScheduler
+
+    unet, cfg = load_mnist_unet()
+    assert cfg["clip_sample"] is False and DDIMScheduler.from_config(cfg).config.clip_sample is False
+    assert _guided_accuracy(unet, cfg, load_mnist_net(), n=40, steps=50) >= 0.9
+
+
+def test_zoo_adapter_records_the_shipped_weight_hashes() -> None:
+    from evalkit.adapters.zoo import ZooMnistAdapter
+
+    files = model_card()["models"]["mnist-unet"]["files"]
+    assert ZooMnistAdapter().info()["weights_sha256"] == {name: meta["sha256"] for name, meta in files.items()}
+    assert ZooMnistAdapter(weights="untrained").info()["weights_sha256"] == "random-init:seed0"
+
+
 # --- training code -----------------------------------------------------------------------------------
 
 
@@ -175,6 +194,7 @@ def test_tiny_training_run_writes_a_valid_card(tmp_path: Path) -> None:
     for name, entry in card["models"].items():
         assert entry["seed"] == 3 and entry["steps"] == 2 and entry["data_sha256"] == mnist_split(3).data_sha256
         assert "--seed 3" in entry["command"] and np.isfinite(entry["final_loss"])
+        assert entry["batch_size"] == 8 and "--batch-size 8" in entry["command"]
         for fname, meta in entry["files"].items():
             assert hashlib.sha256((tmp_path / fname).read_bytes()).hexdigest() == meta["sha256"]
     assert 0.0 <= card["models"]["mnist-net"]["heldout_accuracy"] <= 1.0
@@ -197,3 +217,4 @@ def test_cli_registration() -> None:
     args = parser.parse_args(["zoo", "train", "mnist", "--out", "x", "--steps", "5", "--seed", "2", "--model", "net"])
     assert args.func is run_train_mnist
     assert (args.out, args.steps, args.seed, args.model, args.device) == ("x", 5, 2, "net", "cpu")
+    assert args.batch_size is None  # each model's own default batch size (64 UNet, 128 mnist-net)

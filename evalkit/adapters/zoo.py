@@ -12,6 +12,7 @@ from evalkit.adapters.base import Adapter, GeneratedBatch, GenerationRequest, ba
 from evalkit.adapters.denoise import CallCounter, sample, to_uint8
 from evalkit.samplers import get_sampler, make_scheduler, model_calls_per_sample
 from evalkit.seeding import initial_noise, sample_generators, sample_seed
+from evalkit.zoo.models import UNET_NAME
 
 
 class ZooMnistAdapter(Adapter):
@@ -33,14 +34,11 @@ class ZooMnistAdapter(Adapter):
         self.unet, self.schedule = zoo.load_mnist_unet(trained=weights == "trained")
         self.unet.to(self.device).eval()
         self.null_class = zoo.NULL_CLASS
-        self._card = zoo.model_card() if weights == "trained" else None
+        self._files = zoo.model_card()["models"][UNET_NAME]["files"] if weights == "trained" else None
 
     def info(self) -> dict[str, Any]:
-        card_sha = None
-        if self._card is not None:
-            card_sha = {k: v.get("sha256") for k, v in self._card.get("files", {}).items()} or None
-        return {"adapter": "zoo", "model": "mnist", "weights": self.weights,
-                "weights_sha256": card_sha or "random-init:seed0",
+        sha = {name: meta["sha256"] for name, meta in self._files.items()} if self._files else "random-init:seed0"
+        return {"adapter": "zoo", "model": "mnist", "weights": self.weights, "weights_sha256": sha,
                 "parameters": sum(p.numel() for p in self.unet.parameters()), "resolution": 32}
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int:

@@ -8,9 +8,9 @@ DEFAULTS = {
     "out": "zoo-weights",
     "model": "all",
     "device": "cpu",
-    "steps": 1500,
+    "steps": 8000,
     "net_steps": 1500,
-    "batch_size": 128,
+    "batch_size": None,  # per model: UNET_BATCH_SIZE / NET_BATCH_SIZE in evalkit.zoo.train
     "seed": 0,
 }
 
@@ -24,7 +24,8 @@ def add_train_mnist_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default=d["device"], help="(default: %(default)s)")
     p.add_argument("--steps", type=int, default=d["steps"], help="UNet training steps (default: %(default)s)")
     p.add_argument("--net-steps", type=int, default=d["net_steps"], help="mnist-net training steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="training batch size (default: 64 for the UNet, 128 for mnist-net)")
     p.add_argument("--seed", type=int, default=d["seed"], help="data split + init + noise seed (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 

@@ -235,3 +235,32 @@ def test_fd_inf_prepared_equals_stats_form():
     b, fb = fd_infinity(gen, prepare_reference(mu, sig), sizes=sizes, seed=1)
     np.testing.assert_allclose(fa, fb, rtol=1e-12)
     assert a == pytest.approx(b, rel=1e-12)
+
+
+def test_covariance_route_is_exact_with_a_large_feature_offset():
+    """N > d takes the uncentred Gram route, Σ1 = (XᵀX − nμμᵀ)/(n−1): with features offset by 1e3 (a
+    mean/std ratio far beyond Inception's or CLIP's) it still equals np.cov + the sqrtm path to 1e-8."""
+    from scipy.linalg import sqrtm
+
+    from evalkit.metrics.frechet import frechet_distance_to_reference, prepare_reference
+
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(4000, 64)) * 1.3 + 1e3
+    x = rng.normal(size=(3000, 64)) + 1e3 + 0.05
+    mu2, s2 = ref.mean(0), np.cov(ref, rowvar=False)
+    mu1, s1 = x.mean(0), np.cov(x, rowvar=False)
+    expected = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(sqrtm(s1 @ s2)).real)
+    assert frechet_distance_to_reference(x, prepare_reference(mu2, s2)) == pytest.approx(expected, rel=1e-8)
+
+
+def test_eigensolver_pins_one_blas_thread_only_when_the_cpu_is_oversubscribed(monkeypatch):
+    import contextlib
+
+    from evalkit.metrics import frechet
+
+    monkeypatch.setattr(frechet.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert isinstance(frechet._single_thread_blas(), contextlib.nullcontext)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(frechet.os, "getloadavg", lambda: (1e6, 0.0, 0.0))
+    with frechet._single_thread_blas():
+        assert {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"} == {1}

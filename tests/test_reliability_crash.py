@@ -239,7 +239,6 @@ def test_sigkill_during_atomic_writes_leaves_old_or_new_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "data.bin"]
 
 
-
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     """Results are shared: an atomic write gets the mode a plain open() gets under the same umask,
     not mkstemp's private 0600."""
@@ -251,4 +250,3 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     (tmp_path / "plain.json").write_bytes(b"{}")
     mode = stat.S_IMODE((tmp_path / "r.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
-    assert mode & 0o044  # readable by group/others under the usual umasks (022, 002)

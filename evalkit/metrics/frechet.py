@@ -32,7 +32,9 @@ it is the more accurate: dropped null directions contribute exactly 0, not squar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -129,16 +131,20 @@ class PreparedReference:
         """R = sqrt(Σ), symmetric PSD: B (B/√λ)ᵀ = V diag(√λ) Vᵀ."""
         return self.factor @ (self.factor / self.sqrt_eigenvalues).T
 
-    def congruence(self, sigma1: np.ndarray) -> np.ndarray:
-        """FᵀΣ1F for the reference's factor F (L if available, else B): its eigenvalues are the nonzero
-        eigenvalues of Σ1Σ (symmetric ``sigma1`` assumed)."""
+    def congruence_lower(self, sigma1: np.ndarray) -> np.ndarray:
+        """FᵀΣ1F for the reference's factor F (L if available, else B), valid in its **lower triangle**
+        (what the symmetric eigensolver reads): its eigenvalues are the nonzero eigenvalues of Σ1Σ
+        (symmetric ``sigma1`` assumed)."""
         sigma1 = np.asarray(sigma1, np.float64)
         if self.cholesky is not None:
-            from scipy.linalg.blas import dtrmm
+            from scipy.linalg.lapack import dsygst
 
-            # Σ1 is symmetric, so its C-ordered buffer is already Fortran-ordered Σ1ᵀ = Σ1 (no copy)
-            t = dtrmm(1.0, self.cholesky, sigma1.T, side=1, lower=1)  # Σ1 L
-            return dtrmm(1.0, self.cholesky, t, lower=1, trans_a=1)  # Lᵀ (Σ1 L)
+            # LAPACK's Lᵀ A L for symmetric A (itype 2): half the work of two triangular products. Σ1 is
+            # symmetric, so its C-ordered buffer is already the Fortran-ordered matrix (no copy).
+            out, info = dsygst(sigma1.T, self.cholesky, itype=2, lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"dsygst failed (info={info})")
+            return out
         b = self.factor
         return b.T @ (sigma1 @ b)
 
@@ -187,13 +193,25 @@ _SINGLE_THREAD_EIG_MIN = 256  # below this size the eigensolver is cheap whateve
 _blas_controller = None
 
 
-def _single_thread_blas():
-    """Context limiting BLAS to one thread (threadpoolctl, if installed; else a no-op).
+def _cpu_oversubscribed() -> bool:
+    """True when the 1-minute load average exceeds the CPUs this process may use (others compete)."""
+    try:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return os.getloadavg()[0] > cpus
+    except OSError:
+        return False
 
-    The symmetric eigensolver's tridiagonal reduction (LAPACK ``dsytrd``) is half level-2 BLAS and scales
-    badly with OpenBLAS threads: on 2 cores one thread was 1.3x faster idle and 4x faster with the CPU
-    shared (benchmarks/RESULTS.md). Level-3 products (covariances, factors) keep all threads."""
+
+def _single_thread_blas():
+    """Context limiting BLAS to one thread when the CPU is oversubscribed (threadpoolctl, if installed).
+
+    The symmetric eigensolver's tridiagonal reduction (LAPACK ``dsytrd``) is half level-2 BLAS: with the
+    CPU shared (load 6-10 on 2 cores) one OpenBLAS thread was 4x faster than two, whose hand-offs stall;
+    on an idle machine two threads are 1.6x faster (d=2048: 0.40 s vs 0.65 s). Level-3 products
+    (covariances, factors) keep all threads either way."""
     global _blas_controller
+    if not _cpu_oversubscribed():
+        return contextlib.nullcontext()
     try:
         if _blas_controller is None:
             from threadpoolctl import ThreadpoolController
@@ -201,27 +219,25 @@ def _single_thread_blas():
             _blas_controller = ThreadpoolController()
         return _blas_controller.limit(limits=1, user_api="blas")
     except Exception:  # noqa: BLE001  (threadpoolctl missing or unable to inspect the BLAS: leave threads alone)
-        import contextlib
-
         return contextlib.nullcontext()
 
 
 def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:
-    """Σ sqrt(λ) over the eigenvalues of the symmetric PSD ``m`` (rounding negatives clipped to 0)."""
+    """Σ sqrt(λ) over the eigenvalues of the symmetric PSD ``m``, read from its lower triangle
+    (rounding negatives clipped to 0)."""
     if m.size == 0:
         return 0.0
-    sym = (m + m.T) / 2.0
     if m.shape[0] >= _SINGLE_THREAD_EIG_MIN:
         with _single_thread_blas():
-            eig = np.linalg.eigvalsh(sym)
+            eig = np.linalg.eigvalsh(m, UPLO="L")
     else:
-        eig = np.linalg.eigvalsh(sym)
+        eig = np.linalg.eigvalsh(m, UPLO="L")
     return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
 
 
 def trace_sqrt_product_prepared(sigma1: np.ndarray, ref: PreparedReference) -> float:
     """``tr sqrt(Σ1 Σ_ref)`` = Σ sqrt(eigvalsh(Fᵀ Σ1 F)) for a factor FFᵀ = Σ_ref (module docstring)."""
-    return _sum_sqrt_eigvalsh(ref.congruence(sigma1))
+    return _sum_sqrt_eigvalsh(ref.congruence_lower(sigma1))
 
 
 def frechet_distance_prepared(mu1: np.ndarray, sigma1: np.ndarray, ref: PreparedReference) -> float:
@@ -244,7 +260,6 @@ def frechet_distance_to_reference(x: np.ndarray, ref: PreparedReference) -> floa
     if d != ref.dim:
         raise ValueError(f"feature dimensions differ: {d} vs {ref.dim}")
     mu1 = x.mean(axis=0)
-    xc = x - mu1
     r = ref.rank
     # multiply-adds of each route (a Gram product XᵀX costs half a general one, a triangular one too)
     f = d * r / 2 if ref.cholesky is not None else d * r  # X F per row of X
@@ -252,10 +267,15 @@ def frechet_distance_to_reference(x: np.ndarray, ref: PreparedReference) -> floa
     gram_z = n * f + n * r * r / 2  # Z = XF, then Zᵀ Z (r×r)
     via_cov = n * d * d / 2 + 2 * d * f  # Σ1 = XᵀX, then Fᵀ Σ1 F (r×r)
     if via_cov < min(gram_small, gram_z):
-        sigma1 = (xc.T @ xc) / (n - 1)
+        # Σ1 = (XᵀX − n μμᵀ)/(n−1) from the uncentred Gram product: no centred N×d copy (memory and a
+        # pass over it); in float64 the cancellation costs ~eps·|μ|²/var, far below the 1e-6 convention.
+        sigma1 = x.T @ x  # x is float64 (flat2d)
+        sigma1 -= n * np.outer(mu1, mu1)
+        sigma1 /= n - 1
         tr1 = float(np.trace(sigma1))
-        tr = _sum_sqrt_eigvalsh(ref.congruence(sigma1))
+        tr = _sum_sqrt_eigvalsh(ref.congruence_lower(sigma1))
     else:
+        xc = x - mu1
         tr1 = float(np.vdot(xc, xc)) / (n - 1)
         z = ref.project(xc)
         tr = _sum_sqrt_eigvalsh((z @ z.T if n <= r else z.T @ z) / (n - 1))

@@ -43,7 +43,7 @@ extractor: mnist-net
 metrics: [fd, kid, throughput]
 grid_samples: 8
 """
-TRIALS = 10
+TRIALS = 6
 CELLS = 4
 
 

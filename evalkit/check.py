@@ -9,7 +9,10 @@ Verdict rule (one cell × metric; ``worse`` is the delta signed so that positive
 
 - tolerance ``tol = max(k_eff·σ·inflate, rel·|baseline|, abs)`` where ``k_eff`` is ``k`` (a z-score,
   default 3) turned into a Student-t quantile with K−1 degrees of freedom, because σ from K seed sets is
-  itself uncertain; paired (same seed and N as the baseline): delta = now − baseline value, inflate = 1;
+  itself uncertain; σ is the std over the K seed sets or, for rows that are means of independent
+  per-sample terms (precision, density), their sampling σ √(var/n) pooled over the K sets where that is
+  larger (a K-set σ comes out far too small now and then; a bounded mean is also skewed);
+  paired (same seed and N as the baseline): delta = now − baseline value, inflate = 1;
   unpaired (another seed set): delta = now − mean over the K seed sets, inflate = √(1 + 1/K) (one new
   draw against a K-draw mean: a prediction interval);
 - regression: ``worse > tol`` AND, when paired, the paired bootstrap CI of the difference lies
@@ -194,15 +197,23 @@ class BaselineEntry:
     sigma: float  # std (ddof=1) over the K seed sets
     values: list[float]
     tolerance: Tolerance = field(default_factory=Tolerance)
+    sigma_sampling: float = 0.0  # sqrt(var(per-sample term)/n) pooled over the K sets; 0 where no such form
 
     @property
     def key(self) -> tuple[str, str, str]:
         return self.cell, self.metric, self.extractor
 
+    @property
+    def noise(self) -> float:
+        """The σ the tolerance uses: the seed-set std, or the sampling σ where that is larger. σ from K sets
+        is itself noisy (too small one time in many); the sampling σ rests on n·K per-sample terms."""
+        return max(self.sigma, self.sigma_sampling)
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["direction"] = "higher" if d.pop("higher_is_better") else "lower"
-        d["tolerance"] = {"rule": "max(k_eff*sigma*inflate, rel*|baseline|, abs)", **asdict(self.tolerance)}
+        d["tolerance"] = {"rule": "max(k_eff*max(sigma, sigma_sampling)*inflate, rel*|baseline|, abs)",
+                          **asdict(self.tolerance)}
         return d
 
     @classmethod
@@ -286,6 +297,24 @@ def _compressed_npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+def sampling_sigma(runs: list[RunData], cell: str, metric_def: str, row: str, extractor: str,
+                   options: dict[str, Any], reference: dict[str, np.ndarray] | None) -> float:
+    """σ of a row that is a mean of independent per-generated-sample terms (the metric's ``per_sample``):
+    sqrt(var(term)/n), the variance pooled over the K runs. 0.0 where the metric has no such form or the
+    reference features are not at hand."""
+    per_sample = get_metric(metric_def).per_sample
+    if per_sample is None or reference is None:
+        return 0.0
+    variances = []
+    for r in runs:
+        gen = _split(r.features(cell), f"{extractor}/")
+        terms = per_sample(MetricInputs(gen=gen, ref=dict(reference), options=options)).get(row)
+        if terms is None or len(terms) < 2:
+            return 0.0
+        variances.append(float(np.var(terms, ddof=1)))
+    return math.sqrt(float(np.mean(variances)) / len(terms))
+
+
 def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
                    reference_features: dict[str, dict[str, np.ndarray]] | None = None,
                    ) -> tuple[Baseline, dict[str, np.ndarray]]:
@@ -301,6 +330,7 @@ def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
     if problems:
         raise CheckConfigError(problems)
     rows = metric_rows(first.config)
+    specs = {(m["name"], m.get("extractor")): m.get("options") or {} for m in first.config["metrics"]}
     cells = {c["cell_id"]: c for c in first.manifest["cells"]}
     by_run = [r.rows.set_index(["cell", "metric", "extractor"])["value"] for r in runs]
     entries = []
@@ -309,11 +339,14 @@ def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
         if not all(map(math.isfinite, values)):
             raise CheckConfigError([f"{cell}/{metric}: not a finite value in every seed set: {values}"])
         c = cells[cell]
+        spec = specs.get((rows[metric][0], extractor), {})
         entries.append(BaselineEntry(
             cell=cell, model=c["model"], sampler=c["sampler"], steps=int(c["steps"]), guidance=float(c["guidance"]),
             metric=metric, metric_def=rows[metric][0], extractor=str(extractor), higher_is_better=rows[metric][1],
             value=float(value), mean=float(np.mean(values)),
-            sigma=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, values=values, tolerance=tolerance))
+            sigma=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, values=values, tolerance=tolerance,
+            sigma_sampling=sampling_sigma(runs, cell, rows[metric][0], metric, str(extractor), spec,
+                                          (reference_features or {}).get(str(extractor)))))
     sidecar: dict[str, np.ndarray] = {}
     for cell in cells:
         for key, arr in first.features(cell).items():
@@ -565,7 +598,7 @@ def compare(baseline: Baseline, run: RunData, *, k: float | None = None, allow_o
         value = float(now[e.key])
         deltas[e.key] = value - ref
         rule = e.tolerance if k is None else dataclasses.replace(e.tolerance, k=k)
-        tol = rule.width(e.sigma, ref, n_sets=len(e.values), paired=paired)
+        tol = rule.width(e.noise, ref, n_sets=len(e.values), paired=paired)
         rows.append((e, value, ref, tol, ""))
         ks[e.key] = rule.k
     cis = paired_intervals(baseline, run, deltas, n_resamples=n_resamples, confidence=confidence) if paired else {}

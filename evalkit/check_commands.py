@@ -237,9 +237,11 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     except CheckConfigError as e:
         print("evalkit baseline: " + "\n  ".join(["cannot make a baseline:", *e.problems]), file=sys.stderr)
         return EXIT_REGRESSION
-    print(f"| cell | metric | value (seed {b.seed}) | mean | σ over {len(b.seeds)} seed sets |\n|---|---|---:|---:|---:|")
+    print(f"| cell | metric | value (seed {b.seed}) | mean | σ over {len(b.seeds)} seed sets | sampling σ |\n"
+          "|---|---|---:|---:|---:|---:|")
     for e in b.entries:
-        print(f"| {e.cell} | {e.metric} | {e.value:.4g} | {e.mean:.4g} | {e.sigma:.3g} |")
+        sampling = f"{e.sigma_sampling:.3g}" if e.sigma_sampling else ""
+        print(f"| {e.cell} | {e.metric} | {e.value:.4g} | {e.mean:.4g} | {e.sigma:.3g} | {sampling} |")
     k_eff = effective_k(args.k, len(b.seeds))
     print(f"\ntolerance: k={args.k:g} → k_eff={k_eff:.2f}σ with {len(b.seeds)} seed sets"
           + ("  (few seed sets make σ uncertain and the tolerance wide: use --seeds 10 or more)"

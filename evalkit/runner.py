@@ -33,7 +33,7 @@ from evalkit.environment import environment
 from evalkit.features.base import Extractor, build_extractor
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.references import open_reference, reference_features
-from evalkit.store import RunStore, tidy_frame
+from evalkit.store import RunStore, StoreError, tidy_frame
 from evalkit.suite import Cell, Suite
 from evalkit.timing import PeakMemory, Stopwatch
 
@@ -42,6 +42,15 @@ THROUGHPUT_ROWS = ("images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_
 
 class ImageContractError(ValueError):
     """An adapter yielded images that break the contract (shape, dtype, range, NaN)."""
+
+
+class ModelChangedError(StoreError):
+    """The run folder's finished cells were computed by other weights than the model loaded now."""
+
+
+def weights_identity(info: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an adapter's ``info()`` that name its weights: hashes (``*sha256``) and a hub revision."""
+    return {k: v for k, v in info.items() if k.endswith("sha256") or k == "revision"}
 
 
 @dataclass
@@ -156,7 +165,30 @@ class Runner:
                 self._adapters.pop(other).close()
             self._adapters[key] = build_adapter(cell.model.adapter, device=self.device, **cell.model.options)
             self._warmed = {w for w in self._warmed if w[0] != key}  # a fresh model warms up again
+            now = self._adapters[key].info()
+            self.dist.on_main(lambda: self._check_model_unchanged(key, now))  # every rank builds here
         return self._adapters[key]
+
+    def _check_model_unchanged(self, model: str, info: dict[str, Any]) -> None:
+        """Resume only onto cells made by the same weights: the suite (and so the cell hash) may name a
+        model by path or by the built-in zoo while the files behind it were retrained."""
+        now = weights_identity(info)
+        if not now:
+            return  # the adapter names no weights (noise, most plugins): nothing to compare
+        stale: dict[str, dict[str, Any]] = {}
+        for c in self.suite.cells():
+            if c.model.name != model or not self._is_done(c):
+                continue
+            then = weights_identity((self.store.read_cell(c.cell_id) or {}).get("model_info") or {})
+            if then and then != now:  # cells written before cell.json carried model_info are not judged
+                stale[c.cell_id] = then
+        if stale:
+            first = next(iter(stale))
+            raise ModelChangedError(
+                f"model {model!r} has other weights than when {len(stale)} finished cell(s) in {self.store.root} "
+                f"were computed (e.g. {first}): then {stale[first]}, now {now}. Finished cells are kept; run into "
+                f"a new --out folder, or delete those cells' folders under {self.store.root / 'cells'} to "
+                f"recompute them")
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -172,7 +204,7 @@ class Runner:
                 try:
                     self.run_cell(cell)
                     summary.done.append(cell.cell_id)
-                except (KeyboardInterrupt, SystemExit):
+                except (KeyboardInterrupt, SystemExit, ModelChangedError):
                     raise
                 except Exception as e:  # one broken cell must not lose the others
                     if not main:

@@ -119,6 +119,32 @@ def test_baseline_holds_value_noise_direction_and_provenance(baseline_file, tmp_
     assert get_metric("fd").compute(MetricInputs(gen=gen, ref=ref)).get("fd").value == pytest.approx(fd.value, rel=1e-12)
 
 
+def test_sampling_sigma_of_per_sample_means_matches_the_spread_over_many_seed_sets(baseline_file, tmp_path):
+    """Precision and density are means of independent per-generated-sample terms, so their seed-to-seed σ is
+    √(var/n), estimated from the K baseline sets' n·K terms. Checked against the std over 400 seed sets of the
+    same synthetic model, and the tolerance of an unpaired check uses it where it exceeds the K-set σ."""
+    from evalkit.check import compare
+
+    b = Baseline.load(baseline_file)
+    for e in b.entries:
+        assert (e.sigma_sampling > 0) == (e.metric in ("precision", "density")), e.metric
+    cell = b.entries[0].cell
+    ref = reference()
+    with _single_thread_blas():
+        draws = [prdc(ref["features"], np.random.default_rng([seed, zlib.crc32(cell.encode())]).normal(size=(80, DIM))
+                      + 0.5) for seed in range(400)]
+    for metric in ("precision", "density"):
+        e = next(x for x in b.entries if x.cell == cell and x.metric == metric)
+        spread = float(np.std([d[metric] for d in draws], ddof=1))
+        assert e.sigma_sampling == pytest.approx(spread, rel=0.15), (metric, e.sigma_sampling, spread, e.sigma)
+
+    report = compare(b, read_run(write_run(tmp_path / "other", suite(seed=777))), allow_other_seed=True)
+    for c in report.comparisons:
+        e = c.entry
+        assert c.tolerance == pytest.approx(e.tolerance.width(max(e.sigma, e.sigma_sampling), e.mean, n_sets=K,
+                                                              paired=False))
+
+
 def test_tampered_sidecar_is_refused(baseline_file, tmp_path):
     import shutil
 

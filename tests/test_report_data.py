@@ -204,3 +204,16 @@ def test_baseline_json_and_run_folder(run_dir, tmp_path, tmp_path_factory):
     assert set(d[d.metric == "fd"].verdict) == {"worse"} and "synthetic-20250101T000000Z" in name
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_baseline(tmp_path / "missing.json")
+
+
+def test_evalkit_baseline_file_is_read_from_its_entries():
+    """The committed CI baseline, as `evalkit baseline` wrote it: one row per entry, the gate's σ as noise."""
+    path = Path(__file__).resolve().parents[1] / "baselines" / "ci.json"
+    doc = json.loads(path.read_text())
+    base, name = load_baseline(path)
+    assert len(base) == len(doc["entries"]) > 0 and "ci" in name
+    for e in doc["entries"]:
+        row = base[(base.sampler == e["sampler"]) & (base.steps == e["steps"]) & (base.metric == e["metric"])
+                   & (base.guidance == e["guidance"]) & (base.model == e["model"])]
+        assert len(row) == 1 and row.value.iloc[0] == e["value"] and row.direction.iloc[0] == e["direction"]
+        assert row.noise.iloc[0] == max(e["sigma"], e.get("sigma_sampling", 0.0)) > 0

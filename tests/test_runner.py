@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -138,6 +141,55 @@ def test_run_json_and_cells_record_every_models_weights(tmp_path):
     assert cells["noise"]["model_info"]["adapter"] == "noise"
     assert main(["run", str(suite), "--out", str(out), "-q"]) == 0  # resumed: nothing rebuilt, nothing lost
     assert json.loads((out / "run.json").read_text())["models"] == models
+
+
+def weights_file_adapter(device="cpu", weights=""):
+    """A plugin adapter whose weights are one file: its info() names them by sha256, as the zoo's does."""
+    from evalkit.adapters.zoo import NoiseAdapter
+
+    class FileWeights(NoiseAdapter):
+        def info(self):
+            return {**super().info(), "weights_sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest()}
+
+    return FileWeights(device=device)
+
+
+def test_resume_refuses_cells_made_by_other_weights(tmp_path, monkeypatch, capsys):
+    """The suite (and so each cell's hash) is unchanged when the weights behind a model are retrained in place:
+    resuming must not mix the old model's finished cells with the new model's."""
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"first training run")
+    suite = tmp_path / "w.yaml"
+    suite.write_text(textwrap.dedent(f"""\
+        name: w
+        models: [{{name: m, adapter: "{__name__}:weights_file_adapter", options: {{weights: "{weights}"}}}}]
+        samplers: [ddim, euler]
+        steps: [2]
+        samples: 10
+        reference: {{dataset: mnist-heldout, samples: 100}}
+        extractor: mnist-net
+        metrics: [fd]
+    """))
+    monkeypatch.syspath_prepend(os.path.dirname(__file__))
+    out = tmp_path / "run"
+    run = ["run", str(suite), "--out", str(out), "-q"]
+    assert main(run) == 0
+    kept, redo = out / "cells" / "m__ddim__s2__g1" / "cell.json", out / "cells" / "m__euler__s2__g1"
+    before = kept.read_bytes()
+    shutil.rmtree(redo)  # one cell left to compute
+    capsys.readouterr()
+
+    weights.write_bytes(b"second training run")
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert "model 'm' has other weights than when 1 finished cell(s)" in err and "m__ddim__s2__g1" in err, err
+    assert "Traceback" not in err
+    assert kept.read_bytes() == before and not (redo / "cell.json").exists()  # nothing lost, nothing mixed
+
+    weights.write_bytes(b"first training run")  # the same weights again: the run resumes
+    assert main(run) == 0
+    assert "1 cells computed, 1 reused" in capsys.readouterr().out
+    assert kept.read_bytes() == before
 
 
 def _cells_done(run_dir):

@@ -44,6 +44,9 @@ class MetricDef:
     compute: Callable[[MetricInputs], dict[str, MetricValue]]
     default_extractor: str | None = None
     description: str = ""
+    # For rows that are means of independent per-generated-sample terms (precision, density): those terms,
+    # so that a row's sampling noise follows from one run (var/n) instead of only from K seed sets.
+    per_sample: Callable[[MetricInputs], dict[str, np.ndarray]] | None = None
 
 
 _METRICS: dict[str, MetricDef] = {}

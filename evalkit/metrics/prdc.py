@@ -50,12 +50,18 @@ def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def reference_ball_counts(ref: np.ndarray, gen: np.ndarray, r_ref: np.ndarray) -> np.ndarray:
+    """Per generated sample: how many reference balls (radii ``r_ref``) contain it."""
+    counts = np.zeros(gen.shape[0], dtype=np.int64)
+    for rows, d in _distance_chunks(gen, ref):
+        counts[rows] = (d < r_ref[None, :]).sum(axis=1)
+    return counts
+
+
 def prdc(ref: np.ndarray, gen: np.ndarray, k: int = DEFAULT_K) -> dict[str, float]:
     ref, gen = flat2d(ref), flat2d(gen)
     r_ref, r_gen = knn_radii(ref, k), knn_radii(gen, k)
-    in_ref_balls = np.zeros(gen.shape[0], dtype=np.int64)  # per generated sample: # reference balls containing it
-    for rows, d in _distance_chunks(gen, ref):
-        in_ref_balls[rows] = (d < r_ref[None, :]).sum(axis=1)
+    in_ref_balls = reference_ball_counts(ref, gen, r_ref)
     recalled = np.zeros(ref.shape[0], dtype=bool)
     covered = np.zeros(ref.shape[0], dtype=bool)
     for rows, d in _distance_chunks(ref, gen):
@@ -76,8 +82,20 @@ def compute_pr(inputs: MetricInputs) -> dict[str, MetricValue]:
     return {name: MetricValue(v, extra={"k": k}) for name, v in vals.items()}
 
 
+def per_sample_pr(inputs: MetricInputs) -> dict[str, np.ndarray]:
+    """Precision and density are means over generated samples of these terms; with the reference fixed
+    and samples drawn independently, their seed-to-seed variance is var(term)/n. (Recall and coverage
+    depend on the generated set as a whole: no such form.)"""
+    key = option(inputs, "read", "features")
+    k = int(option(inputs, "k", DEFAULT_K))
+    ref, gen = flat2d(ref_array(inputs, key, "pr")), flat2d(gen_array(inputs, key, "pr"))
+    counts = reference_ball_counts(ref, gen, knn_radii(ref, k))
+    return {"precision": (counts > 0).astype(np.float64), "density": counts / k}
+
+
 register_metric(MetricDef(
     name="pr", reads=("features",), needs_reference=True,
     higher_is_better={"precision": True, "recall": True, "density": True, "coverage": True}, compute=compute_pr,
     description="Precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020), k=3 nearest neighbours.",
+    per_sample=per_sample_pr,
 ))

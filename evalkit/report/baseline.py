@@ -1,6 +1,8 @@
-"""Deltas against a baseline: a baselines JSON (``evalkit baseline``, read loosely) or another run.
+"""Deltas against a baseline: ``evalkit baseline``'s JSON, a hand-written baselines JSON, or another run.
 
-Baselines JSON, as far as the report needs it::
+``evalkit baseline`` files (``"format": "evalkit-baseline/1"``) are read from their ``entries``: the
+value on the baseline's seed, its noise (the σ its gate uses) and direction. A hand-written baselines
+JSON, as far as the report needs it::
 
     {"cells": {"<cell key>": {"<metric>": {"value": 12.3, "noise": 0.4, "direction": "lower", ...}}}}
 
@@ -42,6 +44,8 @@ def load_baseline(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
         doc = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BaselineError(f"baseline {p} is not valid JSON: {e}") from None
+    if isinstance(doc, dict) and str(doc.get("format", "")).startswith("evalkit-baseline"):
+        return _from_entries(doc.get("entries") or [], p), f"{doc.get('suite') or p.stem} baseline ({p})"
     if not isinstance(doc, dict) or not isinstance(doc.get("cells"), dict):
         raise BaselineError(f"baseline {p} has no 'cells' mapping (expected {{\"cells\": {{cell: {{metric: ...}}}}}})")
     return _from_json(doc["cells"]), str(doc.get("name") or p.name)
@@ -51,6 +55,18 @@ def _from_results(df: pd.DataFrame) -> pd.DataFrame:
     noise = df["std"].where(df["std"].notna(), (df["ci_high"] - df["ci_low"]) / (2 * 1.96))
     out = df[[*MATCH_KEYS, "value"]].assign(noise=noise, direction="")
     return _typed(out)
+
+
+def _from_entries(entries: list[dict[str, Any]], path: Path) -> pd.DataFrame:
+    rows = []
+    for i, e in enumerate(entries):
+        try:
+            rows.append({**{k: e[k] for k in MATCH_KEYS}, "value": float(e["value"]),
+                         "noise": max(_num(e.get("sigma")), _num(e.get("sigma_sampling", 0.0))),
+                         "direction": str(e.get("direction", ""))})
+        except (KeyError, TypeError, ValueError) as err:
+            raise BaselineError(f"baseline {path}: entry {i} lacks a usable {err}") from None
+    return _typed(pd.DataFrame(rows, columns=[*MATCH_KEYS, "value", "noise", "direction"]))
 
 
 def _from_json(cells: dict[str, Any]) -> pd.DataFrame:

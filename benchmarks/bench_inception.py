@@ -74,6 +74,16 @@ class ForwardCounter:
         self.calls += 1
         self.images += int(inputs[0].shape[0])
 
+    def wrap(self, owner: Any, attr: str) -> None:
+        """Also count calls of ``owner.attr`` (a frozen TorchScript module takes no Python hooks)."""
+        inner = getattr(owner, attr)
+
+        def counted(x: Any) -> Any:
+            self._hook(inner, (x,))
+            return inner(x)
+
+        setattr(owner, attr, counted)
+
     def reset(self) -> None:
         self.images = self.calls = 0
 
@@ -129,6 +139,8 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
     # -- evalkit ------------------------------------------------------------------------------------
     ex = InceptionExtractor("clean", weights=w["clean"])
     ek_count = ForwardCounter(ex.net, "evalkit inception-clean")
+    if getattr(ex, "_cpu_layers", None) is not None:  # the CPU path runs the frozen, optimised layers
+        ek_count.wrap(ex, "_cpu_layers")
     ex(torch.from_numpy(gen_np[:2]))  # warm-up (TorchScript compiles on its first calls)
     ek_parts: dict[str, list[float]] = {"extract": [], "metrics_b": [], "pr": []}
 

@@ -139,7 +139,8 @@ def markdown_report(report: CheckReport) -> str:
         shown = _SHOWN.get(c.verdict, c.verdict) + (f" ({c.note})" if c.note else "")
         lines.append(f"| {e.cell} | {e.metric} {arrow} | {_num(c.reference)} | {_num(c.now)} | {_num(c.delta, '+.3g')} "
                      f"| {_num(c.tolerance, '.3g')} | {ci} | {shown} |")
-    lines += ["", "tolerance = max(k_eff·σ·inflate, rel·|baseline|, abs), k_eff = Student-t quantile with K−1 df at "
+    lines += ["", "tolerance = max(k_eff·σ·inflate, rel·|baseline|, abs), σ = the seed-set σ (or, for precision and "
+                  "density, their sampling σ where larger), k_eff = Student-t quantile with K−1 df at "
                   "the tail of a z-score k; a regression is worse than the tolerance and, when paired, has its CI "
                   "entirely on the worse side of 0. ↓ lower is better, ↑ higher."]
     return "\n".join(lines) + "\n"

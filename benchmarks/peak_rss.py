@@ -33,22 +33,18 @@ from pathlib import Path
 
 def _status_mb(field: str) -> float:
     """A memory figure from /proc/self/status (Linux), else the lifetime peak from getrusage."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from evalkit.timing import status_mb
+
+    mb = status_mb(field)
+    return mb if mb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _reset_peak() -> float:
     """Reset the kernel's peak-RSS mark (VmHWM) so start-up (imports, reference set) does not hide the
     run's own peak; returns the current RSS."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    from evalkit.timing import reset_peak_rss
+
+    reset_peak_rss()
     return _status_mb("VmRSS")
 
 

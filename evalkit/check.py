@@ -297,22 +297,21 @@ def _compressed_npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def sampling_sigma(runs: list[RunData], cell: str, metric_def: str, row: str, extractor: str,
-                   options: dict[str, Any], reference: dict[str, np.ndarray] | None) -> float:
-    """σ of a row that is a mean of independent per-generated-sample terms (the metric's ``per_sample``):
-    sqrt(var(term)/n), the variance pooled over the K runs. 0.0 where the metric has no such form or the
+def sampling_sigmas(runs: list[RunData], cell: str, metric_def: str, extractor: str, options: dict[str, Any],
+                    reference: dict[str, np.ndarray] | None) -> dict[str, float]:
+    """Per row that is a mean of independent per-generated-sample terms (the metric's ``per_sample``): its σ
+    sqrt(var(term)/n), the variance pooled over the K runs. Empty where the metric has no such form or the
     reference features are not at hand."""
     per_sample = get_metric(metric_def).per_sample
     if per_sample is None or reference is None:
-        return 0.0
-    variances = []
+        return {}
+    mean_variances: dict[str, list[float]] = {}  # var(term)/n per run
     for r in runs:
         gen = _split(r.features(cell), f"{extractor}/")
-        terms = per_sample(MetricInputs(gen=gen, ref=dict(reference), options=options)).get(row)
-        if terms is None or len(terms) < 2:
-            return 0.0
-        variances.append(float(np.var(terms, ddof=1)))
-    return math.sqrt(float(np.mean(variances)) / len(terms))
+        for row, terms in per_sample(MetricInputs(gen=gen, ref=dict(reference), options=options)).items():
+            v = float(np.var(terms, ddof=1)) / len(terms) if len(terms) > 1 else math.nan
+            mean_variances.setdefault(row, []).append(v)
+    return {row: math.sqrt(float(np.mean(v))) for row, v in mean_variances.items() if np.isfinite(v).all()}
 
 
 def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
@@ -321,7 +320,8 @@ def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
     """A baseline from K runs of one protocol on seed sets ``runs[0].seed + 0..K-1``.
 
     Values come from ``runs[0]`` (the suite's seed, so a check on that seed pairs sample by sample);
-    σ is the std over all K. Returns the baseline and its sidecar arrays (features of ``runs[0]``).
+    σ is the std over all K, plus :func:`sampling_sigmas` where the metric has per-sample terms. Returns the
+    baseline and its sidecar arrays (features of ``runs[0]``).
     """
     first = runs[0]
     problems = [f"run {r.root}: protocol differs from {first.root}" for r in runs[1:]
@@ -334,19 +334,22 @@ def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
     cells = {c["cell_id"]: c for c in first.manifest["cells"]}
     by_run = [r.rows.set_index(["cell", "metric", "extractor"])["value"] for r in runs]
     entries = []
+    sampling: dict[tuple[str, str, str], dict[str, float]] = {}  # (cell, metric def, extractor) → row → σ
     for (cell, metric, extractor), value in by_run[0].items():
         values = [float(s.get((cell, metric, extractor), math.nan)) for s in by_run]
         if not all(map(math.isfinite, values)):
             raise CheckConfigError([f"{cell}/{metric}: not a finite value in every seed set: {values}"])
         c = cells[cell]
-        spec = specs.get((rows[metric][0], extractor), {})
+        group = (cell, rows[metric][0], str(extractor))
+        if group not in sampling:  # one per-sample pass serves every row of the metric (precision and density)
+            sampling[group] = sampling_sigmas(runs, cell, group[1], group[2], specs.get((group[1], extractor), {}),
+                                              (reference_features or {}).get(group[2]))
         entries.append(BaselineEntry(
             cell=cell, model=c["model"], sampler=c["sampler"], steps=int(c["steps"]), guidance=float(c["guidance"]),
             metric=metric, metric_def=rows[metric][0], extractor=str(extractor), higher_is_better=rows[metric][1],
             value=float(value), mean=float(np.mean(values)),
             sigma=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, values=values, tolerance=tolerance,
-            sigma_sampling=sampling_sigma(runs, cell, rows[metric][0], metric, str(extractor), spec,
-                                          (reference_features or {}).get(str(extractor)))))
+            sigma_sampling=sampling[group].get(metric, 0.0)))
     sidecar: dict[str, np.ndarray] = {}
     for cell in cells:
         for key, arr in first.features(cell).items():

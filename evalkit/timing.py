@@ -33,22 +33,23 @@ class Stopwatch:
             self.seconds += time.perf_counter() - t0
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark of this process (Linux ≥ 4.0: VmHWM via clear_refs); False if unavailable."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return _peak_rss_mb() is not None
+        return status_mb("VmHWM") is not None
     except OSError:
         return False
 
 
-def _peak_rss_mb() -> float | None:
-    """VmHWM, the kernel's exact peak resident set size since the last reset, in MB (None if unreadable)."""
+def status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status in MB: ``VmRSS`` (now), ``VmHWM`` (the kernel's
+    exact peak since the last :func:`reset_peak_rss`). None where unreadable (not Linux)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -78,7 +79,7 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        if not _reset_peak_rss():
+        if not reset_peak_rss():
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
         return self
@@ -87,7 +88,7 @@ class PeakMemory:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
-        hwm = _peak_rss_mb() if self._thread is None else None
+        hwm = status_mb("VmHWM") if self._thread is None else None
         self.peak_rss_mb = max(self.peak_rss_mb, hwm or 0.0, self._proc.memory_info().rss / 2**20)
         if self.device.startswith("cuda"):
             self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from evalkit.metrics.frechet import (frechet_distance_prepared, frechet_distance_resampled,
                                          frechet_distance_to_reference, prepare_reference)
-    from evalkit.stats import bootstrap_indices
+    from evalkit.metrics.resampling import bootstrap_indices
 
     print_machine()
     ref = features(args.n_ref, args.dim, seed=1).astype(np.float64)

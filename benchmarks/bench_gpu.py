@@ -106,8 +106,8 @@ def run(args: argparse.Namespace, w: dict[str, Path], dev) -> int:  # noqa: ANN0
         emit({"bench": "gpu_inception", "variant": name, "batch": args.batch, "images_per_s": ips,
               "times_s": times[name]}, args.json)
 
-    from evalkit.adapters import GenerationRequest
-    from evalkit.adapters.zoo import ZooMnistAdapter
+    from evalkit.generate import GenerationRequest
+    from evalkit.generate.zoo_adapter import ZooMnistAdapter
     import numpy as np
 
     model = ZooMnistAdapter(weights="trained", device=str(dev))

@@ -42,8 +42,8 @@ def pure_parts(suite, device: str = "cpu") -> dict[str, float]:
     """Generation and extraction of every cell (and the reference), nothing else, timed separately."""
     import torch
 
-    from evalkit.adapters import GenerationRequest, build_adapter
-    from evalkit.conditions import expand_conditions
+    from evalkit.generate import GenerationRequest, build_adapter
+    from evalkit.suite.conditions import expand_conditions
     from evalkit.features.base import build_extractor
     from evalkit.references import open_reference
 
@@ -83,7 +83,7 @@ def pure_parts(suite, device: str = "cpu") -> dict[str, float]:
 
 
 def harness_run(suite, out: Path, cache: Path, profile: Path | None = None) -> tuple[float, dict[str, float]]:
-    from evalkit.runner import Runner
+    from evalkit.run.runner import Runner
 
     runner = Runner(suite, out, device="cpu", cache_dir=cache)
     prof = cProfile.Profile() if profile else None

@@ -9,7 +9,7 @@ feature arrays and the differences. If images were held, 15k more 3×32×32 uint
     python benchmarks/peak_rss.py 2000 8000 --batch-size 200
     python benchmarks/peak_rss.py --fixed-mmap-threshold   # glibc fragmentation out of the picture
 
-Finding (2 CPU cores, glibc): live data while images stream stays flat (tests/test_reliability_faults.py
+Finding (2 CPU cores, glibc): live data while images stream stays flat (tests/e2e/test_reliability_faults.py
 counts the adapter's batches alive at once: ≤ 3), but with glibc's default *dynamic* mmap threshold
 the RSS still grows ~13 KiB per sample: after the first large activation buffer is freed, glibc raises
 its mmap threshold, later multi-MB activations come from the brk heap, and the small per-batch feature
@@ -33,7 +33,7 @@ from pathlib import Path
 
 def _status_mb(field: str) -> float:
     """A memory figure from /proc/self/status (Linux), else the lifetime peak from getrusage."""
-    from evalkit.timing import status_mb
+    from evalkit.run.timing import status_mb
 
     mb = status_mb(field)
     return mb if mb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -42,7 +42,7 @@ def _status_mb(field: str) -> float:
 def _reset_peak() -> float:
     """Reset the kernel's peak-RSS mark (VmHWM) so start-up (imports, reference set) does not hide the
     run's own peak; returns the current RSS."""
-    from evalkit.timing import reset_peak_rss
+    from evalkit.run.timing import reset_peak_rss
 
     reset_peak_rss()
     return _status_mb("VmRSS")
@@ -53,8 +53,8 @@ def child(n: int, batch_size: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    import evalkit.runner as runner_mod
-    from evalkit.runner import Runner
+    import evalkit.run.runner as runner_mod
+    from evalkit.run.runner import Runner
     from evalkit.store import RunStore
 
     # the peak while images stream (generate + extract), read when scoring starts

@@ -32,7 +32,7 @@ def perturbed_zoo(device: str = "cpu", noise: float = 0.0, noise_seed: int = 0, 
     """The trained zoo model with weight noise (``noise`` × std of each tensor) and/or fewer steps."""
     import torch
 
-    from evalkit.adapters.zoo import ZooMnistAdapter
+    from evalkit.generate.zoo_adapter import ZooMnistAdapter
 
     class Degraded(ZooMnistAdapter):
         def generate(self, request):  # noqa: ANN001, ANN201
@@ -60,8 +60,8 @@ def with_model(suite: Any, adapter: str, options: dict[str, Any]) -> Any:
 
 
 def run_and_check(suite: Any, folder: Path, baseline: Any, device: str) -> Any:
-    from evalkit.check import compare, read_run
-    from evalkit.runner import Runner
+    from evalkit.gate.compare import compare, read_run
+    from evalkit.run.runner import Runner
 
     summary = Runner(suite, folder, device=device).run()
     if summary.failed:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
-    from evalkit.check import Baseline
+    from evalkit.gate.compare import Baseline
     from evalkit.suite import load_suite
 
     baseline, suite = Baseline.load(args.baseline), load_suite(args.suite)

@@ -28,7 +28,7 @@ BATCH, STEPS, GUIDANCE = 32, 4, 3.0
 @pytest.fixture(scope="module")
 def model():
     """The trained zoo model (speed does not depend on the weights; untrained if they are missing)."""
-    from evalkit.adapters.zoo import ZooMnistAdapter
+    from evalkit.generate.zoo_adapter import ZooMnistAdapter
     from evalkit.zoo import ZooWeightsError
 
     try:
@@ -39,7 +39,7 @@ def model():
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_generate_throughput(benchmark, model, sampler):
-    from evalkit.adapters import GenerationRequest
+    from evalkit.generate import GenerationRequest
 
     request = GenerationRequest(indices=np.arange(BATCH), seed=0, sampler=sampler, steps=STEPS, guidance=GUIDANCE,
                                 batch_size=BATCH, labels=np.arange(BATCH) % 10, device=DEVICE)

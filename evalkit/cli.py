@@ -20,7 +20,7 @@ class UsageError(Exception):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from evalkit import distributed
-    from evalkit.runner import Runner
+    from evalkit.run.runner import Runner
     from evalkit.suite import load_suite
 
     suite = load_suite(args.suite)
@@ -91,10 +91,10 @@ def summary_table(df: pd.DataFrame) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from evalkit.adapters import available_adapters
+    from evalkit.generate import available_adapters
     from evalkit.features.base import available_extractors
     from evalkit.metrics.base import available_metrics
-    from evalkit.samplers import available_samplers, get_sampler
+    from evalkit.generate.samplers import available_samplers, get_sampler
     from evalkit.suite import embedded_suites
 
     what = args.what

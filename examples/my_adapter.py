@@ -1,17 +1,17 @@
 """An example evalkit adapter: bring your own denoiser and let evalkit run the grid.
 
-evalkit calls an adapter with a :class:`~evalkit.adapters.GenerationRequest` (sample indices, seed,
+evalkit calls an adapter with a :class:`~evalkit.generate.GenerationRequest` (sample indices, seed,
 sampler name, steps, guidance, batch size, and a class label or prompt per sample) and expects
 batches of images back, with the denoiser calls they cost. This one wraps evalkit's built-in MNIST
 UNet in a hand-written loop, to show each part of the contract:
 
 * **Determinism**: sample ``i`` must depend on ``(seed, i)`` only. Use one CPU generator per sample
-  (:func:`evalkit.seeding.sample_generators`) and draw the initial noise from them
-  (:func:`evalkit.seeding.initial_noise`); then images do not depend on batch size, device count or
+  (:func:`evalkit.generate.seeding.sample_generators`) and draw the initial noise from them
+  (:func:`evalkit.generate.seeding.initial_noise`); then images do not depend on batch size, device count or
   the point where a run resumed.
 * **Samplers**: build the sampler the suite names on *your* model's training noise schedule with
-  :func:`evalkit.samplers.make_scheduler`.
-* **NFE**: count the denoiser's forward calls (:class:`evalkit.adapters.denoise.CallCounter`); report
+  :func:`evalkit.generate.samplers.make_scheduler`.
+* **NFE**: count the denoiser's forward calls (:class:`evalkit.generate.denoise.CallCounter`); report
   ``model_calls`` per trajectory and ``nfe`` (= calls × 2 when classifier-free guidance doubles the batch).
 * **Images**: uint8 ``(B, 3, H, W)`` or float in ``[0, 1]``; never compute metrics here.
 
@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
-from evalkit.adapters import Adapter, GeneratedBatch, GenerationRequest
-from evalkit.adapters.base import batched
-from evalkit.adapters.denoise import CallCounter, sample, to_uint8
-from evalkit.samplers import make_scheduler, model_calls_per_sample
-from evalkit.seeding import initial_noise, sample_generators
+from evalkit.generate import Adapter, GeneratedBatch, GenerationRequest
+from evalkit.generate.adapter import batched
+from evalkit.generate.denoise import CallCounter, sample, to_uint8
+from evalkit.generate.samplers import make_scheduler, model_calls_per_sample
+from evalkit.generate.seeding import initial_noise, sample_generators
 
 
 class MyUNetAdapter(Adapter):

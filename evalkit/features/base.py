@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from evalkit.registry import EXTRACTORS
+
 
 @runtime_checkable
 class Extractor(Protocol):
@@ -27,31 +29,15 @@ class Extractor(Protocol):
 
 
 ExtractorFactory = Callable[..., Extractor]
-_EXTRACTORS: dict[str, ExtractorFactory] = {}
 
 
 def register_extractor(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
-    def deco(factory: ExtractorFactory) -> ExtractorFactory:
-        _EXTRACTORS[name] = factory
-        return factory
-
-    return deco
+    return EXTRACTORS.register(name)
 
 
 def available_extractors() -> list[str]:
-    _load_builtin()
-    return sorted(_EXTRACTORS)
+    return EXTRACTORS.names()
 
 
 def build_extractor(name: str, *, device: str | torch.device = "cpu", **options: Any) -> Extractor:
-    _load_builtin()
-    try:
-        factory = _EXTRACTORS[name]
-    except KeyError:
-        raise KeyError(f"unknown extractor {name!r}; expected one of: {', '.join(sorted(_EXTRACTORS))}") from None
-    return factory(device=device, **options)
-
-
-def _load_builtin() -> None:
-    # Importing the package registers the built-in extractors (lazy: keeps `import evalkit` light).
-    import evalkit.features  # noqa: F401
+    return EXTRACTORS.get(name)(device=device, **options)

@@ -21,6 +21,7 @@ import torch
 
 from evalkit.features.base import register_extractor
 from evalkit.features.weights import resolve_weights
+from evalkit.errors import DependencyError
 
 # (model, tag) → (weights registry entry, open_clip options that the tag would have implied)
 REGISTERED = {("ViT-B-32", "openai"): ("clip-vit-b-32-openai", {"force_quick_gelu": True})}
@@ -35,7 +36,7 @@ class ClipExtractor:
         try:
             import open_clip
         except ImportError as err:
-            raise ImportError("the clip extractor needs open_clip: pip install open_clip_torch") from err
+            raise DependencyError("the clip extractor needs open_clip: pip install open_clip_torch") from err
         self.name = name
         self.model_name = model
         self.device = torch.device(device)

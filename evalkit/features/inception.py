@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from evalkit.features.base import register_extractor
 from evalkit.features.weights import resolve_weights
+from evalkit.errors import DependencyError
 
 MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
 WEIGHTS_ENTRY = {"clean": "inception-clean", "legacy_tensorflow": "inception-torch-fidelity",
@@ -52,7 +53,7 @@ def _need(module: str, package: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"this extractor needs the {package!r} package: pip install {package} "
+        raise DependencyError(f"this extractor needs the {package!r} package: pip install {package} "
                           f"(or pip install 'evalkit[metrics]')") from err
 
 

@@ -20,6 +20,7 @@ import torch
 
 from evalkit.features.base import register_extractor
 from evalkit.features.weights import resolve_weights
+from evalkit.errors import DependencyError
 
 NETS = {"alex": "lpips-alex-backbone", "vgg": "lpips-vgg-backbone", "squeeze": "lpips-squeeze-backbone"}
 
@@ -50,7 +51,7 @@ class LpipsExtractor:
         try:
             import lpips
         except ImportError as err:
-            raise ImportError("the lpips extractors need the lpips package: pip install lpips") from err
+            raise DependencyError("the lpips extractors need the lpips package: pip install lpips") from err
         self._normalize = lpips.normalize_tensor
         self.name = name or f"lpips-{net}"
         self.mode = "lpips-v0.1"

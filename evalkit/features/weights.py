@@ -24,13 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evalkit.errors import WeightsError
 from evalkit.store import sha256_file
 
 ENV_WEIGHTS_DIR = "EVALKIT_WEIGHTS_DIR"
-
-
-class WeightsError(RuntimeError):
-    """Base class for weights problems (missing file, wrong hash)."""
 
 
 class WeightsNotFoundError(WeightsError, FileNotFoundError):

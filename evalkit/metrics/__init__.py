@@ -1,6 +1,6 @@
 """Built-in metrics. Importing this package registers them (see :mod:`evalkit.metrics.base`).
 
-Metrics are pure functions of extractor outputs (numpy arrays) and :mod:`evalkit.stats`; they never
+Metrics are pure functions of extractor outputs (numpy arrays) and :mod:`evalkit.metrics.resampling`; they never
 import adapters, extractors or the runner.
 """
 

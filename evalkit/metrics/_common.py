@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from evalkit.metrics.base import MetricInputs
+from evalkit.errors import ConfigError
 
 # A reference given only as Gaussian statistics (``{"stats": "file.npz"}``) carries
 # ``"<output>.mu"`` and ``"<output>.sigma"`` (and ``"<output>.n"``) instead of per-sample arrays.
@@ -13,7 +14,7 @@ SIGMA_SUFFIX = ".sigma"
 N_SUFFIX = ".n"
 
 
-class MetricInputError(ValueError):
+class MetricInputError(ConfigError):
     """The features handed to a metric do not fit it (missing output, stats-only reference, ...)."""
 
 

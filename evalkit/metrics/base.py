@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from evalkit.registry import METRICS
+
 
 @dataclass
 class MetricValue:
@@ -49,26 +51,13 @@ class MetricDef:
     per_sample: Callable[[MetricInputs], dict[str, np.ndarray]] | None = None
 
 
-_METRICS: dict[str, MetricDef] = {}
-
-
 def register_metric(defn: MetricDef) -> MetricDef:
-    _METRICS[defn.name] = defn
-    return defn
+    return METRICS.register(defn.name, defn)
 
 
 def available_metrics() -> list[str]:
-    _load_builtin()
-    return sorted([*_METRICS, "throughput"])
+    return METRICS.names()
 
 
 def get_metric(name: str) -> MetricDef:
-    _load_builtin()
-    try:
-        return _METRICS[name]
-    except KeyError:
-        raise KeyError(f"unknown metric {name!r}; expected one of: {', '.join(available_metrics())}") from None
-
-
-def _load_builtin() -> None:
-    import evalkit.metrics  # noqa: F401  (registers the built-in metrics)
+    return METRICS.get(name)

@@ -12,7 +12,7 @@ import numpy as np
 
 from evalkit.metrics._common import flat2d, gen_array, option
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
-from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
+from evalkit.metrics.resampling import DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ bootstrap resample as its distinct rows weighted by their counts). The ``fd`` an
 this path (a single FD at N ≤ d without bootstrap keeps the direct low-rank path: no O(d³) step at all)
 and keep reference fits and prepared references in a small cache keyed by the reference arrays'
 contents, so the cells of a grid share one. It agrees with :func:`frechet_distance` and with the ``scipy.linalg.sqrtm``
-path to ~1e-8 relative or better (tests/test_metrics_frechet.py); on a rank-deficient Σ (≤ d samples)
+path to ~1e-8 relative or better (tests/metrics/test_metrics_frechet.py); on a rank-deficient Σ (≤ d samples)
 it is the more accurate: dropped null directions contribute exactly 0, not square roots of rounding.
 """
 
@@ -43,7 +43,7 @@ import numpy as np
 
 from evalkit.metrics._common import MU_SUFFIX, SIGMA_SUFFIX, flat2d, gen_array, option
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
-from evalkit.stats import bootstrap_indices, percentile_interval
+from evalkit.metrics.resampling import bootstrap_indices, percentile_interval
 
 # Bootstrap replicates by default only while the feature dimension keeps each replicate cheap
 # (a 2048-d eigendecomposition costs seconds on a CPU); ask with options {"bootstrap": N} otherwise.
@@ -409,7 +409,7 @@ def compute_fd(inputs: MetricInputs) -> dict[str, MetricValue]:
     out = MetricValue(value, extra={"n_gen": int(gen.shape[0]), "dim": int(gen.shape[1])})
     if n_boot > 0:
         # Resample the generated set only: the reference is fixed in a study, its sampling error shared.
-        # Replicates are recentred on the estimate (see evalkit.stats.percentile_interval).
+        # Replicates are recentred on the estimate (see evalkit.metrics.resampling.percentile_interval).
         idx = bootstrap_indices(gen.shape[0], n_boot, int(option(inputs, "bootstrap_seed", inputs.seed)))
         reps = frechet_distance_resampled(gen, entry.prepared, idx)
         out.ci_low, out.ci_high = percentile_interval(reps, float(option(inputs, "confidence", 0.95)),

@@ -16,7 +16,7 @@ import numpy as np
 
 from evalkit.metrics._common import flat2d, gen_array, option, ref_array
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
-from evalkit.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci, percentile_interval
+from evalkit.metrics.resampling import DEFAULT_RESAMPLES, bootstrap_mean_ci, percentile_interval
 
 DEFAULT_MAX_PER_CONDITION = 32
 

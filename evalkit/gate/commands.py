@@ -1,0 +1,286 @@
+"""``evalkit baseline`` and ``evalkit check``: run the suite, judge it, and say so in markdown and JUnit.
+
+Exit codes of ``check``: 0 pass (improvements included), 1 regression (or a cell that failed to run),
+2 usage or configuration error (another protocol, seed, extractor weights or reference; missing cells).
+The verdict rule lives in :mod:`evalkit.gate.compare`; this module only runs, renders and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from evalkit.gate.compare import (
+    DEFAULT_RESAMPLES, ERROR, IMPROVED, REGRESSION, Baseline, CheckConfigError, CheckReport, Tolerance,
+    build_baseline, effective_k, compare, protocol_differences, protocol_hash, read_run,
+)
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+
+
+# -- running ----------------------------------------------------------------------------------------
+def is_run_folder(target: str | Path) -> bool:
+    return Path(target).is_dir() and (Path(target) / "run.json").is_file()
+
+
+def _run_suite(suite: Any, out: Path, *, device: str, batch_size: int | None, progress: bool) -> Any:
+    from evalkit.run.runner import Runner
+
+    runner = Runner(suite, out, device=device, batch_size=batch_size, progress=progress)
+    runner.run()
+    return runner
+
+
+def run_check(target: str | Path, baseline_path: str | Path, *, k: float | None = None, seed: int | None = None,
+              out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
+              n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95, progress: bool = False) -> CheckReport:
+    """Run ``target`` (a suite) or read it (a run folder) and judge it against the baseline.
+
+    A suite runs in a fresh temporary folder unless ``out`` is given (then finished cells are reused:
+    only do that when the model cannot have changed in between). Raises :class:`CheckConfigError`.
+    """
+    baseline = Baseline.load(baseline_path)
+    if is_run_folder(target):
+        run = read_run(target)
+        if seed is not None and seed != run.seed:
+            raise CheckConfigError([f"--seed {seed}: the run folder {target} was made with seed {run.seed}"])
+        return compare(baseline, run, k=k, allow_other_seed=seed is not None, n_resamples=n_resamples,
+                       confidence=confidence)
+    from evalkit.suite import load_suite
+
+    suite = load_suite(target)
+    if seed is not None:
+        suite = dataclasses.replace(suite, seed=seed)
+    early = _early_problems(baseline, suite.to_config(), allow_other_seed=seed is not None)
+    if early:  # before spending minutes on a run that cannot be judged
+        raise CheckConfigError(early)
+    with tempfile.TemporaryDirectory(prefix="evalkit-check-") as tmp:
+        folder = Path(out) if out is not None else Path(tmp) / "run"
+        _run_suite(suite, folder, device=device, batch_size=batch_size, progress=progress)
+        return compare(baseline, read_run(folder), k=k, allow_other_seed=seed is not None,
+                       n_resamples=n_resamples, confidence=confidence)
+
+
+def _early_problems(baseline: Baseline, config: dict[str, Any], *, allow_other_seed: bool) -> list[str]:
+    problems = []
+    if protocol_hash(config) != baseline.protocol_hash:
+        problems.append(f"protocol hash {protocol_hash(config)} != baseline {baseline.protocol_hash} "
+                        "(the suite changed; re-make the baseline with `evalkit baseline`)")
+        problems += ["  " + d for d in protocol_differences(baseline.config, config)]
+    if int(config["seed"]) != baseline.seed and not allow_other_seed:
+        problems.append(f"seed {config['seed']} != baseline seed {baseline.seed} (pass --seed to check on a "
+                        "fresh seed set on purpose: the verdict is then unpaired)")
+    return problems
+
+
+def make_baseline(suite_path: str | Path, output: str | Path, *, seeds: int, work_dir: str | Path | None = None,
+                  tolerance: Tolerance = Tolerance(), device: str = "auto", batch_size: int | None = None,
+                  features: bool = True, progress: bool = False) -> Baseline:
+    """Run the suite on seed sets ``seed + 0..seeds-1`` (resumable run folders under ``work_dir``)."""
+    from evalkit.suite import load_suite
+
+    suite = load_suite(suite_path)
+    work = Path(work_dir) if work_dir else Path("runs") / f"baseline-{suite.name}"
+    runs, first = [], None
+    for i in range(seeds):
+        s = dataclasses.replace(suite, seed=suite.seed + i)
+        if progress:
+            print(f"seed set {i + 1}/{seeds} (seed {s.seed})", file=sys.stderr)
+        runner = _run_suite(s, work / f"seed-{s.seed}", device=device, batch_size=batch_size, progress=progress)
+        first = first or runner
+        runs.append(read_run(runner.store.root))
+    ref = first.reference_features() if features else None
+    baseline, sidecar = build_baseline(runs, tolerance=tolerance, reference_features=ref)
+    baseline.save(output, sidecar if features else None)
+    return baseline
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def _num(x: float, fmt: str = ".4g") -> str:
+    return "–" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+_SHOWN = {REGRESSION: "**REGRESSION**", IMPROVED: "improved", ERROR: "**ERROR**"}
+
+
+def markdown_report(report: CheckReport) -> str:
+    """A heading, one line of provenance, and the table (cell, metric, baseline, now, delta, ...)."""
+    b, regress = report.baseline, report.regressions
+    improved = sum(c.verdict == IMPROVED for c in report.comparisons)
+    state = "FAIL" if regress else "PASS"
+    mode = (f"paired on common seeds (seed {report.run_seed}); CI: {report.confidence:.0%} paired bootstrap"
+            if report.paired else f"unpaired (run seed {report.run_seed} ≠ baseline seed {b.seed}): "
+                                  f"compared with the mean over {len(b.seeds)} seed sets")
+    seeds = f"{b.seeds[0]}..{b.seeds[-1]}" if len(b.seeds) > 1 else str(b.seeds[0])
+    ks = sorted({c.k for c in report.comparisons})
+    k_text = ", ".join(f"k={k:g} → k_eff={effective_k(k, len(b.seeds)):.2f}" for k in ks)
+    lines = [
+        f"### evalkit check `{b.suite}`: {state} ({len(regress)} regressions, {improved} improvements, "
+        f"{len(report.comparisons)} checked)",
+        "",
+        f"baseline `{b.path}` (N={b.n}, noise σ over {len(b.seeds)} seed sets {seeds}, protocol {b.protocol_hash}) · "
+        f"run `{report.run_root}` · {mode} · {k_text}",
+        "",
+        "| cell | metric | baseline | now | delta | tolerance | paired CI | verdict |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for c in report.comparisons:
+        e = c.entry
+        arrow = "↑" if e.higher_is_better else "↓"
+        ci = f"[{_num(c.ci[0], '+.3g')}, {_num(c.ci[1], '+.3g')}]" if c.ci else "–"
+        shown = _SHOWN.get(c.verdict, c.verdict) + (f" ({c.note})" if c.note else "")
+        lines.append(f"| {e.cell} | {e.metric} {arrow} | {_num(c.reference)} | {_num(c.now)} | {_num(c.delta, '+.3g')} "
+                     f"| {_num(c.tolerance, '.3g')} | {ci} | {shown} |")
+    lines += ["", "tolerance = max(k_eff·σ·inflate, rel·|baseline|, abs), σ = the seed-set σ (or, for precision and "
+                  "density, their sampling σ where larger), k_eff = Student-t quantile with K−1 df at "
+                  "the tail of a z-score k; a regression is worse than the tolerance and, when paired, has its CI "
+                  "entirely on the worse side of 0. ↓ lower is better, ↑ higher."]
+    return "\n".join(lines) + "\n"
+
+
+def junit_xml(report: CheckReport, *, seconds: float = 0.0) -> str:
+    """One testcase per cell × metric; regressions are <failure>, failed cells <error>."""
+    suite = ET.Element("testsuite", name=f"evalkit.gate.compare.{report.baseline.suite}",
+                       tests=str(len(report.comparisons)),
+                       failures=str(sum(c.verdict == REGRESSION for c in report.comparisons)),
+                       errors=str(sum(c.verdict == ERROR for c in report.comparisons)),
+                       skipped="0", time=f"{seconds:.3f}")
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("baseline", report.baseline.path), ("protocol_hash", report.baseline.protocol_hash),
+                        ("paired", report.paired), ("run", report.run_root)):
+        ET.SubElement(props, "property", name=name, value=str(value))
+    for c in report.comparisons:
+        e = c.entry
+        case = ET.SubElement(suite, "testcase", classname=f"evalkit.{report.baseline.suite}.{e.cell}",
+                             name=f"{e.metric}[{e.extractor}]", time="0")
+        text = (f"{e.metric} ({'higher' if e.higher_is_better else 'lower'} is better): baseline {_num(c.reference)}, "
+                f"now {_num(c.now)}, delta {_num(c.delta, '+.4g')}, tolerance {_num(c.tolerance, '.4g')}"
+                + (f", paired CI [{_num(c.ci[0], '+.4g')}, {_num(c.ci[1], '+.4g')}]" if c.ci else ""))
+        if c.verdict == REGRESSION:
+            ET.SubElement(case, "failure", message=f"regression: {text}", type="regression").text = text
+        elif c.verdict == ERROR:
+            ET.SubElement(case, "error", message=c.note or "error", type="error").text = c.note
+        else:
+            ET.SubElement(case, "system-out").text = f"{c.verdict}: {text}"
+    root = ET.Element("testsuites", name="evalkit check")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def junit_config_error(problems: list[str], baseline: str | Path) -> str:
+    suite = ET.Element("testsuite", name="evalkit.gate.compare", tests="1", failures="0", errors="1", skipped="0")
+    case = ET.SubElement(suite, "testcase", classname="evalkit.gate.compare", name="configuration")
+    ET.SubElement(case, "error", message=f"cannot check against {baseline}", type="config").text = "\n".join(problems)
+    root = ET.Element("testsuites", name="evalkit check")
+    root.append(suite)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def config_error_markdown(problems: list[str], baseline: str | Path) -> str:
+    return f"### evalkit check: configuration error\n\ncannot judge this run against `{baseline}`:\n\n" + \
+        "\n".join(f"- {p.strip()}" for p in problems) + "\n"
+
+
+def publish(markdown: str, *, junit: str | None = None, junit_path: str | Path | None = None,
+            markdown_path: str | Path | None = None) -> None:
+    """Write the JUnit/markdown files asked for and append to ``$GITHUB_STEP_SUMMARY`` when set."""
+    if junit_path and junit is not None:
+        Path(junit_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(junit_path).write_text(junit)
+    if markdown_path:
+        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown_path).write_text(markdown)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(markdown + "\n")
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def _cmd_check(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    try:
+        report = run_check(args.target, args.baseline, k=args.k, seed=args.seed, out=args.out, device=args.device,
+                           batch_size=args.batch_size, n_resamples=args.bootstrap, confidence=args.confidence,
+                           progress=not args.quiet)
+    except CheckConfigError as e:
+        md = config_error_markdown(e.problems, args.baseline)
+        print(md, file=sys.stderr)
+        publish(md, junit=junit_config_error(e.problems, args.baseline), junit_path=args.junit,
+                markdown_path=args.markdown)
+        return EXIT_USAGE
+    md = markdown_report(report)
+    print(md)
+    publish(md, junit=junit_xml(report, seconds=time.perf_counter() - t0), junit_path=args.junit,
+            markdown_path=args.markdown)
+    if not args.quiet:
+        print(f"evalkit check: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return EXIT_REGRESSION if report.exit_code else EXIT_OK
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    if args.seeds < 2:
+        print("evalkit baseline: --seeds must be at least 2 (noise is measured across seed sets)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        b = make_baseline(args.suite, args.output, seeds=args.seeds, work_dir=args.work_dir,
+                          tolerance=Tolerance(args.k, args.rel, args.abs), device=args.device,
+                          batch_size=args.batch_size, features=not args.no_features, progress=not args.quiet)
+    except CheckConfigError as e:
+        print("evalkit baseline: " + "\n  ".join(["cannot make a baseline:", *e.problems]), file=sys.stderr)
+        return EXIT_REGRESSION
+    print(f"| cell | metric | value (seed {b.seed}) | mean | σ over {len(b.seeds)} seed sets | sampling σ |\n"
+          "|---|---|---:|---:|---:|---:|")
+    for e in b.entries:
+        sampling = f"{e.sigma_sampling:.3g}" if e.sigma_sampling else ""
+        print(f"| {e.cell} | {e.metric} | {e.value:.4g} | {e.mean:.4g} | {e.sigma:.3g} | {sampling} |")
+    k_eff = effective_k(args.k, len(b.seeds))
+    print(f"\ntolerance: k={args.k:g} → k_eff={k_eff:.2f}σ with {len(b.seeds)} seed sets"
+          + ("  (few seed sets make σ uncertain and the tolerance wide: use --seeds 10 or more)"
+             if len(b.seeds) < 10 else ""))
+    side = f" + {b.features_file}" if b.features_file else ""
+    print(f"\nwrote {b.path}{side} (protocol {b.protocol_hash}, seeds {b.seeds[0]}..{b.seeds[-1]}, N={b.n})")
+    return EXIT_OK
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
+    p.add_argument("--batch-size", type=int, help="override the suite's batch size (does not change the numbers)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``baseline`` and ``check`` to the ``evalkit`` command (called by :mod:`evalkit.cli`)."""
+    b = subparsers.add_parser("baseline", help="measure a suite's values and seed noise into a baseline file")
+    b.add_argument("suite", help="suite YAML file or embedded suite name")
+    b.add_argument("--seeds", type=int, default=10, help="seed sets K: seed+0..seed+K-1 (default 10)")
+    b.add_argument("-o", "--output", required=True, help="baseline JSON to write (features go beside it as .npz)")
+    b.add_argument("--work-dir", help="run folders, one per seed set; resumable (default runs/baseline-<suite>)")
+    b.add_argument("--k", type=float, default=3.0, help="tolerance in noise σ (default 3)")
+    b.add_argument("--rel", type=float, default=0.02, help="relative tolerance floor (default 0.02)")
+    b.add_argument("--abs", type=float, default=0.0, help="absolute tolerance floor (default 0)")
+    b.add_argument("--no-features", action="store_true", help="no feature sidecar (checks are then unpaired)")
+    _common(b)
+    b.set_defaults(func=_cmd_baseline)
+
+    c = subparsers.add_parser("check", help="judge a suite run against a baseline (exit 0 pass, 1 regression, 2 error)")
+    c.add_argument("target", help="suite YAML (it is run) or an existing run folder (it is read)")
+    c.add_argument("--baseline", required=True, help="baseline JSON made by `evalkit baseline`")
+    c.add_argument("--junit", help="write JUnit XML here (one testcase per cell × metric)")
+    c.add_argument("--markdown", help="also write the markdown table here")
+    c.add_argument("--k", type=float, help="override the baseline's tolerance in noise σ")
+    c.add_argument("--seed", type=int, help="run on this seed instead of the suite's (fresh seed set: unpaired)")
+    c.add_argument("--out", help="run folder to use (default: a fresh temporary one)")
+    c.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, help=f"paired bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    c.add_argument("--confidence", type=float, default=0.95, help="paired CI level (default 0.95)")
+    _common(c)
+    c.set_defaults(func=_cmd_check)

@@ -1,0 +1,92 @@
+"""Adapters for the built-in offline models: the MNIST class-conditional UNet and a pure-noise floor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched
+from evalkit.generate.denoise import CallCounter, sample, to_uint8
+from evalkit.generate.samplers import get_sampler, make_scheduler, model_calls_per_sample
+from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
+from evalkit.zoo.models import UNET_NAME
+
+
+class ZooMnistAdapter(Adapter):
+    """evalkit's own class-conditional MNIST diffusion model (``evalkit zoo train mnist``).
+
+    Options: ``weights: trained | untrained`` (untrained = same network at its random init, a
+    sanity floor for metrics).
+    """
+
+    name = "zoo"
+
+    def __init__(self, weights: str = "trained", device: str = "cpu"):
+        from evalkit import zoo
+
+        if weights not in ("trained", "untrained"):
+            raise ValueError(f"zoo option 'weights': expected 'trained' or 'untrained'; got {weights!r}")
+        self.weights = weights
+        self.device = torch.device(device)
+        self.unet, self.schedule = zoo.load_mnist_unet(trained=weights == "trained")
+        self.unet.to(self.device).eval()
+        self.null_class = zoo.NULL_CLASS
+        self._files = zoo.model_card()["models"][UNET_NAME]["files"] if weights == "trained" else None
+
+    def info(self) -> dict[str, Any]:
+        sha = {name: meta["sha256"] for name, meta in self._files.items()} if self._files else "random-init:seed0"
+        return {"adapter": "zoo", "model": "mnist", "weights": self.weights, "weights_sha256": sha,
+                "parameters": sum(p.numel() for p in self.unet.parameters()), "resolution": 32}
+
+    def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int:
+        return model_calls_per_sample(sampler, steps, self.schedule, options)
+
+    @torch.inference_mode()
+    def _denoise(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, class_labels=labels).sample
+
+    def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:
+        if request.labels is None:
+            raise ValueError("the zoo MNIST model is class-conditional: set 'conditions: {classes: 10}' in the suite")
+        cfg = request.guidance != 1.0
+        for sl in batched(request.indices, request.batch_size):
+            idx = request.indices[sl]
+            gens = sample_generators(request.seed, idx)
+            noise = initial_noise(gens, (1, 32, 32)).to(self.device)
+            options = dict(request.sampler_options)
+            if not get_sampler(request.sampler).batch_invariant:
+                options.setdefault("noise_sampler_seed", sample_seed(request.seed, int(idx[0])) % (2**31))
+            scheduler = make_scheduler(request.sampler, self.schedule, options)
+            labels = torch.as_tensor(request.labels[sl], dtype=torch.long, device=self.device)
+            uncond = torch.full_like(labels, self.null_class) if cfg else None
+            counter = CallCounter(self._denoise)
+            with torch.inference_mode():
+                x = sample(counter, scheduler, noise, request.steps, cond=labels, uncond=uncond,
+                           guidance=request.guidance, generators=gens)
+            yield GeneratedBatch(to_uint8(x), idx, counter.calls, counter.calls * (2 if cfg else 1))
+
+
+class NoiseAdapter(Adapter):
+    """Uniform random pixels from the per-sample generators: the worst-case floor for any metric."""
+
+    name = "noise"
+
+    def __init__(self, resolution: int = 32, grayscale: bool = True, device: str = "cpu"):
+        self.resolution, self.grayscale = int(resolution), bool(grayscale)
+
+    def info(self) -> dict[str, Any]:
+        return {"adapter": "noise", "resolution": self.resolution, "grayscale": self.grayscale}
+
+    def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int:
+        return 0
+
+    def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:
+        r, c = self.resolution, 1 if self.grayscale else 3
+        for sl in batched(request.indices, request.batch_size):
+            idx = request.indices[sl]
+            imgs = torch.stack([torch.randint(0, 256, (c, r, r), generator=g, dtype=torch.uint8)
+                                for g in sample_generators(request.seed, idx)])
+            yield GeneratedBatch(imgs.repeat(1, 3 // c, 1, 1), np.asarray(idx), 0, 0)

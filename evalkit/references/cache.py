@@ -1,0 +1,145 @@
+"""The reference feature cache: one pass over the images feeds every extractor; entries are keyed by
+(fingerprint, extractor, weights_id, mode, resolution) and checksum-verified on read."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evalkit.errors import ConfigError
+from evalkit.references.sets import CACHE_FORMAT, ReferenceSet, ReferenceSetError
+from evalkit.store import atomic_write_bytes, load_npz_checked, npz_bytes, safe_component, sha256_bytes
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EVALKIT_CACHE_DIR") or Path.home() / ".cache" / "evalkit")
+
+
+def cache_key(ref: ReferenceSet, extractor: Any) -> dict[str, Any]:
+    """What a cached entry depends on. Extractors may expose ``resolution`` (their input size)."""
+    return {
+        "format": CACHE_FORMAT,
+        "fingerprint": ref.fingerprint,
+        "extractor": extractor.name,
+        "weights_id": extractor.weights_id,
+        "mode": extractor.mode,
+        "resolution": getattr(extractor, "resolution", None),
+        "outputs": list(extractor.outputs),
+    }
+
+
+def cache_path(ref: ReferenceSet, extractor: Any, cache_dir: Path) -> Path:
+    key = cache_key(ref, extractor)
+    digest = sha256_bytes(json.dumps(key, sort_keys=True).encode())[:24]
+    return Path(cache_dir) / "reference-features" / f"{safe_component(ref.name)}--{safe_component(extractor.name)}--{digest}.npz"
+
+
+def _load_cached(path: Path, expected: dict[str, Any] | None = None) -> dict[str, np.ndarray] | None:
+    """The cached arrays if the entry matches its sha256 sidecar and (when given) its recorded key
+    equals ``expected``; else None, with a warning when an entry exists but cannot be trusted."""
+    sidecar = path.with_suffix(".npz.sha256")
+    if not path.is_file() or not sidecar.is_file():
+        return None
+    try:
+        digest = sidecar.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        digest = ""
+    arrays = load_npz_checked(path, digest) if len(digest) == 64 else None
+    if arrays is None:
+        warnings.warn(f"reference feature cache {path} is corrupt; recomputing", stacklevel=3)
+        return None
+    meta_raw = arrays.pop("__meta__", None)
+    if expected is not None:
+        try:
+            meta = json.loads(str(meta_raw)) if meta_raw is not None else {}
+        except json.JSONDecodeError:
+            meta = {}
+        got = {k: meta.get(k) for k in expected}
+        lengths = {len(v) for v in arrays.values() if getattr(v, "ndim", 0) >= 1}
+        if got != json.loads(json.dumps(expected)) or not arrays or len(lengths) != 1 \
+                or ("n" in meta and lengths != {meta["n"]}):
+            warnings.warn(f"reference feature cache {path} does not belong to this reference/extractor "
+                          "(its recorded key or sizes differ); recomputing", stacklevel=3)
+            return None
+    return arrays
+
+
+def _store_cached(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    data = npz_bytes({**arrays, "__meta__": np.array(json.dumps(meta, sort_keys=True))})
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(path.with_suffix(".npz.sha256"), (sha256_bytes(data) + "\n").encode())  # last: marks it valid
+
+
+def reference_features(
+    ref: ReferenceSet,
+    extractors: Iterable[Any],
+    *,
+    cache_dir: Path | None = None,
+    batch_size: int = 256,
+    use_cache: bool = True,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Features of ``ref`` for each extractor: ``{extractor name: {output name: (N, ...) array}}``.
+
+    Cached entries are read (checksum-verified); the rest come from ONE pass over the images feeding
+    every missing extractor, then are written atomically with a sha256 sidecar. A statistics reference
+    returns its ``<output>.mu``/``<output>.sigma`` for each extractor (after checking any recorded
+    extractor, mode and weights id).
+    """
+    extractors = list(extractors)
+    names = [e.name for e in extractors]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"extractor names must be distinct, got {names}")
+    if ref.stats is not None:
+        return {e.name: _stats_for(ref, e) for e in extractors}
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out: dict[str, dict[str, np.ndarray]] = {}
+    todo = []
+    for e in extractors:
+        hit = _load_cached(cache_path(ref, e, cache_dir), cache_key(ref, e)) if use_cache else None
+        if hit is not None:
+            out[e.name] = hit
+        else:
+            todo.append(e)
+    if not todo:
+        return out
+
+    parts: dict[str, dict[str, list[np.ndarray]]] = {e.name: {} for e in todo}
+    for batch in ref.iter_batches(batch_size):
+        for e in todo:
+            for k, v in e(batch).items():
+                parts[e.name].setdefault(k, []).append(np.asarray(v))
+    for e in todo:
+        arrays = {k: np.concatenate(v) for k, v in parts[e.name].items()}
+        if use_cache:
+            _store_cached(cache_path(ref, e, cache_dir), arrays, {**cache_key(ref, e), "reference": ref.name, "n": len(ref)})
+        out[e.name] = arrays
+    return out
+
+
+def _stats_for(ref: ReferenceSet, extractor: Any) -> dict[str, np.ndarray]:
+    meta = getattr(ref, "meta", {})
+    for field in ("extractor", "mode", "weights_id"):
+        want = {"extractor": extractor.name, "mode": extractor.mode, "weights_id": extractor.weights_id}[field]
+        if field in meta and meta[field] != want:
+            raise ReferenceSetError(f"reference statistics {ref.name!r} were computed with {field}={meta[field]!r}, "
+                                 f"but the extractor has {field}={want!r}")
+    return dict(ref.stats or {})
+
+
+def save_reference_stats(path: Path, features: np.ndarray, *, extractor: Any | None = None, output: str = "features") -> None:
+    """Write ``mu``/``sigma`` (float64, ddof=1) of ``features`` as a stats reference file."""
+    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    arrays: dict[str, np.ndarray] = {f"{output}.mu" if output != "features" else "mu": x.mean(axis=0),
+                                     f"{output}.sigma" if output != "features" else "sigma": np.cov(x, rowvar=False),
+                                     "n": np.array(x.shape[0])}
+    if extractor is not None:
+        arrays.update(extractor=np.array(extractor.name), mode=np.array(extractor.mode),
+                      weights_id=np.array(extractor.weights_id))
+    atomic_write_bytes(Path(path), npz_bytes(arrays))

@@ -1,0 +1,332 @@
+"""Reference sets (the real images metrics compare against) and their cached features.
+
+A reference spec is a small dict, as written in a suite:
+
+- ``{"dataset": "mnist-heldout" | "mnist-train"}``  built-in data (``evalkit.zoo.data``)
+- ``{"path": "folder/or/file.zip"}``               images found recursively (png/jpg/jpeg/webp), sorted
+- ``{"stats": "file.npz"}``                        precomputed mean/covariance (serves FD only)
+
+each with optional ``"samples": N`` (the first N images) and, for paths, ``"strict": true`` (a corrupt
+image is an error instead of a counted warning). Images stream in batches, never all in memory.
+
+:func:`evalkit.references.cache.reference_features` makes ONE pass over the images feeding every extractor, and caches the
+result on disk keyed by (fingerprint, extractor, weights_id, mode, resolution); a hit skips the networks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evalkit.errors import InputError
+from evalkit.store import sha256_bytes, sha256_file
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+BUILTIN_DATASETS = ("mnist-heldout", "mnist-train")
+CACHE_FORMAT = 1  # bump when the cached layout or the meaning of a key changes
+_SPEC_KEYS = {"dataset", "path", "stats", "samples", "strict", "name"}
+
+
+class ReferenceSetError(InputError):
+    """A reference spec that cannot be opened: unknown dataset, missing path, no images, bad stats file."""
+
+
+class ReferenceSet:
+    """Base class: ``name``, ``fingerprint``, ``len()``, ``labels`` and streamed uint8 batches."""
+
+    name: str
+    labels: np.ndarray | None = None
+    #: Gaussian statistics instead of images ({"features.mu": ..., "features.sigma": ...}); None for images
+    stats: dict[str, np.ndarray] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """uint8 (B, 3, H, W) batches in a fixed order; a size change starts a new batch."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "fingerprint": self.fingerprint, "n": len(self), "kind": type(self).__name__}
+
+
+class ArrayReference(ReferenceSet):
+    """Images already in memory (the built-in datasets are 1000s of 32×32 digits)."""
+
+    def __init__(self, name: str, images: np.ndarray, labels: np.ndarray | None = None) -> None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise ReferenceSetError(f"reference {name!r}: images must be uint8, got {images.dtype}")
+        if images.ndim == 3:  # (N, H, W) gray → (N, 3, H, W)
+            images = np.repeat(images[:, None], 3, axis=1)
+        elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+            images = np.moveaxis(images, -1, 1)
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ReferenceSetError(f"reference {name!r}: expected (N, H, W) or (N, 3, H, W) images, got {images.shape}")
+        if images.shape[1] == 1:
+            images = np.repeat(images, 3, axis=1)
+        self.name = name
+        self.images = np.ascontiguousarray(images)
+        self.labels = None if labels is None else np.asarray(labels)
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            parts = [self.images.tobytes(), str(self.images.shape).encode()]
+            if self.labels is not None:
+                parts.append(np.ascontiguousarray(self.labels).tobytes())
+            self._fingerprint = sha256_bytes(b"\0".join(parts))
+        return self._fingerprint
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self), batch_size):
+            yield torch.from_numpy(self.images[start:start + batch_size].copy())
+
+
+class _FileSource:
+    """Where image bytes come from: a folder or a zip archive. Names are sorted, relative, '/'-separated."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ignored: list[str] = []
+        self.is_zip = path.is_file() and zipfile.is_zipfile(path)
+        if path.is_file() and not self.is_zip:
+            raise ReferenceSetError(f"reference path {path} is a file but not a zip archive (expected a folder or .zip)")
+
+    def names(self) -> list[str]:
+        """Image files (by extension), sorted; other visible files are counted in ``self.ignored``."""
+        if self.is_zip:
+            with zipfile.ZipFile(self.path) as zf:
+                found = [i.filename for i in zf.infolist() if not i.is_dir()]
+        else:
+            found = [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
+        visible = [n for n in found if not n.startswith("__MACOSX/") and not Path(n).name.startswith(".")]
+        images = sorted(n for n in visible if n.lower().endswith(IMAGE_EXTENSIONS))
+        self.ignored = sorted(set(visible) - set(images))
+        return images
+
+    def read_all(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        if self.is_zip:
+            with zipfile.ZipFile(self.path) as zf:
+                for n in names:
+                    yield n, zf.read(n)
+        else:
+            for n in names:
+                yield n, (self.path / n).read_bytes()
+
+
+def _decode_rgb(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+class FileReference(ReferenceSet):
+    """Images in a folder (recursive) or a zip. The first access reads every file once to hash it and
+    check its header (no decoding), so ``len()`` counts readable images and the fingerprint covers
+    names and bytes."""
+
+    def __init__(self, path: Path, *, samples: int | None = None, strict: bool = False, name: str | None = None) -> None:
+        if not path.exists():
+            raise ReferenceSetError(f"reference path does not exist: {path}")
+        self.source = _FileSource(path)
+        self.name = name or path.name
+        self.samples = samples
+        self.strict = strict
+        self._valid: list[str] | None = None
+        self._fingerprint: str | None = None
+        self.skipped: list[str] = []
+
+    def _scan(self) -> None:
+        import hashlib
+
+        names = self.source.names()
+        if not names:
+            raise ReferenceSetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {self.source.path}")
+        h = hashlib.sha256()
+        valid: list[str] = []
+        for n, data in self.source.read_all(names):
+            if self.samples is not None and len(valid) >= self.samples:
+                break
+            try:
+                _verify(data)
+            except Exception as err:  # noqa: BLE001  (PIL raises many kinds)
+                if self.strict:
+                    raise ReferenceSetError(f"corrupt or unreadable image {n!r} in {self.source.path}: {err}") from err
+                self.skipped.append(n)
+                continue
+            valid.append(n)
+            h.update(n.encode() + b"\0" + sha256_bytes(data).encode())
+        ignored = self.source.ignored
+        if self.skipped or ignored:
+            parts = []
+            if self.skipped:
+                parts.append(f"skipped {len(self.skipped)} unreadable image file(s), e.g. {self.skipped[0]!r}")
+            if ignored:
+                parts.append(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]!r}")
+            warnings.warn(f"reference {self.source.path}: {'; '.join(parts)} (set 'strict: true' to make "
+                          "unreadable images an error)", stacklevel=3)
+        if not valid:
+            raise ReferenceSetError(f"no readable images under {self.source.path} ({len(self.skipped)} corrupt)")
+        self._valid = valid
+        self._fingerprint = h.hexdigest()
+
+    @property
+    def files(self) -> list[str]:
+        if self._valid is None:
+            self._scan()
+        return list(self._valid or [])
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._scan()
+        return self._fingerprint or ""
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Decoded batches. A file that passed the header check but cannot be decoded (e.g. a truncated
+        JPEG) is an error with ``strict: true``, else skipped, counted in ``skipped`` and warned about
+        (``len()`` drops it from then on)."""
+        batch: list[np.ndarray] = []
+        broken: list[str] = []
+        for n, data in self.source.read_all(self.files):
+            try:
+                img = _decode_rgb(data)
+            except Exception as err:  # noqa: BLE001  (passed verify() but the pixel data is broken)
+                if self.strict:
+                    raise ReferenceSetError(f"image {n!r} in {self.source.path} passed the header check but cannot "
+                                         f"be decoded ({err}); remove or replace it") from err
+                broken.append(n)
+                continue
+            if batch and img.shape != batch[0].shape:
+                yield _stack(batch)
+                batch = []
+            batch.append(img)
+            if len(batch) == batch_size:
+                yield _stack(batch)
+                batch = []
+        if batch:
+            yield _stack(batch)
+        if broken:
+            self.skipped.extend(b for b in broken if b not in self.skipped)
+            self._valid = [n for n in (self._valid or []) if n not in set(broken)]
+            warnings.warn(f"reference {self.source.path}: skipped {len(broken)} image file(s) that cannot be "
+                          f"decoded, e.g. {broken[0]!r} (set 'strict: true' to make this an error)", stacklevel=2)
+
+
+def _verify(data: bytes) -> None:
+    """Header and chunk check only (PIL ``verify``: cheap, no pixel decoding)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.verify()
+
+
+def _stack(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+class StatsReference(ReferenceSet):
+    """Precomputed Gaussian statistics (``mu``/``sigma``, as clean-fid and pytorch-fid write them, or
+    ``<output>.mu``/``<output>.sigma``). Serves FD only; optional keys ``extractor``, ``mode``,
+    ``weights_id`` are checked against the extractor asked for."""
+
+    def __init__(self, path: Path, name: str | None = None) -> None:
+        if not path.is_file():
+            raise ReferenceSetError(f"reference statistics file does not exist: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                raw = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # truncated / corrupt / pickled
+            raise ReferenceSetError(f"cannot read reference statistics {path} (corrupt, truncated or not an .npz of "
+                                 f"plain arrays): {err}") from err
+        stats = {}
+        for k, v in raw.items():
+            if k in ("mu", "sigma"):
+                stats[f"features.{k}"] = v
+            elif k.endswith((".mu", ".sigma", ".n")):
+                stats[k] = v
+        if not any(k.endswith(".mu") for k in stats):
+            raise ReferenceSetError(f"reference statistics {path} hold no 'mu'/'sigma' arrays (keys: {sorted(raw)})")
+        self.name = name or path.stem
+        self.path = path
+        self.stats = stats
+        self.meta = {k: str(raw[k]) for k in ("extractor", "mode", "weights_id") if k in raw}
+        self.n = int(raw["n"]) if "n" in raw else int(stats.get("features.n", 0))
+        self._fingerprint = sha256_file(path)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def __len__(self) -> int:
+        return self.n
+
+    def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        raise ReferenceSetError(f"reference {self.name!r} is a statistics file ({self.path}); it has no images")
+
+
+def open_reference(spec: dict[str, Any], *, base_dir: Path | None = None) -> ReferenceSet:
+    """Open a reference from its spec; relative paths resolve against ``base_dir`` (the suite's folder)."""
+    if not isinstance(spec, dict):
+        raise ReferenceSetError(f"a reference spec must be a mapping, got {type(spec).__name__}")
+    unknown = set(spec) - _SPEC_KEYS
+    if unknown:
+        raise ReferenceSetError(f"unknown reference key(s) {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}")
+    kinds = [k for k in ("dataset", "path", "stats") if k in spec]
+    if len(kinds) != 1:
+        raise ReferenceSetError(f"a reference spec needs exactly one of 'dataset', 'path', 'stats'; got {sorted(spec)}")
+    samples = spec.get("samples")
+    if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 1):
+        raise ReferenceSetError(f"reference 'samples' must be a positive integer, got {samples!r}")
+
+    def resolve(p: str) -> Path:
+        path = Path(os.path.expanduser(str(p)))
+        return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+
+    if "dataset" in spec:
+        return _open_dataset(str(spec["dataset"]), samples, spec.get("name"))
+    if "path" in spec:
+        return FileReference(resolve(spec["path"]), samples=samples, strict=bool(spec.get("strict", False)),
+                             name=spec.get("name"))
+    if samples is not None:
+        raise ReferenceSetError("'samples' cannot subset a statistics reference (it holds no images)")
+    return StatsReference(resolve(spec["stats"]), name=spec.get("name"))
+
+
+def _open_dataset(name: str, samples: int | None, display: str | None) -> ArrayReference:
+    if name not in BUILTIN_DATASETS:
+        raise ReferenceSetError(f"unknown dataset {name!r}; known datasets: {', '.join(BUILTIN_DATASETS)}")
+    from evalkit.zoo import data
+
+    split = data.mnist_split()
+    part = "heldout" if name == "mnist-heldout" else "train"
+    x, y = _field(split, f"{part}_x"), _field(split, f"{part}_y")
+    if samples is not None:
+        x, y = x[:samples], (None if y is None else y[:samples])
+    return ArrayReference(display or (name if samples is None else f"{name}[:{samples}]"), x, y)
+
+
+def _field(obj: Any, key: str) -> Any:
+    return obj[key] if isinstance(obj, dict) else getattr(obj, key)

@@ -1,0 +1,59 @@
+"""Identity hashes: of a suite's config, of one cell's inputs, and of the evaluation protocol.
+
+- ``config_hash``: everything that changes the numbers (not the description, batch size or file);
+- ``cell_hash``: what one finished cell depends on; a stored cell is reused only if it matches;
+- ``protocol_hash``: what defines a measurement for the gate — samplers, steps, guidance, samples,
+  conditions, reference, metrics/extractors and the model *names* — but not the model's adapter or
+  options (that is what a check is for) and not the seed, which is recorded beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalkit.suite.spec import Cell, Suite
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    cfg = dict(config)
+    for k in ("description", "batch_size"):
+        cfg.pop(k, None)
+    return _digest(cfg)
+
+
+def cell_hash(suite: Suite, cell: Cell) -> str:
+    return _digest({"cell": asdict(cell), "conditions": suite.conditions, "reference": suite.reference,
+                    "metrics": [asdict(m) for m in suite.metrics], "grid_samples": suite.grid_samples})
+
+
+def protocol_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation protocol in a suite config (``Suite.to_config()`` or a run's ``run.json``).
+
+    Dropped: the model implementation (adapter, options), the seed (recorded separately), and what
+    never changes a number (description, batch size, grid size, suite name, source file).
+    """
+    cfg = copy.deepcopy(config)
+    for key in ("description", "batch_size", "grid_samples", "file", "name", "seed"):
+        cfg.pop(key, None)
+    cfg["models"] = [{"name": m["name"]} for m in cfg.get("models", [])]
+    return cfg
+
+
+def protocol_hash(config: dict[str, Any]) -> str:
+    return _digest(protocol_of(config))
+
+
+def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Top-level protocol fields that differ, as 'field: A != B' lines (for the exit-2 message)."""
+    pa, pb = protocol_of(a), protocol_of(b)
+    return [f"{k}: baseline {json.dumps(pa.get(k))} != run {json.dumps(pb.get(k))}"
+            for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]

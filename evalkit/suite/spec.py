@@ -1,0 +1,87 @@
+"""Typed suite specs: models, samplers, metrics, cells and the suite itself (plain data, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+THROUGHPUT = "throughput"  # the cost rows (images/s, NFE, ...): a metric name that reads no extractor
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    adapter: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    extractor: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: a model × sampler × steps × guidance, with its samples and seed."""
+
+    model: ModelSpec
+    sampler: SamplerSpec
+    steps: int
+    guidance: float
+    n: int
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.model.name}__{self.sampler.label}__s{self.steps}__g{self.guidance:g}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"cell_id": self.cell_id, "model": self.model.name, "sampler": self.sampler.label,
+                "steps": self.steps, "guidance": self.guidance}
+
+
+@dataclass
+class Suite:
+    name: str
+    models: list[ModelSpec]
+    samplers: list[SamplerSpec]
+    steps: list[int]
+    guidance: list[float]
+    samples: int
+    metrics: list[MetricSpec]
+    reference: dict[str, Any] | None = None
+    conditions: dict[str, Any] | None = None
+    batch_size: int = 64
+    seed: int = 0
+    description: str = ""
+    grid_samples: int = 32
+    file: str | None = None
+
+    def cells(self) -> list[Cell]:
+        return [Cell(m, s, st, g, self.samples, self.seed)
+                for m in self.models for s in self.samplers for st in self.steps for g in self.guidance]
+
+    def to_config(self) -> dict[str, Any]:
+        cfg = asdict(self)
+        cfg.pop("file")
+        return cfg
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the numbers (not the description, batch size or file)."""
+        from evalkit.suite.identity import config_hash
+
+        return config_hash(self.to_config())
+
+    def cell_hash(self, cell: Cell) -> str:
+        """What a finished cell's numbers depend on; a stored cell is reused only if this matches."""
+        from evalkit.suite.identity import cell_hash
+
+        return cell_hash(self, cell)

@@ -1,0 +1,297 @@
+"""Suite validation, the only validator: every check names the file, the field and what was expected.
+
+:func:`parse_suite` turns a decoded YAML document into a :class:`~evalkit.suite.spec.Suite`. Names of
+adapters, samplers, metrics and extractors are checked against :mod:`evalkit.registry`. Every error is
+a :class:`SuiteError`, so the CLI prints it and exits 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import ConfigError
+from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, SAMPLERS, is_callable_ref
+from evalkit.suite.spec import THROUGHPUT, Cell, MetricSpec, ModelSpec, SamplerSpec, Suite
+
+_TOP_KEYS = {
+    "name": "suite name (string)",
+    "description": "free text",
+    "models": "list of {name, adapter, options}",
+    "samplers": "list of sampler names or {name, options, label}",
+    "steps": "list of positive integers",
+    "guidance": "list of numbers ≥ 0",
+    "samples": "positive integer: samples per cell",
+    "batch_size": "positive integer",
+    "seed": "integer",
+    "conditions": "mapping with 'classes' or 'prompts' (list, .txt/.jsonl/.csv/.json file or builtin:<name>) and 'per_prompt'; omit for unconditional",
+    "reference": "mapping with one of 'dataset', 'path', 'stats'",
+    "metrics": "list of metric names or {name, extractor, options}",
+    "extractor": "default extractor name for metrics",
+    "grid_samples": "positive integer: images kept per cell for grids",
+}
+
+
+# Upper bounds that keep a typo (samples: 10000000000) from turning into an allocation failure later.
+LIMITS = {"samples": 10_000_000, "batch_size": 1_000_000, "steps": 100_000, "grid_samples": 10_000,
+          "classes": 1_000_000, "per_prompt": 10_000_000, "seed": 2**63 - 1, "reference.samples": 100_000_000}
+
+
+
+class SuiteError(ConfigError):
+    """A suite that does not validate. ``str()`` names the file, the field and what was expected."""
+
+    def __init__(self, file: str | Path | None, field: str, message: str):
+        self.file, self.field, self.message = (str(file) if file else "<suite>"), field, message
+        super().__init__(f"{self.file}: {field}: {message}")
+
+
+def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
+    """Validate a decoded YAML document. All checks name the field and the expected value."""
+    v = _Validator(file)
+    if not isinstance(raw, dict):
+        raise SuiteError(file, "<top level>", f"expected a mapping of {', '.join(_TOP_KEYS)}; got {_kind(raw)}")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            shown = key if isinstance(key, str) and key.strip() and key.isprintable() else repr(key)
+            raise SuiteError(file, shown, f"unknown key; expected one of: {', '.join(_TOP_KEYS)}")
+    for key in ("name", "models", "samplers", "steps", "samples", "metrics"):
+        if key not in raw:
+            raise SuiteError(file, key, f"required; expected {_TOP_KEYS[key]}")
+
+    name = v.suite_name(raw["name"])
+    models = [v.model(f"models[{i}]", m, ADAPTERS.names()) for i, m in enumerate(v.list("models", raw["models"]))]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise SuiteError(file, "models", f"model names must be unique; got {names}")
+    samplers = [v.sampler(f"samplers[{i}]", s, SAMPLERS.names())
+                for i, s in enumerate(v.list("samplers", raw["samplers"]))]
+    labels = [s.label for s in samplers]
+    if len(set(labels)) != len(labels):
+        raise SuiteError(file, "samplers", f"sampler labels must be unique (set 'label' to tell options apart); got {labels}")
+    steps = [v.integer(f"steps[{i}]", s, minimum=1) for i, s in enumerate(v.list("steps", raw["steps"]))]
+    guidance = [v.number(f"guidance[{i}]", g, minimum=0.0)
+                for i, g in enumerate(v.list("guidance", raw.get("guidance", [1.0])))]
+    extractors = EXTRACTORS.names()
+    default_ex = raw.get("extractor")
+    if default_ex is not None:
+        default_ex = v.choice("extractor", default_ex, extractors)
+    metrics = [v.metric(f"metrics[{i}]", m, [*METRICS.names(), THROUGHPUT], extractors, default_ex)
+               for i, m in enumerate(v.list("metrics", raw["metrics"]))]
+    reference = v.reference(raw.get("reference"))
+    samples = v.integer("samples", raw["samples"], minimum=1)
+    for i, m in enumerate(metrics):
+        if m.name == THROUGHPUT:
+            continue
+        defn = METRICS.get(m.name)
+        if m.extractor is None:
+            raise SuiteError(file, f"metrics[{i}].extractor",
+                             f"metric {m.name!r} needs an extractor; set 'extractor' on it or at the top level "
+                             f"(one of: {', '.join(extractors)})")
+        if defn.needs_reference and reference is None:
+            raise SuiteError(file, "reference", f"metric {m.name!r} compares with a reference set; "
+                                                "expected a mapping with one of 'dataset', 'path', 'stats'")
+    suite = Suite(
+        name=name, models=models, samplers=samplers, steps=steps, guidance=guidance,
+        samples=samples, metrics=metrics, reference=reference,
+        conditions=v.conditions(raw.get("conditions")),
+        batch_size=v.integer("batch_size", raw.get("batch_size", 64), minimum=1),
+        seed=v.integer("seed", raw.get("seed", 0), minimum=0),
+        description=v.string("description", raw.get("description", ""), allow_empty=True),
+        grid_samples=v.integer("grid_samples", raw.get("grid_samples", 32), minimum=1),
+        file=str(file) if file else None,
+    )
+    # Each cell gets its own folder: two grid points must not share an id (e.g. model "a__b" with
+    # sampler "c" and model "a" with sampler "b__c", or guidance 1 and 1.0000001, both "g1").
+    seen: dict[str, Cell] = {}
+    for cell in suite.cells():
+        if cell.cell_id in seen:
+            raise SuiteError(file, "models/samplers/steps/guidance",
+                             f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a "
+                             "sampler 'label' (or use guidance values that differ in their shortest form)")
+        seen[cell.cell_id] = cell
+    return suite
+
+
+def _kind(x: Any) -> str:
+    if x is None:
+        return "nothing (null)"
+    return f"{type(x).__name__} {x!r}"[:80]
+
+
+class _Validator:
+    def __init__(self, file: str | Path | None):
+        self.file = file
+
+    def fail(self, field_: str, message: str) -> SuiteError:
+        return SuiteError(self.file, field_, message)
+
+    def string(self, f: str, x: Any, *, allow_empty: bool = False) -> str:
+        if not isinstance(x, str) or (not allow_empty and not x.strip()):
+            raise self.fail(f, f"expected a non-empty string; got {_kind(x)}")
+        return x
+
+    def suite_name(self, x: Any) -> str:
+        name = self.string("name", x)
+        if any(c in name for c in "/\\\0") or not name.strip(". ") or len(name) > 200:
+            raise self.fail("name", f"expected a plain suite name (it names the default run folder runs/<name>: "
+                                    f"no '/', '\\' or NUL, not only dots, at most 200 characters); got {name!r}")
+        return name
+
+    def path_string(self, f: str, x: Any) -> str:
+        text = self.string(f, x)
+        if "\0" in text:
+            raise self.fail(f, f"expected a file path; got a string with a NUL character: {text!r}")
+        return text
+
+    def integer(self, f: str, x: Any, *, minimum: int | None = None) -> int:
+        if isinstance(x, bool) or not isinstance(x, int):
+            raise self.fail(f, f"expected an integer{f' ≥ {minimum}' if minimum is not None else ''}; got {_kind(x)}")
+        if minimum is not None and x < minimum:
+            raise self.fail(f, f"expected an integer ≥ {minimum}; got {x}")
+        limit = LIMITS.get(f.split("[")[0].replace("conditions.", ""))
+        if limit is not None and x > limit:
+            raise self.fail(f, f"expected an integer ≤ {limit}; got {x}")
+        return x
+
+    def number(self, f: str, x: Any, *, minimum: float | None = None) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise self.fail(f, f"expected a finite number; got {_kind(x)}")
+        try:
+            value = float(x)
+        except OverflowError:  # a huge YAML integer
+            value = math.inf
+        if not math.isfinite(value):
+            raise self.fail(f, f"expected a finite number; got {_kind(x)}")
+        if minimum is not None and value < minimum:
+            raise self.fail(f, f"expected a number ≥ {minimum}; got {x}")
+        return value
+
+    def list(self, f: str, x: Any) -> list[Any]:
+        if not isinstance(x, list) or not x:
+            raise self.fail(f, f"expected a non-empty list ({_TOP_KEYS.get(f, '')}); got {_kind(x)}")
+        return x
+
+    def mapping(self, f: str, x: Any, allowed: dict[str, str]) -> dict[str, Any]:
+        if not isinstance(x, dict):
+            raise self.fail(f, f"expected a mapping with keys {', '.join(allowed)}; got {_kind(x)}")
+        for k in x:
+            if k not in allowed:
+                shown = k if isinstance(k, str) and k.strip() and k.isprintable() else repr(k)
+                raise self.fail(f"{f}.{shown}", f"unknown key; expected one of: {', '.join(allowed)}")
+        return x
+
+    def choice(self, f: str, x: Any, allowed: list[str]) -> str:
+        if not isinstance(x, str) or x not in allowed:
+            raise self.fail(f, f"unknown value {x!r}; expected one of: {', '.join(allowed)}")
+        return x
+
+    def options(self, f: str, x: Any) -> dict[str, Any]:
+        if x is None:
+            return {}
+        if not isinstance(x, dict) or not all(isinstance(k, str) for k in x):
+            raise self.fail(f, f"expected a mapping of option names to values; got {_kind(x)}")
+        for k, val in x.items():
+            self.plain_value(f"{f}.{k}", val)
+        return dict(x)
+
+    def plain_value(self, f: str, x: Any, depth: int = 0) -> None:
+        """Option values are plain data (they are hashed and recorded as JSON): no dates, bytes, sets."""
+        if depth > 20:
+            raise self.fail(f, "expected plain data; nested too deeply")
+        if x is None or isinstance(x, (str, bool, int, float)):
+            return
+        if isinstance(x, list):
+            for i, item in enumerate(x):
+                self.plain_value(f"{f}[{i}]", item, depth + 1)
+            return
+        if isinstance(x, dict):
+            for k, item in x.items():
+                if not isinstance(k, str):
+                    raise self.fail(f, f"expected string keys; got {_kind(k)}")
+                self.plain_value(f"{f}.{k}", item, depth + 1)
+            return
+        raise self.fail(f, f"expected a string, number, boolean, list or mapping; got {_kind(x)}")
+
+    def model(self, f: str, x: Any, adapters: list[str]) -> ModelSpec:
+        x = self.mapping(f, x, {"name": "", "adapter": "", "options": ""})
+        if "adapter" not in x:
+            raise self.fail(f"{f}.adapter", f"required; expected one of: {', '.join(adapters)} or 'module:function'")
+        adapter = x["adapter"]
+        if not (isinstance(adapter, str) and (adapter in adapters or is_callable_ref(adapter))):
+            raise self.fail(f"{f}.adapter", f"unknown adapter {adapter!r}; expected one of: {', '.join(adapters)} "
+                                           "or a 'module:function' callable")
+        name = self.string(f"{f}.name", x.get("name", adapter))
+        return ModelSpec(name=name, adapter=adapter, options=self.options(f"{f}.options", x.get("options")))
+
+    def sampler(self, f: str, x: Any, samplers: list[str]) -> SamplerSpec:
+        if isinstance(x, str):
+            return SamplerSpec(self.choice(f, x, samplers), x)
+        x = self.mapping(f, x, {"name": "", "options": "", "label": ""})
+        name = self.choice(f"{f}.name", x.get("name"), samplers)
+        label = self.string(f"{f}.label", x.get("label", name))
+        return SamplerSpec(name, label, self.options(f"{f}.options", x.get("options")))
+
+    def metric(self, f: str, x: Any, metrics: list[str], extractors: list[str], default_ex: str | None) -> MetricSpec:
+        if isinstance(x, str):
+            x = {"name": x}
+        x = self.mapping(f, x, {"name": "", "extractor": "", "options": ""})
+        name = self.choice(f"{f}.name", x.get("name"), metrics)
+        if name == THROUGHPUT:
+            return MetricSpec(name, None, self.options(f"{f}.options", x.get("options")))
+        ex = x.get("extractor", default_ex or METRICS.get(name).default_extractor)
+        if ex is not None:
+            ex = self.choice(f"{f}.extractor", ex, extractors)
+        return MetricSpec(name, ex, self.options(f"{f}.options", x.get("options")))
+
+    def reference(self, x: Any) -> dict[str, Any] | None:
+        if x is None:
+            return None
+        x = self.mapping("reference", x, {"dataset": "", "path": "", "stats": "", "samples": "", "strict": "",
+                                          "name": ""})
+        kinds = [k for k in ("dataset", "path", "stats") if k in x]
+        if len(kinds) != 1:
+            raise self.fail("reference", f"expected exactly one of 'dataset', 'path', 'stats'; got {kinds or 'none'}")
+        self.path_string(f"reference.{kinds[0]}", x[kinds[0]])
+        if "name" in x:
+            self.string("reference.name", x["name"])
+        if "samples" in x:
+            self.integer("reference.samples", x["samples"], minimum=1)
+        if "strict" in x and not isinstance(x["strict"], bool):
+            raise self.fail("reference.strict", f"expected true or false; got {_kind(x['strict'])}")
+        return dict(x)
+
+    def conditions(self, x: Any) -> dict[str, Any] | None:
+        if x is None:
+            return None
+        x = self.mapping("conditions", x, {"classes": "", "prompts": "", "per_prompt": ""})
+        if ("classes" in x) == ("prompts" in x):
+            raise self.fail("conditions", "expected exactly one of 'classes' (int or list of ints) or 'prompts'")
+        if "classes" in x:
+            c = x["classes"]
+            if isinstance(c, int) and not isinstance(c, bool):
+                self.integer("conditions.classes", c, minimum=1)
+                return {"classes": list(range(c))}
+            items = self.list("conditions.classes", c)
+            return {"classes": [self.integer(f"conditions.classes[{i}]", k, minimum=0) for i, k in enumerate(items)]}
+        p = x["prompts"]
+        if isinstance(p, str):
+            out: dict[str, Any] = {"prompts": self.prompt_source(self.path_string("conditions.prompts", p))}
+        else:
+            out = {"prompts": [self.string(f"conditions.prompts[{i}]", s) for i, s in enumerate(self.list("conditions.prompts", p))]}
+        if "per_prompt" in x:
+            out["per_prompt"] = self.integer("conditions.per_prompt", x["per_prompt"], minimum=1)
+        return out
+
+    def prompt_source(self, p: str) -> str:
+        """``builtin:<name>`` of a shipped prompt set, or a prompt file of a supported kind (read later)."""
+        from evalkit.suite.prompts import BUILTIN_PREFIX, PROMPT_SUFFIXES, builtin_prompt_sets
+
+        if p.startswith(BUILTIN_PREFIX):
+            self.choice("conditions.prompts", p, [f"{BUILTIN_PREFIX}{n}" for n in builtin_prompt_sets()])
+        elif not p.lower().endswith(PROMPT_SUFFIXES):
+            raise self.fail("conditions.prompts", f"expected a list of prompts, a prompt file ending in "
+                                                  f"{', '.join(PROMPT_SUFFIXES)}, or 'builtin:<name>'; got {p!r}")
+        return p
+

@@ -59,7 +59,7 @@ def child(n: int, batch_size: int) -> None:
 
     # the peak while images stream (generate + extract), read when scoring starts
     phase: dict[str, float] = {}
-    score = getattr(Runner, "_score_and_write", None) or Runner._metric_rows
+    score = Runner._score_and_write
 
     def marked(self, *a, **k):
         phase.setdefault("streaming_peak_mb", _status_mb("VmHWM"))

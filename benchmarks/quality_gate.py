@@ -60,7 +60,8 @@ def with_model(suite: Any, adapter: str, options: dict[str, Any]) -> Any:
 
 
 def run_and_check(suite: Any, folder: Path, baseline: Any, device: str) -> Any:
-    from evalkit.gate.compare import compare, read_run
+    from evalkit.gate.compare import compare
+    from evalkit.store import read_run
     from evalkit.run.runner import Runner
 
     summary = Runner(suite, folder, device=device).run()
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
-    from evalkit.gate.compare import Baseline
+    from evalkit.gate.baseline import Baseline
     from evalkit.suite import load_suite
 
     baseline, suite = Baseline.load(args.baseline), load_suite(args.suite)

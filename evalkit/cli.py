@@ -1,6 +1,8 @@
 """The ``evalkit`` command: run, list, report, check, baseline, stats, weights, zoo.
 
-Exit codes: 0 success; 1 some cells failed (run) or a regression (check); 2 bad input or usage.
+One argparse tree; each stage package adds its commands with ``register(subparsers)``. Exit codes are
+defined once in :mod:`evalkit.errors`: 0 success; 1 some cells failed (run) or a regression (check);
+2 bad usage, input, configuration or I/O; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,15 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input found by a command: printed without a traceback, exit 2."""
-
+from evalkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EvalkitError
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from evalkit import distributed
+    from evalkit.run import distributed
     from evalkit.run.runner import Runner
     from evalkit.suite import load_suite
 
@@ -91,24 +88,24 @@ def summary_table(df: pd.DataFrame) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from evalkit.generate import available_adapters
-    from evalkit.features.base import available_extractors
-    from evalkit.metrics.base import available_metrics
-    from evalkit.generate.samplers import available_samplers, get_sampler
-    from evalkit.suite import embedded_suites
+    from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, SAMPLERS
+    from evalkit.suite import THROUGHPUT, embedded_suites
 
     what = args.what
     if what in (None, "models", "adapters"):
-        print("adapters: " + ", ".join(available_adapters()) + "  (or any 'module:function')")
+        print("adapters: " + ", ".join(ADAPTERS.names()) + "  (or any 'module:function')")
     if what in (None, "samplers"):
         print("samplers:")
-        for name in available_samplers():
-            d = get_sampler(name)
+        for name in SAMPLERS.names():
+            d = SAMPLERS.get(name)
             print(f"  {name:<16} {d.scheduler:<32} {d.description}")
     if what in (None, "metrics"):
-        print("metrics: " + ", ".join(available_metrics()))
+        print("metrics:")
+        for name in METRICS.names():
+            print(f"  {name:<16} {METRICS.get(name).description}")
+        print(f"  {THROUGHPUT:<16} images/s, s/image, model calls, NFE, ms per model call, peak memory")
     if what in (None, "extractors"):
-        print("extractors: " + ", ".join(available_extractors()))
+        print("extractors: " + ", ".join(EXTRACTORS.names()))
     if what in (None, "suites"):
         print("suites: " + ", ".join(embedded_suites()))
     return EXIT_OK
@@ -131,37 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", choices=["models", "adapters", "samplers", "metrics", "extractors", "suites"])
     ls.set_defaults(func=_cmd_list)
 
-    from evalkit import check_commands
     from evalkit.features import commands as feature_commands
+    from evalkit.gate import commands as gate_commands
+    from evalkit.references import commands as reference_commands
     from evalkit.report import commands as report_commands
     from evalkit.zoo import commands as zoo_commands
 
-    for module in (report_commands, check_commands, feature_commands, zoo_commands):
+    for module in (report_commands, gate_commands, reference_commands, feature_commands, zoo_commands):
         module.register(sub)
     return p
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input (suite, files, weights, run folder): a message and exit 2, no traceback."""
-    from evalkit.features.weights import WeightsError
-    from evalkit.references import ReferenceError
-    from evalkit.store import StoreError
-    from evalkit.suite import SuiteError
-    from evalkit.zoo import ZooWeightsError
-
-    return (SuiteError, StoreError, UsageError, FileNotFoundError, ReferenceError, WeightsError, ZooWeightsError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except user_errors() as e:
+    except EvalkitError as e:
         print(f"evalkit: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
     except KeyboardInterrupt:
         print("evalkit: interrupted; finished cells are kept, run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from evalkit.features.base import register_extractor
 from evalkit.features.weights import resolve_weights
 from evalkit.errors import DependencyError
+from evalkit.errors import ConfigError
 
 MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
 WEIGHTS_ENTRY = {"clean": "inception-clean", "legacy_tensorflow": "inception-torch-fidelity",
@@ -66,7 +67,7 @@ class InceptionExtractor:
     def __init__(self, mode: str = "clean", *, device: str | torch.device = "cpu",
                  weights: str | os.PathLike | None = None, name: str | None = None, optimize: bool = True) -> None:
         if mode not in MODES:
-            raise ValueError(f"unknown Inception mode {mode!r}; expected one of: {', '.join(MODES)}")
+            raise ConfigError(f"unknown Inception mode {mode!r}; expected one of: {', '.join(MODES)}")
         self.mode = mode
         self.optimize = optimize
         self.name = name or f"inception-{mode}"  # the registry name it was built under

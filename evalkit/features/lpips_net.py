@@ -21,6 +21,7 @@ import torch
 from evalkit.features.base import register_extractor
 from evalkit.features.weights import resolve_weights
 from evalkit.errors import DependencyError
+from evalkit.errors import ConfigError, WeightsError
 
 NETS = {"alex": "lpips-alex-backbone", "vgg": "lpips-vgg-backbone", "squeeze": "lpips-squeeze-backbone"}
 
@@ -31,7 +32,7 @@ def load_backbone_file(model: torch.nn.Module, path: os.PathLike) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     if not feats:
-        raise ValueError(f"{path} is not a torchvision backbone state dict (no 'features.*' keys)")
+        raise WeightsError(f"{path} is not a torchvision backbone state dict (no 'features.*' keys)")
     for slice_name, block in model.net.named_children():
         if not slice_name.startswith("slice"):
             continue
@@ -47,7 +48,7 @@ class LpipsExtractor:
     def __init__(self, net: str = "alex", *, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None,
                  random_seed: int | None = None, dtype: str = "float32", name: str | None = None) -> None:
         if net not in NETS:
-            raise ValueError(f"unknown LPIPS backbone {net!r}; expected one of: {', '.join(NETS)}")
+            raise ConfigError(f"unknown LPIPS backbone {net!r}; expected one of: {', '.join(NETS)}")
         try:
             import lpips
         except ImportError as err:

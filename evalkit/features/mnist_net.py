@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from evalkit.features.base import register_extractor
+from evalkit.errors import WeightsError
 
 NET_MODEL = "mnist-net"
 NET_WEIGHTS_FILE = "mnist_net.safetensors"
@@ -28,7 +29,7 @@ def card_sha256(card: dict) -> str:
         files = card.get("models", {}).get(NET_MODEL, {}).get("files", {})
         shas = [m["sha256"] for n, m in sorted(files.items()) if n.endswith(".safetensors")]
         if not shas:
-            raise ValueError(f"the zoo model card has no sha256 for {NET_MODEL}'s weights") from None
+            raise WeightsError(f"the zoo model card has no sha256 for {NET_MODEL}'s weights") from None
         return str(shas[0])
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evalkit.errors import WeightsError
+from evalkit.errors import UnknownNameError, WeightsError
 from evalkit.store import sha256_file
 
 ENV_WEIGHTS_DIR = "EVALKIT_WEIGHTS_DIR"
@@ -172,7 +172,7 @@ def get_entry(name: str) -> WeightsFile:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown weights {name!r}; registered: {', '.join(sorted(REGISTRY))}") from None
+        raise UnknownNameError(f"unknown weights {name!r}; registered: {', '.join(sorted(REGISTRY))}") from None
 
 
 def resolve_weights(name: str, explicit: str | os.PathLike | None = None) -> ResolvedWeights:

@@ -2,28 +2,27 @@
 
 Exit codes of ``check``: 0 pass (improvements included), 1 regression (or a cell that failed to run),
 2 usage or configuration error (another protocol, seed, extractor weights or reference; missing cells).
-The verdict rule lives in :mod:`evalkit.gate.compare`; this module only runs, renders and exits.
+``baseline`` exits 2 when the runs cannot make a baseline. The verdict rule lives in
+:mod:`evalkit.gate.compare`, rendering in :mod:`evalkit.gate.render`; this module only runs and exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import os
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from evalkit.gate.compare import (
-    DEFAULT_RESAMPLES, ERROR, IMPROVED, REGRESSION, Baseline, CheckConfigError, CheckReport, Tolerance,
-    build_baseline, effective_k, compare, protocol_differences, protocol_hash, read_run,
-)
+from evalkit.errors import EXIT_OK, EXIT_USAGE, EvalkitError
+from evalkit.gate.baseline import Baseline, CheckConfigError, Tolerance, build_baseline, effective_k
+from evalkit.gate.compare import DEFAULT_RESAMPLES, CheckReport, compare, config_problems
+from evalkit.gate.render import config_error_markdown, junit_config_error, junit_xml, markdown_report, publish
+from evalkit.store import read_run
 
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+EXIT_REGRESSION = 1
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -48,37 +47,24 @@ def run_check(target: str | Path, baseline_path: str | Path, *, k: float | None 
     only do that when the model cannot have changed in between). Raises :class:`CheckConfigError`.
     """
     baseline = Baseline.load(baseline_path)
+    judge = {"k": k, "allow_other_seed": seed is not None, "n_resamples": n_resamples, "confidence": confidence}
     if is_run_folder(target):
         run = read_run(target)
         if seed is not None and seed != run.seed:
             raise CheckConfigError([f"--seed {seed}: the run folder {target} was made with seed {run.seed}"])
-        return compare(baseline, run, k=k, allow_other_seed=seed is not None, n_resamples=n_resamples,
-                       confidence=confidence)
+        return compare(baseline, run, **judge)
     from evalkit.suite import load_suite
 
     suite = load_suite(target)
     if seed is not None:
         suite = dataclasses.replace(suite, seed=seed)
-    early = _early_problems(baseline, suite.to_config(), allow_other_seed=seed is not None)
+    early = config_problems(baseline, suite.to_config(), allow_other_seed=seed is not None)
     if early:  # before spending minutes on a run that cannot be judged
         raise CheckConfigError(early)
     with tempfile.TemporaryDirectory(prefix="evalkit-check-") as tmp:
         folder = Path(out) if out is not None else Path(tmp) / "run"
         _run_suite(suite, folder, device=device, batch_size=batch_size, progress=progress)
-        return compare(baseline, read_run(folder), k=k, allow_other_seed=seed is not None,
-                       n_resamples=n_resamples, confidence=confidence)
-
-
-def _early_problems(baseline: Baseline, config: dict[str, Any], *, allow_other_seed: bool) -> list[str]:
-    problems = []
-    if protocol_hash(config) != baseline.protocol_hash:
-        problems.append(f"protocol hash {protocol_hash(config)} != baseline {baseline.protocol_hash} "
-                        "(the suite changed; re-make the baseline with `evalkit baseline`)")
-        problems += ["  " + d for d in protocol_differences(baseline.config, config)]
-    if int(config["seed"]) != baseline.seed and not allow_other_seed:
-        problems.append(f"seed {config['seed']} != baseline seed {baseline.seed} (pass --seed to check on a "
-                        "fresh seed set on purpose: the verdict is then unpaired)")
-    return problems
+        return compare(baseline, read_run(folder), **judge)
 
 
 def make_baseline(suite_path: str | Path, output: str | Path, *, seeds: int, work_dir: str | Path | None = None,
@@ -87,6 +73,8 @@ def make_baseline(suite_path: str | Path, output: str | Path, *, seeds: int, wor
     """Run the suite on seed sets ``seed + 0..seeds-1`` (resumable run folders under ``work_dir``)."""
     from evalkit.suite import load_suite
 
+    if seeds < 2:
+        raise CheckConfigError(["--seeds must be at least 2 (noise is measured across seed sets)"])
     suite = load_suite(suite_path)
     work = Path(work_dir) if work_dir else Path("runs") / f"baseline-{suite.name}"
     runs, first = [], None
@@ -103,108 +91,6 @@ def make_baseline(suite_path: str | Path, output: str | Path, *, seeds: int, wor
     return baseline
 
 
-# -- rendering --------------------------------------------------------------------------------------
-def _num(x: float, fmt: str = ".4g") -> str:
-    return "–" if x is None or not math.isfinite(x) else format(x, fmt)
-
-
-_SHOWN = {REGRESSION: "**REGRESSION**", IMPROVED: "improved", ERROR: "**ERROR**"}
-
-
-def markdown_report(report: CheckReport) -> str:
-    """A heading, one line of provenance, and the table (cell, metric, baseline, now, delta, ...)."""
-    b, regress = report.baseline, report.regressions
-    improved = sum(c.verdict == IMPROVED for c in report.comparisons)
-    state = "FAIL" if regress else "PASS"
-    mode = (f"paired on common seeds (seed {report.run_seed}); CI: {report.confidence:.0%} paired bootstrap"
-            if report.paired else f"unpaired (run seed {report.run_seed} ≠ baseline seed {b.seed}): "
-                                  f"compared with the mean over {len(b.seeds)} seed sets")
-    seeds = f"{b.seeds[0]}..{b.seeds[-1]}" if len(b.seeds) > 1 else str(b.seeds[0])
-    ks = sorted({c.k for c in report.comparisons})
-    k_text = ", ".join(f"k={k:g} → k_eff={effective_k(k, len(b.seeds)):.2f}" for k in ks)
-    lines = [
-        f"### evalkit check `{b.suite}`: {state} ({len(regress)} regressions, {improved} improvements, "
-        f"{len(report.comparisons)} checked)",
-        "",
-        f"baseline `{b.path}` (N={b.n}, noise σ over {len(b.seeds)} seed sets {seeds}, protocol {b.protocol_hash}) · "
-        f"run `{report.run_root}` · {mode} · {k_text}",
-        "",
-        "| cell | metric | baseline | now | delta | tolerance | paired CI | verdict |",
-        "|---|---|---:|---:|---:|---:|---|---|",
-    ]
-    for c in report.comparisons:
-        e = c.entry
-        arrow = "↑" if e.higher_is_better else "↓"
-        ci = f"[{_num(c.ci[0], '+.3g')}, {_num(c.ci[1], '+.3g')}]" if c.ci else "–"
-        shown = _SHOWN.get(c.verdict, c.verdict) + (f" ({c.note})" if c.note else "")
-        lines.append(f"| {e.cell} | {e.metric} {arrow} | {_num(c.reference)} | {_num(c.now)} | {_num(c.delta, '+.3g')} "
-                     f"| {_num(c.tolerance, '.3g')} | {ci} | {shown} |")
-    lines += ["", "tolerance = max(k_eff·σ·inflate, rel·|baseline|, abs), σ = the seed-set σ (or, for precision and "
-                  "density, their sampling σ where larger), k_eff = Student-t quantile with K−1 df at "
-                  "the tail of a z-score k; a regression is worse than the tolerance and, when paired, has its CI "
-                  "entirely on the worse side of 0. ↓ lower is better, ↑ higher."]
-    return "\n".join(lines) + "\n"
-
-
-def junit_xml(report: CheckReport, *, seconds: float = 0.0) -> str:
-    """One testcase per cell × metric; regressions are <failure>, failed cells <error>."""
-    suite = ET.Element("testsuite", name=f"evalkit.gate.compare.{report.baseline.suite}",
-                       tests=str(len(report.comparisons)),
-                       failures=str(sum(c.verdict == REGRESSION for c in report.comparisons)),
-                       errors=str(sum(c.verdict == ERROR for c in report.comparisons)),
-                       skipped="0", time=f"{seconds:.3f}")
-    props = ET.SubElement(suite, "properties")
-    for name, value in (("baseline", report.baseline.path), ("protocol_hash", report.baseline.protocol_hash),
-                        ("paired", report.paired), ("run", report.run_root)):
-        ET.SubElement(props, "property", name=name, value=str(value))
-    for c in report.comparisons:
-        e = c.entry
-        case = ET.SubElement(suite, "testcase", classname=f"evalkit.{report.baseline.suite}.{e.cell}",
-                             name=f"{e.metric}[{e.extractor}]", time="0")
-        text = (f"{e.metric} ({'higher' if e.higher_is_better else 'lower'} is better): baseline {_num(c.reference)}, "
-                f"now {_num(c.now)}, delta {_num(c.delta, '+.4g')}, tolerance {_num(c.tolerance, '.4g')}"
-                + (f", paired CI [{_num(c.ci[0], '+.4g')}, {_num(c.ci[1], '+.4g')}]" if c.ci else ""))
-        if c.verdict == REGRESSION:
-            ET.SubElement(case, "failure", message=f"regression: {text}", type="regression").text = text
-        elif c.verdict == ERROR:
-            ET.SubElement(case, "error", message=c.note or "error", type="error").text = c.note
-        else:
-            ET.SubElement(case, "system-out").text = f"{c.verdict}: {text}"
-    root = ET.Element("testsuites", name="evalkit check")
-    root.append(suite)
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def junit_config_error(problems: list[str], baseline: str | Path) -> str:
-    suite = ET.Element("testsuite", name="evalkit.gate.compare", tests="1", failures="0", errors="1", skipped="0")
-    case = ET.SubElement(suite, "testcase", classname="evalkit.gate.compare", name="configuration")
-    ET.SubElement(case, "error", message=f"cannot check against {baseline}", type="config").text = "\n".join(problems)
-    root = ET.Element("testsuites", name="evalkit check")
-    root.append(suite)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def config_error_markdown(problems: list[str], baseline: str | Path) -> str:
-    return f"### evalkit check: configuration error\n\ncannot judge this run against `{baseline}`:\n\n" + \
-        "\n".join(f"- {p.strip()}" for p in problems) + "\n"
-
-
-def publish(markdown: str, *, junit: str | None = None, junit_path: str | Path | None = None,
-            markdown_path: str | Path | None = None) -> None:
-    """Write the JUnit/markdown files asked for and append to ``$GITHUB_STEP_SUMMARY`` when set."""
-    if junit_path and junit is not None:
-        Path(junit_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(junit_path).write_text(junit)
-    if markdown_path:
-        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown_path).write_text(markdown)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as f:
-            f.write(markdown + "\n")
-
-
 # -- commands ---------------------------------------------------------------------------------------
 def _cmd_check(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
@@ -212,10 +98,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
         report = run_check(args.target, args.baseline, k=args.k, seed=args.seed, out=args.out, device=args.device,
                            batch_size=args.batch_size, n_resamples=args.bootstrap, confidence=args.confidence,
                            progress=not args.quiet)
-    except CheckConfigError as e:
-        md = config_error_markdown(e.problems, args.baseline)
+    except EvalkitError as e:  # nothing was judged: say why in every output CI reads
+        if e.exit_code != EXIT_USAGE:
+            raise
+        problems = getattr(e, "problems", None) or [str(e)]
+        md = config_error_markdown(problems, args.baseline)
         print(md, file=sys.stderr)
-        publish(md, junit=junit_config_error(e.problems, args.baseline), junit_path=args.junit,
+        publish(md, junit=junit_config_error(problems, args.baseline), junit_path=args.junit,
                 markdown_path=args.markdown)
         return EXIT_USAGE
     md = markdown_report(report)
@@ -237,7 +126,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, features=not args.no_features, progress=not args.quiet)
     except CheckConfigError as e:
         print("evalkit baseline: " + "\n  ".join(["cannot make a baseline:", *e.problems]), file=sys.stderr)
-        return EXIT_REGRESSION
+        return EXIT_USAGE
     print(f"| cell | metric | value (seed {b.seed}) | mean | σ over {len(b.seeds)} seed sets | sampling σ |\n"
           "|---|---|---:|---:|---:|---:|")
     for e in b.entries:
@@ -280,7 +169,8 @@ def register(subparsers: Any) -> None:
     c.add_argument("--k", type=float, help="override the baseline's tolerance in noise σ")
     c.add_argument("--seed", type=int, help="run on this seed instead of the suite's (fresh seed set: unpaired)")
     c.add_argument("--out", help="run folder to use (default: a fresh temporary one)")
-    c.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, help=f"paired bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    c.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES,
+                   help=f"paired bootstrap resamples (default {DEFAULT_RESAMPLES})")
     c.add_argument("--confidence", type=float, default=0.95, help="paired CI level (default 0.95)")
     _common(c)
     c.set_defaults(func=_cmd_check)

@@ -42,14 +42,15 @@ def evalkit_check(request: pytest.FixtureRequest) -> Callable[..., CheckReport]:
         return p if p.is_absolute() or p.exists() else root / p
 
     def check(target: str | Path, baseline: str | Path, **options: Any) -> CheckReport:
-        from evalkit.gate.compare import CheckConfigError
-        from evalkit.gate.commands import config_error_markdown, junit_xml, markdown_report, run_check
+        from evalkit.errors import EvalkitError
+        from evalkit.gate.commands import run_check
+        from evalkit.gate.render import config_error_markdown, junit_xml, markdown_report
 
         device = options.pop("device", None) or request.config.getoption("--evalkit-device") or "auto"
         try:
             report = run_check(_resolve(target), _resolve(baseline), device=device, **options)
-        except CheckConfigError as e:
-            pytest.fail(config_error_markdown(e.problems, baseline), pytrace=False)
+        except EvalkitError as e:  # nothing judged (CheckConfigError, an unreadable run folder, ...)
+            pytest.fail(config_error_markdown(getattr(e, "problems", None) or [str(e)], baseline), pytrace=False)
         table = markdown_report(report)
         request.node.add_report_section("call", "evalkit check", table)
         junit_dir = request.config.getoption("--evalkit-junit-dir")

@@ -13,6 +13,7 @@ from evalkit.generate.denoise import CallCounter, sample, to_uint8
 from evalkit.generate.samplers import get_sampler, make_scheduler, model_calls_per_sample
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
 from evalkit.zoo.models import UNET_NAME
+from evalkit.errors import ConfigError
 
 
 class ZooMnistAdapter(Adapter):
@@ -28,7 +29,7 @@ class ZooMnistAdapter(Adapter):
         from evalkit import zoo
 
         if weights not in ("trained", "untrained"):
-            raise ValueError(f"zoo option 'weights': expected 'trained' or 'untrained'; got {weights!r}")
+            raise ConfigError(f"zoo option 'weights': expected 'trained' or 'untrained'; got {weights!r}")
         self.weights = weights
         self.device = torch.device(device)
         self.unet, self.schedule = zoo.load_mnist_unet(trained=weights == "trained")
@@ -50,7 +51,7 @@ class ZooMnistAdapter(Adapter):
 
     def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:
         if request.labels is None:
-            raise ValueError("the zoo MNIST model is class-conditional: set 'conditions: {classes: 10}' in the suite")
+            raise ConfigError("the zoo MNIST model is class-conditional: set 'conditions: {classes: 10}' in the suite")
         cfg = request.guidance != 1.0
         for sl in batched(request.indices, request.batch_size):
             idx = request.indices[sl]

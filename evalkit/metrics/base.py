@@ -1,8 +1,10 @@
 """The metric contract and its registry.
 
-Metrics are pure functions of features: they never run networks. Each metric declares the
-extractor outputs it reads, whether it needs reference features, and which direction is better.
-One metric may produce several rows (``pr`` gives precision and recall).
+Metrics are pure functions of features: they never run networks. Each metric declares whether it
+needs reference features and which direction is better, and owns its uncertainty: per-sample terms
+(``per_sample``) and bootstrap replicates (``replicates``, with a generic fallback in
+:func:`evalkit.metrics.resampling.metric_replicates`). One metric may produce several rows (``pr`` gives
+precision, recall, density and coverage).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ class MetricInputs:
 @dataclass(frozen=True)
 class MetricDef:
     name: str
-    reads: tuple[str, ...]  # extractor outputs needed, e.g. ("features",) or ("logits",)
     needs_reference: bool
     higher_is_better: dict[str, bool]  # per produced row name, e.g. {"precision": True, "recall": True}
     compute: Callable[[MetricInputs], dict[str, MetricValue]]
@@ -49,6 +50,10 @@ class MetricDef:
     # For rows that are means of independent per-generated-sample terms (precision, density): those terms,
     # so that a row's sampling noise follows from one run (var/n) instead of only from K seed sets.
     per_sample: Callable[[MetricInputs], dict[str, np.ndarray]] | None = None
+    # A fast exact path for bootstrap replicates: given (B, n) resample indices of the generated samples, each
+    # row's value on every resample (row name → (B,) array), equal to ``compute`` on ``gen[idx[b]]``. May return
+    # None where no fast path applies; callers use :func:`evalkit.metrics.resampling.metric_replicates`.
+    replicates: Callable[[MetricInputs, np.ndarray], dict[str, np.ndarray] | None] | None = None
 
 
 def register_metric(defn: MetricDef) -> MetricDef:

@@ -39,7 +39,7 @@ def compute_class_acc(inputs: MetricInputs) -> dict[str, MetricValue]:
 
 
 register_metric(MetricDef(
-    name="class_acc", reads=("logits",), needs_reference=False, higher_is_better={"class_acc": True},
+    name="class_acc", needs_reference=False, higher_is_better={"class_acc": True},
     compute=compute_class_acc,
     description="fraction of class-conditional samples a classifier assigns to the requested class (Wilson 95% CI)",
 ))

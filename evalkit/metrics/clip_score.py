@@ -41,7 +41,7 @@ def compute_clip_score(inputs: MetricInputs) -> dict[str, MetricValue]:
 
 
 register_metric(MetricDef(
-    name="clip_score", reads=("image_embeds", "text_embeds"), needs_reference=False,
+    name="clip_score", needs_reference=False,
     higher_is_better={"clip_score": True}, compute=compute_clip_score, default_extractor="clip",
     description="CLIP score as torchmetrics CLIPScore: mean of 100·cos(image, text), clamped at 0; bootstrap CI.",
 ))

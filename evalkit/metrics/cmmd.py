@@ -36,7 +36,7 @@ def compute_cmmd(inputs: MetricInputs) -> dict[str, MetricValue]:
 
 
 register_metric(MetricDef(
-    name="cmmd", reads=("image_embeds",), needs_reference=True, higher_is_better={"cmmd": False},
+    name="cmmd", needs_reference=True, higher_is_better={"cmmd": False},
     compute=compute_cmmd, default_extractor="clip",
     description="CMMD: MMD² with RBF σ=10 on L2-normalised CLIP image embeddings, ×1000 (reference code's estimator).",
 ))

@@ -448,12 +448,12 @@ def compute_fd_inf(inputs: MetricInputs) -> dict[str, MetricValue]:
 
 
 register_metric(MetricDef(
-    name="fd", reads=("features",), needs_reference=True, higher_is_better={"fd": False}, compute=compute_fd,
+    name="fd", needs_reference=True, higher_is_better={"fd": False}, compute=compute_fd,
     description="Fréchet distance of Gaussian fits (FID on Inception pool3); float64 eigenvalue form; "
                 "bootstrap CI over generated samples.",
 ))
 register_metric(MetricDef(
-    name="fd_inf", reads=("features",), needs_reference=True, higher_is_better={"fd_inf": False},
+    name="fd_inf", needs_reference=True, higher_is_better={"fd_inf": False},
     compute=compute_fd_inf,
     description="FD∞ (Chong & Forsyth 2020): FD over 15 subset sizes, linear fit in 1/N, value at 1/N=0.",
 ))

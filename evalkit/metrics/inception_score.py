@@ -4,6 +4,11 @@ Logits are shuffled with ``np.random.RandomState(seed).permutation`` and split i
 chunks ``[i*N//10, (i+1)*N//10)``; per chunk ``exp(mean KL(p(y|x) || p(y)))`` in float64. Value =
 mean, std = std (ddof=0) over splits. On Inception, evalkit's "logits" output is the 1008-way
 unbiased head torch-fidelity uses (``logits_unbiased``).
+
+Seed: the shuffle uses option ``is_seed`` if given, else the cell's seed (default 0), while
+torch-fidelity's default is ``rng_seed=2020``. evalkit keeps its default (changing it would shift every
+stored baseline); options ``{is_seed: 2020}`` reproduce torch-fidelity's default numbers exactly
+(tests/metrics/test_torch_fidelity_defaults.py).
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ def compute_is(inputs: MetricInputs) -> dict[str, MetricValue]:
 
 
 register_metric(MetricDef(
-    name="is", reads=("logits",), needs_reference=False, higher_is_better={"is": True}, compute=compute_is,
+    name="is", needs_reference=False, higher_is_better={"is": True}, compute=compute_is,
     description="Inception Score: 10 seeded-shuffle splits, float64 (torch-fidelity convention); "
-                "value = mean, std = std over splits. Bounded by the number of classes.",
+                "value = mean, std = std over splits. Bounded by the number of classes. The shuffle uses the "
+                "cell's seed (default 0), torch-fidelity's rng_seed=2020: for its default numbers set "
+                "options {is_seed: 2020}.",
 ))

@@ -57,8 +57,36 @@ def compute_kid(inputs: MetricInputs) -> dict[str, MetricValue]:
                                extra={"subsets": int(est.size), "subset_size": int(used)})}
 
 
+def kid_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+    """KID of ``gen[i]`` per row ``i`` of ``idx``, equal to :func:`compute_kid`'s value, from kernels computed
+    once. Only when every subset holds the whole generated set (N ≤ subset size and ≤ reference size, the
+    usual CI setting); otherwise None (the caller recomputes per resample)."""
+    key = option(inputs, "read", "features")
+    ref, gen = flat2d(ref_array(inputs, key, "kid")), flat2d(gen_array(inputs, key, "kid"))
+    subsets = int(option(inputs, "subsets", DEFAULT_SUBSETS))
+    n = len(gen)
+    if n < 2 or n != min(int(option(inputs, "subset_size", DEFAULT_SUBSET_SIZE)), n, len(ref)):
+        return None
+    rng = np.random.RandomState(int(option(inputs, "kid_seed", inputs.seed)))  # the draws kid_subsets makes
+    k_yy, k_gr, k_gg = polynomial_kernel(ref, ref), polynomial_kernel(gen, ref), polynomial_kernel(gen, gen)
+    cross, within_ref = np.zeros(n), 0.0
+    for _ in range(subsets):
+        rng.choice(n, n, replace=False)  # the generated subset: a permutation of the whole set
+        y = rng.choice(len(ref), n, replace=False)
+        sub = k_yy[np.ix_(y, y)]
+        within_ref += (sub.sum() - np.trace(sub)) / (n * (n - 1)) / subsets
+        cross += k_gr[:, y].sum(axis=1) / subsets
+    diag = np.diag(k_gg)
+    out = np.array([(k_gg[np.ix_(ix, ix)].sum() - diag[ix].sum()) / (n * (n - 1)) + within_ref
+                    - 2.0 * cross[ix].sum() / (n * n) for ix in idx])
+    return {"kid": out}
+
+
 register_metric(MetricDef(
-    name="kid", reads=("features",), needs_reference=True, higher_is_better={"kid": False}, compute=compute_kid,
+    name="kid", needs_reference=True, higher_is_better={"kid": False}, compute=compute_kid,
     description="Kernel Inception Distance: unbiased MMD², cubic polynomial kernel, 100 subsets of ≤1000 "
-                "(torch-fidelity convention); value = mean, std = std over subsets.",
+                "(torch-fidelity convention); value = mean, std = std over subsets. Subsets are drawn with the "
+                "cell's seed (default 0), torch-fidelity's with rng_seed=2020: for its default numbers set "
+                "options {kid_seed: 2020}.",
+    replicates=kid_replicates,
 ))

@@ -89,12 +89,12 @@ def compute_lpips_paired(inputs: MetricInputs) -> dict[str, MetricValue]:
 
 
 register_metric(MetricDef(
-    name="lpips_diversity", reads=("lpips",), needs_reference=False, higher_is_better={"lpips_diversity": True},
+    name="lpips_diversity", needs_reference=False, higher_is_better={"lpips_diversity": True},
     compute=compute_lpips_diversity, default_extractor="lpips-alex",
     description="Mean pairwise LPIPS among samples of one condition (diversity), averaged over conditions.",
 ))
 register_metric(MetricDef(
-    name="lpips_paired", reads=("lpips",), needs_reference=True, higher_is_better={"lpips_paired": False},
+    name="lpips_paired", needs_reference=True, higher_is_better={"lpips_paired": False},
     compute=compute_lpips_paired, default_extractor="lpips-alex",
     description="LPIPS between generated sample i and reference image i (image-to-image suites).",
 ))

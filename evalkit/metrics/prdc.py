@@ -93,9 +93,35 @@ def per_sample_pr(inputs: MetricInputs) -> dict[str, np.ndarray]:
     return {"precision": (counts > 0).astype(np.float64), "density": counts / k}
 
 
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The full distance matrix, assembled from :func:`_distance_chunks` (the same formula, so radii compare
+    exactly with :func:`prdc`'s)."""
+    return np.concatenate([d for _, d in _distance_chunks(a, b)], axis=0)
+
+
+def pr_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """precision/recall/density/coverage of ``gen[i]`` for each row ``i`` of ``idx``, exactly as :func:`prdc`
+    computes them on the resampled set, from distances computed once (resampling picks rows and columns)."""
+    key = option(inputs, "read", "features")
+    k = int(option(inputs, "k", DEFAULT_K))
+    ref, gen = flat2d(ref_array(inputs, key, "pr")), flat2d(gen_array(inputs, key, "pr"))
+    r_ref = knn_radii(ref, k)
+    d_gr, d_gg = _distances(gen, ref), _distances(gen, gen)
+    inside = (d_gr < r_ref[None, :]).sum(axis=1)
+    out = {name: np.empty(len(idx)) for name in ("precision", "recall", "density", "coverage")}
+    for b, ix in enumerate(idx):
+        r_gen = np.partition(d_gg[np.ix_(ix, ix)], k, axis=1)[:, k]
+        d = d_gr[ix]
+        out["precision"][b] = (inside[ix] > 0).mean()
+        out["density"][b] = inside[ix].mean() / k
+        out["recall"][b] = (d < r_gen[:, None]).any(axis=0).mean()
+        out["coverage"][b] = (d.min(axis=0) < r_ref).mean()
+    return out
+
+
 register_metric(MetricDef(
-    name="pr", reads=("features",), needs_reference=True,
+    name="pr", needs_reference=True,
     higher_is_better={"precision": True, "recall": True, "density": True, "coverage": True}, compute=compute_pr,
     description="Precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020), k=3 nearest neighbours.",
-    per_sample=per_sample_pr,
+    per_sample=per_sample_pr, replicates=pr_replicates,
 ))

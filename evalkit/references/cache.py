@@ -1,5 +1,11 @@
 """The reference feature cache: one pass over the images feeds every extractor; entries are keyed by
-(fingerprint, extractor, weights_id, mode, resolution) and checksum-verified on read."""
+(fingerprint, extractor, weights_id, mode, resolution) and checksum-verified on read.
+
+An entry also records the files that were skipped while it was computed (name, reason and which check
+failed). The fingerprint covers every file that passes the header check, so a file whose pixels do not
+decode is only found by decoding it; a cache hit decodes nothing, so the recorded list is replayed
+instead: the same warning on every hit, ``len(ref)`` equal to the cached feature rows, and
+``strict: true`` an error naming the files, exactly as on the run that computed the entry."""
 
 from __future__ import annotations
 
@@ -40,8 +46,9 @@ def cache_path(ref: ReferenceSet, extractor: Any, cache_dir: Path) -> Path:
     return Path(cache_dir) / "reference-features" / f"{safe_component(ref.name)}--{safe_component(extractor.name)}--{digest}.npz"
 
 
-def _load_cached(path: Path, expected: dict[str, Any] | None = None) -> dict[str, np.ndarray] | None:
-    """The cached arrays if the entry matches its sha256 sidecar and (when given) its recorded key
+def _load_cached(path: Path, expected: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """``(arrays, meta)`` if the entry matches its sha256 sidecar and (when given) its recorded key
     equals ``expected``; else None, with a warning when an entry exists but cannot be trusted."""
     sidecar = path.with_suffix(".npz.sha256")
     if not path.is_file() or not sidecar.is_file():
@@ -55,11 +62,13 @@ def _load_cached(path: Path, expected: dict[str, Any] | None = None) -> dict[str
         warnings.warn(f"reference feature cache {path} is corrupt; recomputing", stacklevel=3)
         return None
     meta_raw = arrays.pop("__meta__", None)
+    try:
+        meta = json.loads(str(meta_raw)) if meta_raw is not None else {}
+    except json.JSONDecodeError:
+        meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
     if expected is not None:
-        try:
-            meta = json.loads(str(meta_raw)) if meta_raw is not None else {}
-        except json.JSONDecodeError:
-            meta = {}
         got = {k: meta.get(k) for k in expected}
         lengths = {len(v) for v in arrays.values() if getattr(v, "ndim", 0) >= 1}
         if got != json.loads(json.dumps(expected)) or not arrays or len(lengths) != 1 \
@@ -67,7 +76,29 @@ def _load_cached(path: Path, expected: dict[str, Any] | None = None) -> dict[str
             warnings.warn(f"reference feature cache {path} does not belong to this reference/extractor "
                           "(its recorded key or sizes differ); recomputing", stacklevel=3)
             return None
-    return arrays
+    return arrays, meta
+
+
+def _recorded_undecodable(meta: dict[str, Any]) -> dict[str, str] | None:
+    """The files an entry recorded as undecodable (name -> reason); None if the record is malformed."""
+    entries = meta.get("skipped", [])
+    if not isinstance(entries, list):
+        return None
+    out: dict[str, str] = {}
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str):
+            return None
+        if e.get("check") == "decode":
+            out[e["file"]] = str(e.get("reason", ""))
+    return out
+
+
+def _skipped_record(ref: ReferenceSet) -> list[dict[str, str]]:
+    """What an entry records about skipped files: header-check failures (found again by every scan) and
+    decode failures (found only by decoding, so replayed from this record on a hit)."""
+    header = getattr(ref, "unreadable", {}) or {}
+    return ([{"file": n, "check": "header", "reason": r} for n, r in header.items()]
+            + [{"file": n, "check": "decode", "reason": r} for n, r in ref.undecodable.items()])
 
 
 def _store_cached(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -87,7 +118,9 @@ def reference_features(
     """Features of ``ref`` for each extractor: ``{extractor name: {output name: (N, ...) array}}``.
 
     Cached entries are read (checksum-verified); the rest come from ONE pass over the images feeding
-    every missing extractor, then are written atomically with a sha256 sidecar. A statistics reference
+    every missing extractor, then are written atomically with a sha256 sidecar. A hit replays the files
+    its entry recorded as undecodable (warning, or with ``strict`` an error naming them), so ``len(ref)``
+    equals the feature rows whether or not the images were decoded this time. A statistics reference
     returns its ``<output>.mu``/``<output>.sigma`` for each extractor (after checking any recorded
     extractor, mode and weights id).
     """
@@ -101,12 +134,33 @@ def reference_features(
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out: dict[str, dict[str, np.ndarray]] = {}
     todo = []
+    hits: dict[str, tuple[Any, dict[str, np.ndarray], dict[str, str]]] = {}
     for e in extractors:
-        hit = _load_cached(cache_path(ref, e, cache_dir), cache_key(ref, e)) if use_cache else None
-        if hit is not None:
-            out[e.name] = hit
+        path = cache_path(ref, e, cache_dir)
+        loaded = _load_cached(path, cache_key(ref, e)) if use_cache else None
+        recorded = _recorded_undecodable(loaded[1]) if loaded is not None else None
+        if loaded is not None and recorded is None:
+            warnings.warn(f"reference feature cache {path} has a malformed record of skipped files; recomputing",
+                          stacklevel=2)
+        if loaded is not None and recorded is not None:
+            hits[e.name] = (e, loaded[0], recorded)
         else:
             todo.append(e)
+    if hits:
+        # A hit decodes nothing: replay the undecodable files the entries recorded (strict -> error naming
+        # them; else the warning, and len(ref) drops them), once for all entries of this reference.
+        recorded = {}
+        for _, _, rec in hits.values():
+            recorded.update(rec)
+        ref.restore_undecodable(recorded)
+        for name, (e, arrays, _) in hits.items():
+            rows = {len(v) for v in arrays.values() if getattr(v, "ndim", 0) >= 1}
+            if rows != {len(ref)}:
+                warnings.warn(f"reference feature cache {cache_path(ref, e, cache_dir)} holds {sorted(rows)} rows "
+                              f"but the reference has {len(ref)} decodable images; recomputing", stacklevel=2)
+                todo.append(e)
+            else:
+                out[name] = arrays
     if not todo:
         return out
 
@@ -118,7 +172,8 @@ def reference_features(
     for e in todo:
         arrays = {k: np.concatenate(v) for k, v in parts[e.name].items()}
         if use_cache:
-            _store_cached(cache_path(ref, e, cache_dir), arrays, {**cache_key(ref, e), "reference": ref.name, "n": len(ref)})
+            _store_cached(cache_path(ref, e, cache_dir), arrays, {**cache_key(ref, e), "reference": ref.name,
+                                                                  "n": len(ref), "skipped": _skipped_record(ref)})
         out[e.name] = arrays
     return out
 

@@ -8,10 +8,12 @@ from pathlib import Path
 from evalkit.errors import ConfigError
 
 
-def _reference_spec(ref: str, samples: int | None, builtin: tuple[str, ...]) -> dict:
+def _reference_spec(ref: str, samples: int | None, builtin: tuple[str, ...], strict: bool = False) -> dict:
     spec: dict = {"dataset": ref} if ref in builtin else {"path": ref}
     if samples is not None:
         spec["samples"] = samples
+    if strict and "path" in spec:  # built-in datasets are arrays: nothing to decode
+        spec["strict"] = True
     return spec
 
 
@@ -24,7 +26,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.weights and len(names) != 1:
         raise ConfigError("--weights applies to a single --extractor")
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    ref = open_reference(_reference_spec(args.ref, args.samples, BUILTIN_DATASETS))
+    ref = open_reference(_reference_spec(args.ref, args.samples, BUILTIN_DATASETS, strict=args.strict))
     options = {"weights": args.weights} if args.weights else {}
     extractors = [build_extractor(n, device=args.device, **options) for n in names]
     before = {e.name: cache_path(ref, e, cache_dir).is_file() for e in extractors}
@@ -52,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--extractor", "-e", action="append", help="extractor name; repeatable (default: inception)")
     s.add_argument("--weights", help="explicit weights file for the extractor")
     s.add_argument("--samples", type=int, help="use the first N images")
+    s.add_argument("--strict", action="store_true",
+                   help="a corrupt or undecodable image is an error naming the file (default: skipped with a "
+                        "warning); applies on a cache hit too")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device", default="cpu")
     s.add_argument("--cache-dir", help="feature cache folder (default: $EVALKIT_CACHE_DIR or ~/.cache/evalkit)")

@@ -32,8 +32,11 @@ from evalkit.store import sha256_bytes, sha256_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 BUILTIN_DATASETS = ("mnist-heldout", "mnist-train")
-CACHE_FORMAT = 1  # bump when the cached layout or the meaning of a key changes
+# Bump when the cached layout or the meaning of a key changes. 2: entries record the files skipped as
+# undecodable (name and reason), and "n" is the number of feature rows.
+CACHE_FORMAT = 2
 _SPEC_KEYS = {"dataset", "path", "stats", "samples", "strict", "name"}
+_STRICT_HINT = "set 'strict: true' in the reference spec, or pass --strict to evalkit stats,"
 
 
 class ReferenceSetError(InputError):
@@ -61,6 +64,18 @@ class ReferenceSet:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "fingerprint": self.fingerprint, "n": len(self), "kind": type(self).__name__}
+
+    @property
+    def undecodable(self) -> dict[str, str]:
+        """Files that passed the header check but whose pixels could not be decoded: name -> reason.
+        Only file references have any; the feature cache records them (see :meth:`restore_undecodable`)."""
+        return {}
+
+    def restore_undecodable(self, entries: dict[str, str]) -> None:
+        """Apply undecodable files recorded by the feature cache (a cache hit decodes nothing)."""
+        if entries:
+            raise ReferenceSetError(f"reference {self.name!r} has no image files, but its cached features record "
+                                    f"undecodable files {sorted(entries)}")
 
 
 class ArrayReference(ReferenceSet):
@@ -153,7 +168,11 @@ class FileReference(ReferenceSet):
         self.strict = strict
         self._valid: list[str] | None = None
         self._fingerprint: str | None = None
+        #: every skipped file (header check or decoding), in the order found
         self.skipped: list[str] = []
+        #: why: name -> reason, for files that failed the header check / that passed it but do not decode
+        self.unreadable: dict[str, str] = {}
+        self._undecodable: dict[str, str] = {}
 
     def _scan(self) -> None:
         import hashlib
@@ -170,8 +189,10 @@ class FileReference(ReferenceSet):
                 _verify(data)
             except Exception as err:  # noqa: BLE001  (PIL raises many kinds)
                 if self.strict:
-                    raise ReferenceSetError(f"corrupt or unreadable image {n!r} in {self.source.path}: {err}") from err
+                    raise ReferenceSetError(f"corrupt or unreadable image {n!r} in {self.source.path}: "
+                                            f"{_reason(err)}") from err
                 self.skipped.append(n)
+                self.unreadable[n] = _reason(err)
                 continue
             valid.append(n)
             h.update(n.encode() + b"\0" + sha256_bytes(data).encode())
@@ -182,7 +203,7 @@ class FileReference(ReferenceSet):
                 parts.append(f"skipped {len(self.skipped)} unreadable image file(s), e.g. {self.skipped[0]!r}")
             if ignored:
                 parts.append(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]!r}")
-            warnings.warn(f"reference {self.source.path}: {'; '.join(parts)} (set 'strict: true' to make "
+            warnings.warn(f"reference {self.source.path}: {'; '.join(parts)} ({_STRICT_HINT} to make "
                           "unreadable images an error)", stacklevel=3)
         if not valid:
             raise ReferenceSetError(f"no readable images under {self.source.path} ({len(self.skipped)} corrupt)")
@@ -204,20 +225,23 @@ class FileReference(ReferenceSet):
     def __len__(self) -> int:
         return len(self.files)
 
+    @property
+    def undecodable(self) -> dict[str, str]:
+        return dict(self._undecodable)
+
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Decoded batches. A file that passed the header check but cannot be decoded (e.g. a truncated
-        JPEG) is an error with ``strict: true``, else skipped, counted in ``skipped`` and warned about
-        (``len()`` drops it from then on)."""
+        JPEG, a PNG with a corrupt IDAT) is an error with ``strict: true``, else skipped, counted in
+        ``skipped`` / ``undecodable`` and warned about (``len()`` drops it from then on)."""
         batch: list[np.ndarray] = []
-        broken: list[str] = []
+        broken: dict[str, str] = {}
         for n, data in self.source.read_all(self.files):
             try:
                 img = _decode_rgb(data)
             except Exception as err:  # noqa: BLE001  (passed verify() but the pixel data is broken)
                 if self.strict:
-                    raise ReferenceSetError(f"image {n!r} in {self.source.path} passed the header check but cannot "
-                                         f"be decoded ({err}); remove or replace it") from err
-                broken.append(n)
+                    raise ReferenceSetError(_undecodable_error(self.source.path, {n: _reason(err)})) from err
+                broken[n] = _reason(err)
                 continue
             if batch and img.shape != batch[0].shape:
                 yield _stack(batch)
@@ -229,10 +253,47 @@ class FileReference(ReferenceSet):
         if batch:
             yield _stack(batch)
         if broken:
-            self.skipped.extend(b for b in broken if b not in self.skipped)
-            self._valid = [n for n in (self._valid or []) if n not in set(broken)]
-            warnings.warn(f"reference {self.source.path}: skipped {len(broken)} image file(s) that cannot be "
-                          f"decoded, e.g. {broken[0]!r} (set 'strict: true' to make this an error)", stacklevel=2)
+            self._drop_undecodable(broken, stacklevel=3)
+
+    def restore_undecodable(self, entries: dict[str, str]) -> None:
+        """Apply the undecodable files a feature-cache entry recorded when it was computed, exactly as the
+        decoding pass did: an error naming them with ``strict: true``, else the same warning, and
+        ``len()`` / ``files`` drop them (so the count equals the cached feature rows)."""
+        if not entries:
+            return
+        if self.strict:
+            raise ReferenceSetError(_undecodable_error(self.source.path, entries, cached=True))
+        self._drop_undecodable(dict(entries), stacklevel=4)
+
+    def _drop_undecodable(self, broken: dict[str, str], *, stacklevel: int) -> None:
+        self._undecodable.update(broken)
+        self.skipped.extend(b for b in broken if b not in self.skipped)
+        self._valid = [n for n in self.files if n not in broken]
+        first = next(iter(broken))
+        warnings.warn(f"reference {self.source.path}: skipped {len(broken)} image file(s) that cannot be "
+                      f"decoded, e.g. {first!r} ({broken[first]}) ({_STRICT_HINT} to make this an error)",
+                      stacklevel=stacklevel)
+
+
+def _reason(err: BaseException) -> str:
+    """One line: the exception's message (or its type when it has none)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _undecodable_error(path: Path, broken: dict[str, str], *, cached: bool = False) -> str:
+    """One line naming the files that passed the header check but cannot be decoded (``cached``: as
+    recorded by the reference feature cache, which decodes nothing on a hit)."""
+    where = " (recorded in the reference feature cache when the features were computed)" if cached else ""
+    if len(broken) == 1:
+        (n, reason), = broken.items()
+        return (f"image {n!r} in {path} passed the header check but cannot be decoded ({reason}){where}; "
+                "remove or replace it")
+    shown = list(broken.items())[:10]
+    names = ", ".join(f"{n!r} ({reason})" for n, reason in shown)
+    more = f" and {len(broken) - len(shown)} more" if len(broken) > len(shown) else ""
+    return (f"{len(broken)} images in {path} passed the header check but cannot be decoded: {names}{more}"
+            f"{where}; remove or replace them")
 
 
 def _verify(data: bytes) -> None:

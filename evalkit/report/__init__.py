@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load_results": "data", "open_run": "data", "Run": "data",
+    "load_results": "data",
     "pivot": "tables", "pivots": "tables", "cell_table": "tables", "export": "tables", "to_markdown": "tables",
     "higher_is_better": "tables",
     "pareto_front": "frontier", "best_per_steps": "frontier",

@@ -32,10 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def default_out(run: str) -> Path:
     """reports/<suite>.html, named after the first run's suite."""
-    from evalkit.report.data import open_run
-    from evalkit.store import safe_component
+    from evalkit.store import read_run, safe_component
 
-    suite = open_run(run).manifest.get("suite") or Path(run).name
+    suite = read_run(run).manifest.get("suite") or Path(run).name
     return Path("reports") / f"{safe_component(suite)}.html"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from evalkit.report.data import Run
+from evalkit.store import RunData
 
 MAX_TILE = 64  # px: larger samples are downscaled to this (the report must stay small)
 GAP = 2  # px between tiles
@@ -102,16 +102,16 @@ def _describe_samples(s: dict[str, np.ndarray], indices: list[int]) -> list[dict
     return out
 
 
-def _seed_text(run: Run) -> str:
+def _seed_text(run: RunData) -> str:
     seed = run.manifest.get("config", {}).get("seed", "?")
     return (f"seed {seed}; sample i always uses noise from (seed {seed}, i), so each position in a grid cell "
             "is the same start in every cell")
 
 
-def sampler_steps_grids(run: Run, count: int = 10) -> list[Grid]:
+def sampler_steps_grids(run: RunData, count: int = 10) -> list[Grid]:
     """Per model and guidance: rows = sampler, columns = steps, each cell the same ``count`` samples."""
     grids = []
-    done = [c for c in run.cells if c.get("status") == "done"]
+    done = [c for c in run.cells.values() if c.get("status") == "done"]
     for (model, g) in dict.fromkeys((c["model"], float(c["guidance"])) for c in done):
         cells = [c for c in done if c["model"] == model and float(c["guidance"]) == g]
         grid = _grid(run, cells, row_key="sampler", col_key="steps", count=count,
@@ -122,11 +122,11 @@ def sampler_steps_grids(run: Run, count: int = 10) -> list[Grid]:
     return grids
 
 
-def guidance_seed_grids(run: Run, count: int = 10) -> list[Grid]:
+def guidance_seed_grids(run: RunData, count: int = 10) -> list[Grid]:
     """Per model at its largest step count: columns = guidance, rows = sampler; within a cell the
     samples run over seeds (sample indices), so each row reads guidance × seed for one sampler."""
     grids = []
-    done = [c for c in run.cells if c.get("status") == "done"]
+    done = [c for c in run.cells.values() if c.get("status") == "done"]
     for model in dict.fromkeys(c["model"] for c in done):
         mine = [c for c in done if c["model"] == model]
         if len({float(c["guidance"]) for c in mine}) < 2:
@@ -140,7 +140,7 @@ def guidance_seed_grids(run: Run, count: int = 10) -> list[Grid]:
     return grids
 
 
-def _grid(run: Run, cells: list[dict[str, Any]], *, row_key: str, col_key: str, count: int, title: str,
+def _grid(run: RunData, cells: list[dict[str, Any]], *, row_key: str, col_key: str, count: int, title: str,
           row_label: str, col_label: str) -> Grid | None:
     loaded = [(c, run.samples(c["cell_id"])) for c in cells]
     loaded = [(c, s) for c, s in loaded if s is not None and len(s.get("indices", [])) > 0]

@@ -24,7 +24,8 @@ import evalkit
 from evalkit.report import grids as grids_mod
 from evalkit.report import htmltables, plots
 from evalkit.report.baseline import deltas, load_baseline
-from evalkit.report.data import Run, load_results, open_runs
+from evalkit.report.data import load_results
+from evalkit.store import RunData, read_runs
 from evalkit.report.frontier import headline, summary_sentences
 from evalkit.report.tables import (
     cell_table,
@@ -92,7 +93,7 @@ def build_figures(df: pd.DataFrame, cells: pd.DataFrame) -> list[Figure]:
     return out
 
 
-def build_summary(df: pd.DataFrame, cells: pd.DataFrame, runs: list[Run]) -> dict[str, Any]:
+def build_summary(df: pd.DataFrame, cells: pd.DataFrame, runs: list[RunData]) -> dict[str, Any]:
     metric = primary_metric(df)
     failed = [{"run": r.run_id, "cell_id": c.get("cell_id", "?"), "error": _last_line(c.get("error", ""))}
               for r in runs for c in r.failed_cells()]
@@ -111,7 +112,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def build_environment(run: Run) -> dict[str, Any]:
+def build_environment(run: RunData) -> dict[str, Any]:
     m = run.manifest
     env = m.get("environment", {}) or {}
     config = m.get("config", {}) or {}
@@ -175,10 +176,10 @@ def csp(script: str) -> str:
             "base-uri 'none'; form-action 'none'")
 
 
-def render_report(runs: Sequence[str | os.PathLike | Run], *, baseline: str | os.PathLike | None = None,
+def render_report(runs: Sequence[str | os.PathLike | RunData], *, baseline: str | os.PathLike | None = None,
                   title: str | None = None) -> tuple[str, list[Figure]]:
     """The report's HTML text and its figures (so a caller can also save them as files)."""
-    runs = open_runs(runs)
+    runs = read_runs(runs)
     loaded_baseline = load_baseline(baseline) if baseline is not None else None  # bad input fails fast
     df = load_results(runs)
     cells = cell_table(df)
@@ -205,12 +206,12 @@ def render_report(runs: Sequence[str | os.PathLike | Run], *, baseline: str | os
     return _env().get_template("report.html.j2").render(**context), figures
 
 
-def write_report(runs: Sequence[str | os.PathLike | Run] | str | os.PathLike, out: str | os.PathLike, *,
+def write_report(runs: Sequence[str | os.PathLike | RunData] | str | os.PathLike, out: str | os.PathLike, *,
                  baseline: str | os.PathLike | None = None, title: str | None = None,
                  save_plots: bool = False) -> Path:
     """Write the report to ``out`` (one HTML file); with ``save_plots``, also PNG + SVG of every plot
     in ``<out stem>_plots/``. Returns the HTML path."""
-    if isinstance(runs, (str, os.PathLike, Run)):
+    if isinstance(runs, (str, os.PathLike, RunData)):
         runs = [runs]
     html, figures = render_report(runs, baseline=baseline, title=title)
     out = Path(out)

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.report.data import CELL_KEYS
+from evalkit.errors import ConfigError
 
 # Fallback directions, used when the metric registry does not know a row name.
 LOWER_IS_BETTER = {"fd", "kid", "cmmd", "fd_inf", "lpips_paired", "s_per_image", "ms_per_model_call",
@@ -213,7 +214,7 @@ def export(df: pd.DataFrame, out_dir: str | os.PathLike,
             elif f == "md":
                 path.write_text(to_markdown(flat, index=name != "results"))
             else:
-                raise ValueError(f"unknown export format {f!r}; expected csv, parquet or md")
+                raise ConfigError(f"unknown export format {f!r}; expected csv, parquet or md")
             written.append(path)
     return written
 

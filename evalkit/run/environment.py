@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from evalkit.errors import ConfigError
 
 PACKAGES = ["evalkit", "torch", "torchvision", "diffusers", "numpy", "scipy", "pandas", "safetensors",
             "torchmetrics", "torch-fidelity", "clean-fid", "pytorch-fid", "open_clip_torch", "lpips", "transformers"]
@@ -43,7 +44,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available here; use --device cpu")
+        raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")
     return device
 
 

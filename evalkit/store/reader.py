@@ -106,13 +106,16 @@ def read_run(path: str | os.PathLike) -> RunData:
         raise StoreError(f"{root} is not a run folder (expected a directory with run.json)")
     store = RunStore(root)
     manifest = store.read_manifest()
-    if manifest is None:
-        if not (root / "results.parquet").is_file():
-            raise StoreError(f"{root} is not an evalkit run folder: no run.json, results.parquet or cells/")
+    if manifest is None:  # a run killed before its first manifest, or results exported alone
         manifest = {"run_id": root.name}
-        return RunData(root, manifest, normalise(store.results(), manifest, root))
-    listed = [c["cell_id"] for c in manifest.get("cells", [])]
-    cells = {cid: rec for cid in listed if (rec := store.read_cell(cid))}
+        if not (root / "cells").is_dir():
+            if not (root / "results.parquet").is_file():
+                raise StoreError(f"{root} is not an evalkit run folder: no run.json, results.parquet or cells/")
+            return RunData(root, manifest, normalise(store.results(), manifest, root))
+        cells = {rec["cell_id"]: {k: v for k, v in rec.items() if k != "_dir"} for rec in store.iter_cells() if "cell_id" in rec}
+    else:
+        listed = [c["cell_id"] for c in manifest.get("cells", [])]
+        cells = {cid: rec for cid in listed if (rec := store.read_cell(cid))}
     rows = [r for cid, rec in cells.items() if rec.get("status") == "done" for r in store.cell_rows(cid)]
     ids = {(c["model"], c["sampler"], int(c["steps"]), float(c["guidance"])): c["cell_id"]
            for c in manifest.get("cells", [])}

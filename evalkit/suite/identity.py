@@ -13,10 +13,7 @@ import copy
 import hashlib
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from evalkit.suite.spec import Cell, Suite
+from typing import Any
 
 
 def _digest(obj: Any) -> str:
@@ -30,7 +27,8 @@ def config_hash(config: dict[str, Any]) -> str:
     return _digest(cfg)
 
 
-def cell_hash(suite: Suite, cell: Cell) -> str:
+def cell_hash(suite: Any, cell: Any) -> str:
+    """``suite``: a :class:`~evalkit.suite.spec.Suite`; ``cell``: one of its cells."""
     return _digest({"cell": asdict(cell), "conditions": suite.conditions, "reference": suite.reference,
                     "metrics": [asdict(m) for m in suite.metrics], "grid_samples": suite.grid_samples})
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evalkit.suite import identity
+
 THROUGHPUT = "throughput"  # the cost rows (images/s, NFE, ...): a metric name that reads no extractor
 
 @dataclass(frozen=True)
@@ -76,12 +78,8 @@ class Suite:
 
     def config_hash(self) -> str:
         """Hash of everything that changes the numbers (not the description, batch size or file)."""
-        from evalkit.suite.identity import config_hash
-
-        return config_hash(self.to_config())
+        return identity.config_hash(self.to_config())
 
     def cell_hash(self, cell: Cell) -> str:
         """What a finished cell's numbers depend on; a stored cell is reused only if this matches."""
-        from evalkit.suite.identity import cell_hash
-
-        return cell_hash(self, cell)
+        return identity.cell_hash(self, cell)

@@ -1,6 +1,6 @@
 """Training for the zoo models, seeded and CPU-friendly, writing weights + the model card.
 
-Run as `evalkit zoo train mnist --out DIR` or `python -m evalkit.zoo.train --out DIR`. The exact
+Run as `evalkit zoo train mnist --out DIR`. The exact
 command, data hash, seed, steps, wall time, final loss and each file's sha256 go into the card,
 so a shipped weight file can always be traced back to the run that produced it.
 """
@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evalkit.zoo.commands import add_train_mnist_arguments
 from evalkit.zoo.data import MnistSplit, mnist_split
 from evalkit.zoo.models import (
     CARD_NAME, NET_FILES, NET_NAME, NOISE_SCHEDULE, NULL_CLASS, UNET_ARCH, UNET_FILES, UNET_NAME,
@@ -268,16 +267,3 @@ def train_mnist(
 
 
 NUM_CLASSES_TXT = f"class embeddings for digits 0-9 + NULL_CLASS={NULL_CLASS} (label dropout {LABEL_DROPOUT})"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evalkit.zoo.train", description="Train the MNIST zoo models.")
-    add_train_mnist_arguments(parser)
-    args = parser.parse_args(argv)
-    from evalkit.zoo.commands import run_train_mnist
-
-    return run_train_mnist(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

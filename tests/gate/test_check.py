@@ -8,7 +8,6 @@ worse model (FD, KID up; precision/recall down).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import xml.etree.ElementTree as ET
 import zlib
@@ -17,21 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalkit.gate.compare import (
-    IMPROVED, PASS, REGRESSION, Baseline, BaselineEntry, Tolerance, _prdc_replicates, _single_thread_blas,
-    build_baseline, protocol_hash, read_run, verdict,
-)
 from evalkit.cli import main
+from evalkit.gate.baseline import Baseline, BaselineEntry, CheckConfigError, Tolerance, build_baseline, quality_values
+from evalkit.gate.compare import IMPROVED, PASS, REGRESSION, compare, verdict
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.metrics.prdc import prdc
-from evalkit.store import RunStore, tidy_frame
+from evalkit.metrics.resampling import metric_replicates
+from evalkit.metrics.resampling import single_thread_blas as _single_thread_blas
+from evalkit.store import RunStore, read_run, tidy_frame
 from evalkit.suite import parse_suite
+from evalkit.suite.identity import protocol_hash
 
 DIM, N_REF = 8, 300
 SUITE = {
     "name": "fake", "models": [{"name": "m", "adapter": "zoo"}], "samplers": ["ddim", "euler"], "steps": [4],
     "guidance": [3], "samples": 80, "seed": 0, "conditions": {"classes": 10},
-    "reference": {"dataset": "mnist-heldout"}, "extractor": "mnist-net", "metrics": ["fd", "kid", "is", "pr", "throughput"],
+    "reference": {"dataset": "mnist-heldout"}, "extractor": "mnist-net",
+    "metrics": ["fd", "kid", "is", "pr", "throughput"],
 }
 
 
@@ -44,11 +45,14 @@ def reference() -> dict[str, np.ndarray]:
     return {"features": rng.normal(size=(N_REF, DIM)), "logits": rng.normal(size=(N_REF, 10))}
 
 
-def write_run(root: Path, s, *, shift: float = 0.5, weights_id: str = "w1", skip_cell: str | None = None) -> Path:
-    """A finished run folder of suite ``s``: sample i of a cell depends on (seed, cell, i) and ``shift``."""
+def write_run(root: Path, s, *, shift: float = 0.5, weights_id: str = "w1", skip_cell: str | None = None,
+              jitter: float = 0.0) -> Path:
+    """A finished run folder of suite ``s``: sample i of a cell depends on (seed, cell, i) and ``shift``;
+    ``jitter`` moves every sample by its own small random offset (a model that changed a little, sample by
+    sample, without a systematic shift)."""
     store, ref, rows = RunStore(root), reference(), []
     with _single_thread_blas():
-        _write_cells(store, s, ref, rows, shift, weights_id, skip_cell)
+        _write_cells(store, s, ref, rows, shift, weights_id, skip_cell, jitter)
     store.write_results(tidy_frame(rows))
     store.write_manifest({"run_id": f"fake-{s.seed}", "suite": s.name, "config": s.to_config(),
                           "config_hash": s.config_hash(), "cells": [c.describe() for c in s.cells()],
@@ -57,13 +61,15 @@ def write_run(root: Path, s, *, shift: float = 0.5, weights_id: str = "w1", skip
     return root
 
 
-def _write_cells(store, s, ref, rows, shift, weights_id, skip_cell) -> None:
+def _write_cells(store, s, ref, rows, shift, weights_id, skip_cell, jitter=0.0) -> None:
     for cell in s.cells():
         if cell.cell_id == skip_cell:
             continue
         rng = np.random.default_rng([s.seed, zlib.crc32(cell.cell_id.encode())])
         noise = rng.normal(size=(cell.n, DIM))
         feats = {"features": noise + shift, "logits": 3 * rng.normal(size=(cell.n, 10)) * (1 - shift)}
+        if jitter:
+            feats["features"] = feats["features"] + jitter * np.random.default_rng(99).normal(size=(cell.n, DIM))
         cell_rows = []
         for spec in s.metrics:
             if spec.name == "throughput":
@@ -100,10 +106,11 @@ def test_baseline_holds_value_noise_direction_and_provenance(baseline_file, tmp_
     b = Baseline.load(baseline_file)
     doc = json.loads(baseline_file.read_text())
     assert doc["format"] == "evalkit-baseline/1" and doc["seeds"] == list(range(K)) and doc["n"] == 80
-    assert doc["extractors"]["mnist-net"]["weights_id"] == "w1" and doc["protocol_hash"] == protocol_hash(suite().to_config())
+    assert doc["extractors"]["mnist-net"]["weights_id"] == "w1"
+    assert doc["protocol_hash"] == protocol_hash(suite().to_config())
     assert {e["metric"] for e in doc["entries"]} == {"fd", "kid", "is", "precision", "recall", "density", "coverage"}
     assert len(b.entries) == 2 * 7  # 2 cells × 7 quality rows; throughput is not a quality check
-    first = read_run(write_run(tmp_path / "again", suite(seed=0))).rows.set_index(["cell", "metric"])["value"]
+    first = quality_values(read_run(write_run(tmp_path / "again", suite(seed=0)))).droplevel("extractor")
     for e in b.entries:
         assert e.higher_is_better == get_metric(e.metric_def).higher_is_better[e.metric]
         assert doc["entries"][b.entries.index(e)]["direction"] == ("higher" if e.higher_is_better else "lower")
@@ -116,15 +123,14 @@ def test_baseline_holds_value_noise_direction_and_provenance(baseline_file, tmp_
     fd = next(e for e in b.entries if e.metric == "fd")
     gen = {"features": side[f"cells/{fd.cell}/mnist-net/features"]}
     ref = {"features": side["reference/mnist-net/features"]}
-    assert get_metric("fd").compute(MetricInputs(gen=gen, ref=ref)).get("fd").value == pytest.approx(fd.value, rel=1e-12)
+    fd_again = get_metric("fd").compute(MetricInputs(gen=gen, ref=ref))["fd"].value
+    assert fd_again == pytest.approx(fd.value, rel=1e-12)
 
 
 def test_sampling_sigma_of_per_sample_means_matches_the_spread_over_many_seed_sets(baseline_file, tmp_path):
     """Precision and density are means of independent per-generated-sample terms, so their seed-to-seed σ is
     √(var/n), estimated from the K baseline sets' n·K terms. Checked against the std over 400 seed sets of the
     same synthetic model, and the tolerance of an unpaired check uses it where it exceeds the K-set σ."""
-    from evalkit.gate.compare import compare
-
     b = Baseline.load(baseline_file)
     for e in b.entries:
         assert (e.sigma_sampling > 0) == (e.metric in ("precision", "density")), e.metric
@@ -249,7 +255,7 @@ def test_improvement_is_reported_never_failed(baseline_file, tmp_path, capsys):
     assert "PASS" in md and improved and not any("REGRESSION" in r[8] for r in rows)
     for r in improved:  # better by more than the tolerance, CI clear of zero on the better side
         sign = 1 if "↑" in r[2] else -1
-        lo, hi = sorted(sign * float(x) for x in r[7].strip(" []").split(","))
+        lo, _ = sorted(sign * float(x) for x in r[7].strip(" []").split(","))
         assert sign * float(r[5]) > float(r[6]) and lo > 0
 
 
@@ -267,11 +273,12 @@ def _entry(higher: bool) -> BaselineEntry:
 @pytest.mark.parametrize("higher", [False, True])
 def test_verdict_needs_both_the_tolerance_and_the_paired_ci(higher):
     e, worse = _entry(higher), (-1 if higher else 1)
-    assert verdict(e, worse * 0.5, 0.3, (worse * 0.1, worse * 0.9)) == REGRESSION
-    assert verdict(e, worse * 0.5, 0.3, None) == REGRESSION  # unpaired: tolerance alone
-    assert verdict(e, worse * 0.5, 0.3, (worse * -0.1, worse * 0.9)) == PASS  # CI covers 0
-    assert verdict(e, worse * 0.2, 0.3, (worse * 0.1, worse * 0.3)) == PASS  # within noise tolerance
-    assert verdict(e, -worse * 0.5, 0.3, (-worse * 0.1, -worse * 0.9)) == IMPROVED
+    hib = e.higher_is_better
+    assert verdict(worse * 0.5, 0.3, (worse * 0.1, worse * 0.9), higher_is_better=hib) == REGRESSION
+    assert verdict(worse * 0.5, 0.3, None, higher_is_better=hib) == REGRESSION  # unpaired: tolerance alone
+    assert verdict(worse * 0.5, 0.3, (worse * -0.1, worse * 0.9), higher_is_better=hib) == PASS  # CI covers 0
+    assert verdict(worse * 0.2, 0.3, (worse * 0.1, worse * 0.3), higher_is_better=hib) == PASS  # within tolerance
+    assert verdict(-worse * 0.5, 0.3, (-worse * 0.1, -worse * 0.9), higher_is_better=hib) == IMPROVED
 
 
 def test_k_override_changes_the_tolerance(baseline_file, tmp_path, capsys):
@@ -283,7 +290,9 @@ def test_fast_prdc_replicates_equal_the_metric_on_the_resampled_set():
     rng = np.random.default_rng(0)
     ref, gen = rng.normal(size=(80, 5)), rng.normal(size=(60, 5)) + 0.2
     idx = rng.integers(0, 60, size=(4, 60))
-    reps = _prdc_replicates(ref, gen, idx, 3)
+    inputs = MetricInputs(gen={"features": gen}, ref={"features": ref}, options={"k": 3})
+    reps = get_metric("pr").replicates(inputs, idx)
+    assert reps.keys() == metric_replicates(get_metric("pr"), inputs, idx).keys()
     for b, ix in enumerate(idx):
         direct = prdc(ref, gen[ix], k=3)
         for name, value in direct.items():
@@ -291,21 +300,22 @@ def test_fast_prdc_replicates_equal_the_metric_on_the_resampled_set():
 
 
 def test_fast_kid_replicates_equal_the_metric_on_the_resampled_set():
-    from evalkit.gate.compare import _kid_replicates
-
     rng = np.random.default_rng(1)
     ref, gen = rng.normal(size=(90, 5)), rng.normal(size=(50, 5)) + 0.3
     idx = rng.integers(0, 50, size=(3, 50))
-    reps = _kid_replicates(ref, gen, idx, subsets=7, subset_size=1000, seed=4)["kid"]
+    kid = get_metric("kid")
+    inputs = MetricInputs(gen={"features": gen}, ref={"features": ref}, seed=4, options={"subsets": 7})
+    reps = kid.replicates(inputs, idx)["kid"]
     for b, ix in enumerate(idx):
-        inputs = MetricInputs(gen={"features": gen[ix]}, ref={"features": ref}, seed=4, options={"subsets": 7})
-        assert reps[b] == pytest.approx(get_metric("kid").compute(inputs)["kid"].value, rel=1e-9, abs=1e-12)
-    assert _kid_replicates(ref, gen, idx, subsets=7, subset_size=20, seed=4) is None  # subsets of a subset: generic
+        one = MetricInputs(gen={"features": gen[ix]}, ref={"features": ref}, seed=4, options={"subsets": 7})
+        assert reps[b] == pytest.approx(kid.compute(one)["kid"].value, rel=1e-9, abs=1e-12)
+    subset = MetricInputs(gen={"features": gen}, ref={"features": ref}, seed=4,
+                          options={"subsets": 7, "subset_size": 20})
+    assert kid.replicates(subset, idx) is None  # subsets of a subset: no fast path, the generic one recomputes
+    assert metric_replicates(kid, subset, idx)["kid"].shape == (3,)
 
 
 def test_build_baseline_refuses_mixed_protocols(tmp_path):
-    from evalkit.gate.compare import CheckConfigError
-
     runs = [read_run(write_run(tmp_path / "a", suite())), read_run(write_run(tmp_path / "b", suite(steps=[8], seed=1)))]
     with pytest.raises(CheckConfigError, match="protocol differs"):
         build_baseline(runs)
@@ -318,7 +328,8 @@ pytest_plugins = ["pytester"]
 def _plugin_args() -> list[str]:
     from importlib.metadata import entry_points
 
-    return [] if any(ep.name == "evalkit" for ep in entry_points(group="pytest11")) else ["-p", "evalkit.gate.pytest_plugin"]
+    registered = any(ep.name == "evalkit" for ep in entry_points(group="pytest11"))
+    return [] if registered else ["-p", "evalkit.gate.pytest_plugin"]
 
 
 def test_pytest_plugin_fails_a_regression_with_the_table(baseline_file, tmp_path, pytester):

@@ -13,9 +13,10 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from evalkit.gate.compare import Baseline, protocol_hash
 from evalkit.cli import main
+from evalkit.gate.baseline import Baseline
 from evalkit.suite import load_suite
+from evalkit.suite.identity import protocol_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE, BASELINE = ROOT / "suites" / "ci.yaml", ROOT / "baselines" / "ci.json"

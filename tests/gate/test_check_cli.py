@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -46,7 +45,8 @@ def write_suite(path, adapter="zoo", steps=3):
 def made(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     suite = write_suite(tmp / "tiny.yaml")
-    rc = main(["baseline", str(suite), "--seeds", "3", "-o", str(tmp / "b" / "tiny.json"), "--work-dir", str(tmp / "w"), "-q"])
+    rc = main(["baseline", str(suite), "--seeds", "3", "-o", str(tmp / "b" / "tiny.json"), "--work-dir", str(tmp / "w"),
+               "-q"])
     return tmp, suite, rc
 
 
@@ -60,7 +60,8 @@ def test_baseline_command_measures_seed_sets_and_resumes(made, capsys):
     assert fd["direction"] == "lower" and len(set(fd["values"])) == 3 and fd["sigma"] > 0
     assert {e["metric"] for e in doc["entries"]} == {"fd", "is", "precision", "recall", "density", "coverage"}
     stamps = {p: p.stat().st_mtime_ns for p in (tmp / "w").glob("*/cells/*/cell.json")}
-    assert main(["baseline", str(suite), "--seeds", "3", "-o", str(tmp / "again.json"), "--work-dir", str(tmp / "w"), "-q"]) == 0
+    again_args = ["baseline", str(suite), "--seeds", "3", "-o", str(tmp / "again.json"), "--work-dir", str(tmp / "w")]
+    assert main([*again_args, "-q"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished seed sets are not recomputed
     again = json.loads((tmp / "again.json").read_text())
     assert [e["values"] for e in again["entries"]] == [e["values"] for e in doc["entries"]]

@@ -153,7 +153,7 @@ def test_images_do_not_depend_on_batch_size(sd_adapter, sampler):
 def test_incompatible_scheduler_lists_the_compatible_samplers(tiny_sd, tmp_path, monkeypatch, capsys):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from evalkit import samplers
+    from evalkit.generate import samplers
 
     folder = tmp_path / "flow"
     shutil.copytree(tiny_sd, folder)

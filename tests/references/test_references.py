@@ -11,7 +11,7 @@ import torch
 from conftest import smooth_images, write_pngs
 
 from evalkit.references import (
-    ReferenceError,
+    ReferenceSetError,
     cache_path,
     open_reference,
     reference_features,
@@ -53,7 +53,7 @@ def test_folder_reference_is_recursive_sorted_and_skips_corrupt(folder):
 
 
 def test_strict_folder_reference_errors_on_corrupt(folder):
-    with pytest.raises(ReferenceError, match="broken.png"):
+    with pytest.raises(ReferenceSetError, match="broken.png"):
         len(open_reference({"path": str(folder), "strict": True}))
 
 
@@ -80,13 +80,13 @@ def test_builtin_dataset_and_clear_errors(tmp_path):
     assert len(ref) == 10 and ref.labels.shape == (10,)
     batch = next(ref.iter_batches(4))
     assert tuple(batch.shape) == (4, 3, 32, 32) and bool((batch[:, 0] == batch[:, 2]).all())
-    with pytest.raises(ReferenceError, match="mnist-heldout, mnist-train"):
+    with pytest.raises(ReferenceSetError, match="mnist-heldout, mnist-train"):
         open_reference({"dataset": "cifar10"})
-    with pytest.raises(ReferenceError, match=str(tmp_path / "nope")):
+    with pytest.raises(ReferenceSetError, match=str(tmp_path / "nope")):
         open_reference({"path": str(tmp_path / "nope")})
-    with pytest.raises(ReferenceError, match="exactly one"):
+    with pytest.raises(ReferenceSetError, match="exactly one"):
         open_reference({"dataset": "mnist-heldout", "path": "x"})
-    with pytest.raises(ReferenceError, match="unknown reference key"):
+    with pytest.raises(ReferenceSetError, match="unknown reference key"):
         open_reference({"dataset": "mnist-heldout", "sample": 3})
 
 
@@ -139,7 +139,7 @@ def test_stats_reference_round_trip(tmp_path):
     out = reference_features(ref, [ex])
     assert ex.images == 0 and len(ref) == 50
     np.testing.assert_allclose(out["count"]["features.mu"], feats.mean(0))
-    with pytest.raises(ReferenceError, match="weights_id"):
+    with pytest.raises(ReferenceSetError, match="weights_id"):
         reference_features(ref, [CountingExtractor(weights_id="random:9")])
-    with pytest.raises(ReferenceError, match="no images"):
+    with pytest.raises(ReferenceSetError, match="no images"):
         next(ref.iter_batches(4))

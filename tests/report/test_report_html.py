@@ -1,8 +1,9 @@
 """The HTML report: the CLI, escaping, size, self-containment, and a real headless Chromium.
 
 The browser test opens the report offline and checks what a reader gets: no console errors, no
-request beyond the file itself, every section, every image decoded, sortable tables. It skips only
-where no Chromium is installed (Debian package ``chromium``), with a warning.
+request beyond the file itself, every section, every image decoded, sortable tables. It drives the
+system's Chromium with Playwright (browser_helper.py) and skips only where no Chromium is installed
+(Debian package ``chromium``) or Playwright is missing, with a warning.
 Set EVALKIT_REPORT_ARTIFACTS=DIR to keep the report, its screenshots and PDF.
 """
 
@@ -15,12 +16,12 @@ import shutil
 import warnings
 from pathlib import Path
 
+import browser_helper
 import pytest
 from test_report_data import EVIL, WORSE, fd_value, shared_run
 
 from evalkit.cli import main
 from evalkit.report import html as report_html
-from evalkit.report.browser import HeadlessChromium, find_chromium
 from evalkit.report.html import SECTIONS, render_report
 from evalkit.store import RunStore
 
@@ -93,14 +94,15 @@ def test_run_with_only_failed_cells(tmp_path):
     assert figures == [] and "No finished cells" in html and "ValueError: &lt;nope&gt;" in html
 
 
-def _chromium_or_skip() -> str:
-    path = find_chromium()
-    if path is None:
-        msg = ("HEADLESS CHROMIUM NOT INSTALLED: the HTML report was NOT checked in a browser. "
-               "Install it with `apt-get install -y chromium` (or set EVALKIT_CHROMIUM).")
-        warnings.warn(msg, stacklevel=2)
+@pytest.fixture(scope="module")
+def chromium():
+    """One headless Chromium for this module's browser tests; skips loudly where there is none."""
+    msg = browser_helper.why_no_browser()
+    if msg:
+        warnings.warn(msg, stacklevel=1)
         pytest.skip(msg)
-    return path
+    with browser_helper.chromium() as browser:
+        yield browser
 
 
 PAGE_FACTS = """(async () => {
@@ -125,15 +127,14 @@ PAGE_FACTS = """(async () => {
 })()"""
 
 
-def _report_in_browser(report: Path, shots: Path) -> dict:
-    with HeadlessChromium(_chromium_or_skip()) as browser:
-        page = browser.open(report)
+def _report_in_browser(browser, report: Path, shots: Path) -> dict:
+    with browser_helper.open_offline(browser, report) as (page, log):
         facts = page.evaluate(PAGE_FACTS)
-        facts["screenshot"] = page.screenshot(shots / f"{report.stem}.png")
+        facts["screenshot"] = browser_helper.screenshot(page, shots / f"{report.stem}.png")
         if os.environ.get("EVALKIT_REPORT_ARTIFACTS"):
-            page.screenshot(shots / f"{report.stem}-full.png", full_page=True)
-        facts["pdf"] = page.pdf(shots / f"{report.stem}.pdf")
-        facts["log"] = page.log
+            browser_helper.screenshot(page, shots / f"{report.stem}-full.png", full_page=True)
+        facts["pdf"] = browser_helper.pdf(page, shots / f"{report.stem}.pdf")
+        facts["log"] = log
         facts["url"] = report.resolve().as_uri()
     artifacts = os.environ.get("EVALKIT_REPORT_ARTIFACTS")
     if artifacts:
@@ -147,6 +148,7 @@ def _check_page(facts: dict, expect_sections: list[str]) -> None:
     log = facts["log"]
     assert log.console_errors == []
     assert log.network_requests() == [facts["url"]]  # the file itself, nothing else
+    assert log.blocked == []  # nothing tried to leave the machine (the route aborts it if it does)
     assert log.dialogs == []  # no alert() ran
     assert facts["sections"] == expect_sections
     assert len(facts["images"]) >= 5
@@ -159,8 +161,8 @@ def _check_page(facts: dict, expect_sections: list[str]) -> None:
     assert facts["pdf"].read_bytes()[:5] == b"%PDF-"
 
 
-def test_report_in_headless_chromium(built, tmp_path):
-    facts = _report_in_browser(built["out"], tmp_path)
+def test_report_in_headless_chromium(chromium, built, tmp_path):
+    facts = _report_in_browser(chromium, built["out"], tmp_path)
     _check_page(facts, SECTIONS)
     assert EVIL in facts["prompts"]  # shown as text
     assert facts["moved"] == ["worse"] * 3  # the baseline section lists the three regressed cells
@@ -183,9 +185,9 @@ def smoke_run(tmp_path_factory) -> Path:
     return out
 
 
-def test_smoke_report_in_headless_chromium(smoke_run, tmp_path):
+def test_smoke_report_in_headless_chromium(chromium, smoke_run, tmp_path):
     out = tmp_path / "smoke.html"
     assert main(["report", str(smoke_run), "-o", str(out)]) == 0
     assert out.stat().st_size <= MAX_BYTES
-    facts = _report_in_browser(out, tmp_path / "shots")
+    facts = _report_in_browser(chromium, out, tmp_path / "shots")
     _check_page(facts, [s for s in SECTIONS if s != "baseline"])

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from evalkit.generate import GenerationRequest
-from evalkit.generate import zoo as zoo_adapter
+from evalkit.generate import zoo_adapter
 from evalkit.cli import main
-from evalkit.run.runner import ImageContractError, check_images
+from evalkit.run.images import ImageContractError, check_images
 from evalkit.store import RESULT_COLUMNS, RunStore
 from evalkit.suite import load_suite
 

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from evalkit.cli import main
-from evalkit.suite.conditions import PromptFileError, builtin_prompt_sets, expand_conditions, read_prompt_file
+from evalkit.suite.conditions import expand_conditions
+from evalkit.suite.prompts import PromptFileError, builtin_prompt_sets, read_prompt_file
 from evalkit.suite import SuiteError, load_suite
 
 

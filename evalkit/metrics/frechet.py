@@ -32,9 +32,7 @@ it is the more accurate: dropped null directions contribute exactly 0, not squar
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evalkit.metrics._common import MU_SUFFIX, SIGMA_SUFFIX, flat2d, gen_array, option
+from evalkit.metrics._blas import single_thread_blas_when_oversubscribed
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.resampling import bootstrap_indices, percentile_interval
 
@@ -190,36 +189,6 @@ def _as_prepared(mu2: np.ndarray | PreparedReference, sigma2: np.ndarray | None)
 
 
 _SINGLE_THREAD_EIG_MIN = 256  # below this size the eigensolver is cheap whatever the threads
-_blas_controller = None
-
-
-def _cpu_oversubscribed() -> bool:
-    """True when the 1-minute load average exceeds the CPUs this process may use (others compete)."""
-    try:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return os.getloadavg()[0] > cpus
-    except OSError:
-        return False
-
-
-def _single_thread_blas():
-    """Context limiting BLAS to one thread when the CPU is oversubscribed (threadpoolctl, if installed).
-
-    The symmetric eigensolver's tridiagonal reduction (LAPACK ``dsytrd``) is half level-2 BLAS: with the
-    CPU shared (load 6-10 on 2 cores) one OpenBLAS thread was 4x faster than two, whose hand-offs stall;
-    on an idle machine two threads are 1.6x faster (d=2048: 0.40 s vs 0.65 s). Level-3 products
-    (covariances, factors) keep all threads either way."""
-    global _blas_controller
-    if not _cpu_oversubscribed():
-        return contextlib.nullcontext()
-    try:
-        if _blas_controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            _blas_controller = ThreadpoolController()
-        return _blas_controller.limit(limits=1, user_api="blas")
-    except Exception:  # noqa: BLE001  (threadpoolctl missing or unable to inspect the BLAS: leave threads alone)
-        return contextlib.nullcontext()
 
 
 def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:
@@ -228,7 +197,7 @@ def _sum_sqrt_eigvalsh(m: np.ndarray) -> float:
     if m.size == 0:
         return 0.0
     if m.shape[0] >= _SINGLE_THREAD_EIG_MIN:
-        with _single_thread_blas():
+        with single_thread_blas_when_oversubscribed():
             eig = np.linalg.eigvalsh(m, UPLO="L")
     else:
         eig = np.linalg.eigvalsh(m, UPLO="L")
@@ -418,42 +387,8 @@ def compute_fd(inputs: MetricInputs) -> dict[str, MetricValue]:
     return {"fd": out}
 
 
-def fd_infinity(gen: np.ndarray, mu_r: np.ndarray | PreparedReference, sigma_r: np.ndarray | None = None, *,
-                sizes: np.ndarray, seed: int) -> tuple[float, np.ndarray]:
-    """FD at each subset size (a fresh seeded shuffle per size, as the authors' code), then a least-squares
-    line in 1/N extrapolated to 1/N = 0. Returns (FD∞, FD per size). The reference may be given as
-    (μ, Σ) or as a :class:`PreparedReference` (``sigma_r`` then None)."""
-    gen = flat2d(gen)
-    ref = _as_prepared(mu_r, sigma_r)
-    rng = np.random.default_rng(seed)
-    fds = frechet_distance_resampled(gen, ref, [rng.permutation(gen.shape[0])[:n] for n in sizes])
-    slope, intercept = np.polyfit(1.0 / sizes.astype(np.float64), fds, 1)
-    return float(intercept), fds
-
-
-def compute_fd_inf(inputs: MetricInputs) -> dict[str, MetricValue]:
-    key = option(inputs, "read", "features")
-    gen = flat2d(gen_array(inputs, key, "fd_inf"))
-    entry = _ref(inputs, key, "fd_inf")
-    if entry.prepared is None:
-        entry.prepared = prepare_reference(entry.mu, entry.sigma)
-    ref = entry.prepared
-    n = gen.shape[0]
-    lo = int(option(inputs, "min_n", max(n // 5, min(n, gen.shape[1] + 2))))
-    sizes = np.unique(np.linspace(lo, n, int(option(inputs, "points", 15))).astype(np.int64))
-    if sizes.size < 2:
-        raise ValueError(f"fd_inf needs at least two distinct subset sizes; got N={n}, min_n={lo}")
-    value, fds = fd_infinity(gen, ref, sizes=sizes, seed=inputs.seed)
-    return {"fd_inf": MetricValue(value, extra={"sizes": sizes.tolist(), "fd_per_size": fds.tolist()})}
-
-
 register_metric(MetricDef(
     name="fd", needs_reference=True, higher_is_better={"fd": False}, compute=compute_fd,
     description="Fréchet distance of Gaussian fits (FID on Inception pool3); float64 eigenvalue form; "
                 "bootstrap CI over generated samples.",
-))
-register_metric(MetricDef(
-    name="fd_inf", needs_reference=True, higher_is_better={"fd_inf": False},
-    compute=compute_fd_inf,
-    description="FD∞ (Chong & Forsyth 2020): FD over 15 subset sizes, linear fit in 1/N, value at 1/N=0.",
 ))

@@ -43,7 +43,8 @@ def cache_key(ref: ReferenceSet, extractor: Any) -> dict[str, Any]:
 def cache_path(ref: ReferenceSet, extractor: Any, cache_dir: Path) -> Path:
     key = cache_key(ref, extractor)
     digest = sha256_bytes(json.dumps(key, sort_keys=True).encode())[:24]
-    return Path(cache_dir) / "reference-features" / f"{safe_component(ref.name)}--{safe_component(extractor.name)}--{digest}.npz"
+    name = f"{safe_component(ref.name)}--{safe_component(extractor.name)}--{digest}.npz"
+    return Path(cache_dir) / "reference-features" / name
 
 
 def _load_cached(path: Path, expected: dict[str, Any] | None = None
@@ -188,7 +189,8 @@ def _stats_for(ref: ReferenceSet, extractor: Any) -> dict[str, np.ndarray]:
     return dict(ref.stats or {})
 
 
-def save_reference_stats(path: Path, features: np.ndarray, *, extractor: Any | None = None, output: str = "features") -> None:
+def save_reference_stats(path: Path, features: np.ndarray, *, extractor: Any | None = None,
+                         output: str = "features") -> None:
     """Write ``mu``/``sigma`` (float64, ddof=1) of ``features`` as a stats reference file."""
     x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     arrays: dict[str, np.ndarray] = {f"{output}.mu" if output != "features" else "mu": x.mean(axis=0),

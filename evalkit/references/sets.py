@@ -9,18 +9,20 @@ A reference spec is a small dict, as written in a suite:
 each with optional ``"samples": N`` (the first N images) and, for paths, ``"strict": true`` (a corrupt
 image is an error instead of a counted warning). Images stream in batches, never all in memory.
 
-:func:`evalkit.references.cache.reference_features` makes ONE pass over the images feeding every extractor, and caches the
-result on disk keyed by (fingerprint, extractor, weights_id, mode, resolution); a hit skips the networks.
+:func:`evalkit.references.cache.reference_features` makes ONE pass over the images feeding every extractor, and
+caches the result on disk keyed by (fingerprint, extractor, weights_id, mode, resolution); a hit skips the networks.
+An image whose header checks but whose pixels do not decode is found only by decoding it; cache entries record such
+files (name and reason) and every hit replays them: the same warning, ``len()`` equal to the feature rows, and with
+``strict`` an error naming them.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,8 @@ class ArrayReference(ReferenceSet):
         elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
             images = np.moveaxis(images, -1, 1)
         if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ReferenceSetError(f"reference {name!r}: expected (N, H, W) or (N, 3, H, W) images, got {images.shape}")
+            raise ReferenceSetError(f"reference {name!r}: expected (N, H, W) or (N, 3, H, W) images, "
+                                    f"got {images.shape}")
         if images.shape[1] == 1:
             images = np.repeat(images, 3, axis=1)
         self.name = name
@@ -123,7 +126,8 @@ class _FileSource:
         self.ignored: list[str] = []
         self.is_zip = path.is_file() and zipfile.is_zipfile(path)
         if path.is_file() and not self.is_zip:
-            raise ReferenceSetError(f"reference path {path} is a file but not a zip archive (expected a folder or .zip)")
+            raise ReferenceSetError(f"reference path {path} is a file but not a zip archive "
+                                    "(expected a folder or .zip)")
 
     def names(self) -> list[str]:
         """Image files (by extension), sorted; other visible files are counted in ``self.ignored``."""
@@ -159,7 +163,8 @@ class FileReference(ReferenceSet):
     check its header (no decoding), so ``len()`` counts readable images and the fingerprint covers
     names and bytes."""
 
-    def __init__(self, path: Path, *, samples: int | None = None, strict: bool = False, name: str | None = None) -> None:
+    def __init__(self, path: Path, *, samples: int | None = None, strict: bool = False,
+                 name: str | None = None) -> None:
         if not path.exists():
             raise ReferenceSetError(f"reference path does not exist: {path}")
         self.source = _FileSource(path)
@@ -187,7 +192,7 @@ class FileReference(ReferenceSet):
                 break
             try:
                 _verify(data)
-            except Exception as err:  # noqa: BLE001  (PIL raises many kinds)
+            except Exception as err:
                 if self.strict:
                     raise ReferenceSetError(f"corrupt or unreadable image {n!r} in {self.source.path}: "
                                             f"{_reason(err)}") from err
@@ -238,7 +243,7 @@ class FileReference(ReferenceSet):
         for n, data in self.source.read_all(self.files):
             try:
                 img = _decode_rgb(data)
-            except Exception as err:  # noqa: BLE001  (passed verify() but the pixel data is broken)
+            except Exception as err:
                 if self.strict:
                     raise ReferenceSetError(_undecodable_error(self.source.path, {n: _reason(err)})) from err
                 broken[n] = _reason(err)

@@ -81,17 +81,7 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
                for i, m in enumerate(v.list("metrics", raw["metrics"]))]
     reference = v.reference(raw.get("reference"))
     samples = v.integer("samples", raw["samples"], minimum=1)
-    for i, m in enumerate(metrics):
-        if m.name == THROUGHPUT:
-            continue
-        defn = METRICS.get(m.name)
-        if m.extractor is None:
-            raise SuiteError(file, f"metrics[{i}].extractor",
-                             f"metric {m.name!r} needs an extractor; set 'extractor' on it or at the top level "
-                             f"(one of: {', '.join(extractors)})")
-        if defn.needs_reference and reference is None:
-            raise SuiteError(file, "reference", f"metric {m.name!r} compares with a reference set; "
-                                                "expected a mapping with one of 'dataset', 'path', 'stats'")
+    _check_metrics_have_inputs(file, metrics, extractors, reference)
     suite = Suite(
         name=name, models=models, samplers=samplers, steps=steps, guidance=guidance,
         samples=samples, metrics=metrics, reference=reference,
@@ -102,6 +92,26 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
         grid_samples=v.integer("grid_samples", raw.get("grid_samples", 32), minimum=1),
         file=str(file) if file else None,
     )
+    _check_unique_cell_ids(file, suite)
+    return suite
+
+
+def _check_metrics_have_inputs(file: str | Path | None, metrics: list[MetricSpec], extractors: list[str],
+                               reference: dict[str, Any] | None) -> None:
+    """Every metric but throughput reads an extractor; a metric comparing with real data needs a reference."""
+    for i, m in enumerate(metrics):
+        if m.name == THROUGHPUT:
+            continue
+        if m.extractor is None:
+            raise SuiteError(file, f"metrics[{i}].extractor",
+                             f"metric {m.name!r} needs an extractor; set 'extractor' on it or at the top level "
+                             f"(one of: {', '.join(extractors)})")
+        if METRICS.get(m.name).needs_reference and reference is None:
+            raise SuiteError(file, "reference", f"metric {m.name!r} compares with a reference set; "
+                                                "expected a mapping with one of 'dataset', 'path', 'stats'")
+
+
+def _check_unique_cell_ids(file: str | Path | None, suite: Suite) -> None:
     # Each cell gets its own folder: two grid points must not share an id (e.g. model "a__b" with
     # sampler "c" and model "a" with sampler "b__c", or guidance 1 and 1.0000001, both "g1").
     seen: dict[str, Cell] = {}
@@ -111,7 +121,6 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
                              f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a "
                              "sampler 'label' (or use guidance values that differ in their shortest form)")
         seen[cell.cell_id] = cell
-    return suite
 
 
 def _kind(x: Any) -> str:

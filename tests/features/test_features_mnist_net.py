@@ -31,7 +31,11 @@ def test_mnist_net_features_on_heldout(extractor, tmp_path):
     a = reference_features(ref, [extractor], batch_size=32, use_cache=False)["mnist-net"]
     b = reference_features(ref, [extractor], batch_size=7, use_cache=False)["mnist-net"]
     assert a["features"].shape == (100, 64) and a["logits"].shape == (100, 10)
-    np.testing.assert_allclose(a["features"], b["features"], rtol=1e-5, atol=1e-5)  # batch size does not matter
+    # batch size does not matter, up to float32 rounding: the conv kernels' accumulation order changes with the
+    # batch (and the CPU), and an output's error scales with the magnitude of the sums it is made of (features
+    # up to ~30: one ulp ≈ 2e-6; measured max |diff| 7.6e-6, also on near-zero outputs), not with its own value
+    scale = float(np.abs(a["features"]).max())
+    np.testing.assert_allclose(a["features"], b["features"], rtol=1e-5, atol=1e-5 * scale)
     assert (a["logits"].argmax(1) == ref.labels).mean() > 0.9
 
 

@@ -315,6 +315,24 @@ def test_fast_kid_replicates_equal_the_metric_on_the_resampled_set():
     assert metric_replicates(kid, subset, idx)["kid"].shape == (3,)
 
 
+def test_generic_replicates_recompute_the_metric_on_each_resample():
+    """Metrics without a fast path (FD, IS) are recomputed per resample; FD against its reference's Gaussian
+    fitted once, which gives the same value as fitting it each time."""
+    rng = np.random.default_rng(2)
+    ref, gen = rng.normal(size=(70, 4)), rng.normal(size=(40, 4)) + 0.3
+    logits = rng.normal(size=(40, 10))
+    idx = rng.integers(0, 40, size=(3, 40))
+    inputs = MetricInputs(gen={"features": gen, "logits": logits}, ref={"features": ref}, seed=1)
+    for name, opts in (("fd", {"bootstrap": 0}), ("is", {})):
+        defn = get_metric(name)
+        assert defn.replicates is None
+        reps = metric_replicates(defn, inputs, idx)[name]
+        for b, ix in enumerate(idx):
+            one = MetricInputs(gen={"features": gen[ix], "logits": logits[ix]}, ref={"features": ref}, seed=1,
+                               options=opts)
+            assert reps[b] == pytest.approx(defn.compute(one)[name].value, rel=1e-9)
+
+
 def test_build_baseline_refuses_mixed_protocols(tmp_path):
     runs = [read_run(write_run(tmp_path / "a", suite())), read_run(write_run(tmp_path / "b", suite(steps=[8], seed=1)))]
     with pytest.raises(CheckConfigError, match="protocol differs"):

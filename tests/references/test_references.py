@@ -53,7 +53,7 @@ def test_folder_reference_is_recursive_sorted_and_skips_corrupt(folder):
 
 
 def test_strict_folder_reference_errors_on_corrupt(folder):
-    with pytest.raises(ReferenceSetError, match="broken.png"):
+    with pytest.raises(ReferenceSetError, match=r"broken\.png"):
         len(open_reference({"path": str(folder), "strict": True}))
 
 

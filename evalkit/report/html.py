@@ -143,19 +143,20 @@ def _status_text(status: dict[str, Any]) -> str:
     return f"{status.get('done', '?')} done, {status.get('failed', 0)} failed, {status.get('total', '?')} total"
 
 
-VERDICT_ORDER = {"worse": 0, "better": 1, "changed": 2, "within noise": 3, "unchanged": 4}
+VERDICT_ORDER = {"error": 0, "worse": 1, "better": 2, "changed": 3, "within noise": 4, "unchanged": 5}
 
 
-def build_baseline(df: pd.DataFrame, loaded: tuple[pd.DataFrame, str] | None) -> dict[str, Any] | None:
+def build_baseline(df: pd.DataFrame, loaded: tuple[pd.DataFrame, str] | None,
+                   runs: list[RunData] | None = None) -> dict[str, Any] | None:
     """Deltas against the baseline: what moved beyond noise up front (worst first), all of it below."""
     if loaded is None:
         return None
     base, name = loaded
-    d = deltas(df, base)
+    d = deltas(df, base, runs=runs)
     if not d.empty:
         d = (d.assign(_order=d["verdict"].map(VERDICT_ORDER), _size=-d["rel"].abs())
              .sort_values(["_order", "_size"], kind="stable").drop(columns=["_order", "_size"]))
-    moved = d[d["verdict"].isin(["worse", "better", "changed"])] if not d.empty else d
+    moved = d[d["verdict"].isin(["error", "worse", "better", "changed"])] if not d.empty else d
     matched = len(d.drop_duplicates(["model", "sampler", "steps", "guidance", "metric"])) if not d.empty else 0
     return {"name": name, "counts": sorted(d["verdict"].value_counts().items()) if not d.empty else [],
             "moved": htmltables.deltas_table(moved, name, df, "table-deltas-moved", "Moved beyond noise")
@@ -197,7 +198,7 @@ def render_report(runs: Sequence[str | os.PathLike | RunData], *, baseline: str 
         "tidy": htmltables.tidy_table(df) if not df.empty else None,
         "grids": [{"run": r.run_id, "sampler_steps": grids_mod.sampler_steps_grids(r),
                    "guidance_seed": grids_mod.guidance_seed_grids(r)} for r in runs],
-        "baseline": build_baseline(df, loaded_baseline),
+        "baseline": build_baseline(df, loaded_baseline, runs),
         "environments": [build_environment(r) for r in runs],
         "css": _read_asset("report.css"),
         "script": script,

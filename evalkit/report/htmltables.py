@@ -136,5 +136,6 @@ def deltas_table(d: pd.DataFrame, baseline_name: str, df: pd.DataFrame, table_id
         cells.append(Td(r["verdict"], sort=r["verdict"], cls=f"verdict-{r['verdict'].replace(' ', '-')}"))
         body.append(cells)
     caption = (f"Against {baseline_name}: {len(d)} matching (model, sampler, steps, guidance, metric) entries; "
-               f"'within noise' means |Δ| ≤ 2σ of the baseline's noise · now: {provenance_text(df)}")
+               f"verdicts are evalkit check's: worse/better beyond the gate's tolerance (and, on common seeds, a paired "
+               f"CI clear of 0), else within noise · now: {provenance_text(df)}")
     return HtmlTable(id=table_id, title=title, caption=caption, head=head, body=body)

@@ -135,7 +135,7 @@ def normalise(df: pd.DataFrame, manifest: dict[str, Any], path: Path) -> pd.Data
     df["run_id"] = df["run_id"].where(df["run_id"].notna() & (df["run_id"].astype(str) != ""), run_id).astype(str)
     df["suite"] = df["suite"].fillna(manifest.get("suite", "")).astype(str)
     for col in ("cell_id", "model", "sampler", "metric", "extractor", "weights_id", "mode", "device", "config_hash"):
-        df[col] = df[col].fillna("").astype(str)
+        df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
     df["steps"] = pd.to_numeric(df["steps"], errors="coerce").astype("Int64")
     for col in ("guidance", "value", "std", "ci_low", "ci_high", "model_calls", "nfe", "s_per_image", "n", "seed"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")

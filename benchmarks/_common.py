@@ -30,8 +30,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))  # conftest: the random Inception, smooth_images, write_pngs
 
-LIBRARIES = ("evalkit", "numpy", "scipy", "torch", "torchvision", "clean-fid", "torchmetrics", "torch-fidelity",
-             "pytorch-fid", "pillow", "prdc")
+LIBRARIES = (
+    "evalkit",
+    "numpy",
+    "scipy",
+    "torch",
+    "torchvision",
+    "clean-fid",
+    "torchmetrics",
+    "torch-fidelity",
+    "pytorch-fid",
+    "pillow",
+    "prdc",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -57,20 +68,31 @@ def machine() -> dict[str, Any]:
             versions[lib] = "-"
     import torch
 
-    return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "nproc": os.cpu_count(),
-            "cpu": cpu or platform.processor(), "ram": ram, "loadavg_at_start": load,
-            "python": platform.python_version(), "torch_threads": torch.get_num_threads(), "versions": versions}
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu or platform.processor(),
+        "ram": ram,
+        "loadavg_at_start": load,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+    }
 
 
 def print_machine() -> dict[str, Any]:
     m = machine()
-    print(f"# {m['date']}  nproc={m['nproc']}  cpu={m['cpu']!r}  ram={m['ram']}  load={m['loadavg_at_start']}  "
-          f"python={m['python']}  torch threads={m['torch_threads']}")
+    print(
+        f"# {m['date']}  nproc={m['nproc']}  cpu={m['cpu']!r}  ram={m['ram']}  load={m['loadavg_at_start']}  "
+        f"python={m['python']}  torch threads={m['torch_threads']}"
+    )
     print("# " + "  ".join(f"{k}={v}" for k, v in m["versions"].items()), flush=True)
     return m
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, *, warmup: bool = False) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, *, warmup: bool = False
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run each function ``repeats`` times, alternating between them (A B A B ...; the order rotates each
     round so neither side always runs first). Returns per-name wall times and each one's last result."""
     names = list(fns)
@@ -80,7 +102,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, *, warmup: bool
         for n in names:
             results[n] = fns[n]()
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             t0 = time.perf_counter()
             results[n] = fns[n]()

@@ -30,7 +30,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-
 from _common import emit, fmt_s, interleaved, median, print_machine, rel
 
 TARGETS = {1000: 20.0, 10000: 10.0}  # issue 8: speed-up wanted at each N
@@ -57,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from cleanfid.fid import frechet_distance as cleanfid_fd
 
-    from evalkit.metrics.frechet import (frechet_distance_prepared, frechet_distance_resampled,
-                                         frechet_distance_to_reference, prepare_reference)
+    from evalkit.metrics.frechet import (
+        frechet_distance_prepared,
+        frechet_distance_resampled,
+        frechet_distance_to_reference,
+        prepare_reference,
+    )
     from evalkit.metrics.resampling import bootstrap_indices
 
     print_machine()
@@ -67,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     prepared = prepare_reference(mu_r, sigma_r)
     prep_s = time.perf_counter() - t0
-    print(f"reference: N_ref={args.n_ref}, d={args.dim}; evalkit prepare_reference (once, untimed below): "
-          f"{fmt_s(prep_s)}, rank {prepared.rank}", flush=True)
+    print(
+        f"reference: N_ref={args.n_ref}, d={args.dim}; evalkit prepare_reference (once, untimed below): "
+        f"{fmt_s(prep_s)}, rank {prepared.rank}",
+        flush=True,
+    )
     ok = True
     for n in ns:
         x = features(n, args.dim, seed=100 + n, shift=0.05)
@@ -92,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             sub["evalkit_fd_only"].append(time.perf_counter() - t0)
             return value
 
-        times, vals = interleaved({"evalkit": ours, "clean-fid sqrtm": clean, "evalkit stats": ours_from_stats},
-                                  args.repeats)
+        times, vals = interleaved(
+            {"evalkit": ours, "clean-fid sqrtm": clean, "evalkit stats": ours_from_stats}, args.repeats
+        )
         idx = bootstrap_indices(n, args.bootstrap, 0)
         t0 = time.perf_counter()
         frechet_distance_resampled(x, prepared, idx)
@@ -106,21 +113,45 @@ def main(argv: list[str] | None = None) -> int:
         target = TARGETS.get(n)
         passed = (target is None or ratio >= target) and max(d, d_st) <= 1e-6
         ok &= passed
-        print(f"FD N={n} d={args.dim} from features (mean+cov+FD): evalkit {fmt_s(m_ours)} vs clean-fid sqrtm "
-              f"{fmt_s(m_ref)} (medians of {args.repeats}) -> {ratio:.1f}x faster (target {target or '-'}x); "
-              f"FD {vals['evalkit']:.10g} vs {vals['clean-fid sqrtm']:.10g}, rel diff {d:.2e} (<=1e-6) "
-              f"{'PASS' if passed else 'FAIL'}", flush=True)
-        print(f"FD N={n} d={args.dim} from statistics (FD of given mu1, Sigma1): evalkit frechet_distance_prepared "
-              f"{fmt_s(m_ours_st)} vs clean-fid frechet_distance {fmt_s(m_ref_st)} -> {ratio_st:.1f}x; rel diff "
-              f"{d_st:.2e}; one bootstrap replicate (frechet_distance_resampled, mean of {args.bootstrap}) "
-              f"{fmt_s(boot_s)} -> {m_ref / boot_s:.0f}x", flush=True)
-        emit({"bench": "frechet", "n": n, "n_ref": args.n_ref, "dim": args.dim, "repeats": args.repeats,
-              "evalkit_s": times["evalkit"], "cleanfid_s": times["clean-fid sqrtm"], "median_evalkit_s": m_ours,
-              "median_cleanfid_s": m_ref, "ratio": ratio, "evalkit_stats_s": sub["evalkit_fd_only"],
-              "cleanfid_stats_s": sub["cleanfid_fd_only"], "ratio_from_stats": ratio_st,
-              "bootstrap_replicate_s": boot_s, "fd_evalkit": vals["evalkit"], "fd_cleanfid": vals["clean-fid sqrtm"],
-              "fd_evalkit_stats": vals["evalkit stats"], "rel_diff": d, "rel_diff_stats": d_st, "prepare_s": prep_s},
-             args.json)
+        print(
+            f"FD N={n} d={args.dim} from features (mean+cov+FD): evalkit {fmt_s(m_ours)} vs clean-fid sqrtm "
+            f"{fmt_s(m_ref)} (medians of {args.repeats}) -> {ratio:.1f}x faster (target {target or '-'}x); "
+            f"FD {vals['evalkit']:.10g} vs {vals['clean-fid sqrtm']:.10g}, rel diff {d:.2e} (<=1e-6) "
+            f"{'PASS' if passed else 'FAIL'}",
+            flush=True,
+        )
+        print(
+            f"FD N={n} d={args.dim} from statistics (FD of given mu1, Sigma1): evalkit frechet_distance_prepared "
+            f"{fmt_s(m_ours_st)} vs clean-fid frechet_distance {fmt_s(m_ref_st)} -> {ratio_st:.1f}x; rel diff "
+            f"{d_st:.2e}; one bootstrap replicate (frechet_distance_resampled, mean of {args.bootstrap}) "
+            f"{fmt_s(boot_s)} -> {m_ref / boot_s:.0f}x",
+            flush=True,
+        )
+        emit(
+            {
+                "bench": "frechet",
+                "n": n,
+                "n_ref": args.n_ref,
+                "dim": args.dim,
+                "repeats": args.repeats,
+                "evalkit_s": times["evalkit"],
+                "cleanfid_s": times["clean-fid sqrtm"],
+                "median_evalkit_s": m_ours,
+                "median_cleanfid_s": m_ref,
+                "ratio": ratio,
+                "evalkit_stats_s": sub["evalkit_fd_only"],
+                "cleanfid_stats_s": sub["cleanfid_fd_only"],
+                "ratio_from_stats": ratio_st,
+                "bootstrap_replicate_s": boot_s,
+                "fd_evalkit": vals["evalkit"],
+                "fd_cleanfid": vals["clean-fid sqrtm"],
+                "fd_evalkit_stats": vals["evalkit stats"],
+                "rel_diff": d,
+                "rel_diff_stats": d_st,
+                "prepare_s": prep_s,
+            },
+            args.json,
+        )
     return 0 if ok else 1
 
 

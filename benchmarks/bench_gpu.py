@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, w, dev)
 
 
-def run(args: argparse.Namespace, w: dict[str, Path], dev) -> int:  # noqa: ANN001
+def run(args: argparse.Namespace, w: dict[str, Path], dev) -> int:
     import torch
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace, w: dict[str, Path], dev) -> int:  # noqa: ANN0
         torch.backends.cuda.matmul.allow_tf32 = on
         torch.backends.cudnn.allow_tf32 = on
 
-    def timed(fn, precision: str = "fp32", channels_last: bool = False):  # noqa: ANN001, ANN202
-        def go():  # noqa: ANN202
+    def timed(fn, precision: str = "fp32", channels_last: bool = False):
+        def go():
             set_tf32(precision == "tf32")
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             net.to(memory_format=fmt)
@@ -76,9 +76,10 @@ def run(args: argparse.Namespace, w: dict[str, Path], dev) -> int:  # noqa: ANN0
                     out = fn()
             torch.cuda.synchronize()
             return out
+
         return go
 
-    def net_call():  # noqa: ANN202
+    def net_call():
         return net(imgs)[0]
 
     variants = {
@@ -103,17 +104,34 @@ def run(args: argparse.Namespace, w: dict[str, Path], dev) -> int:  # noqa: ANN0
         if isinstance(out, torch.Tensor) and out.shape == ref.shape:
             drift = f", max rel diff vs fp32 {((out.float() - ref).abs().max() / ref.abs().max()).item():.1e}"
         print(f"f. Inception {name}: {ips:.0f} images/s at batch {args.batch}{drift}", flush=True)
-        emit({"bench": "gpu_inception", "variant": name, "batch": args.batch, "images_per_s": ips,
-              "times_s": times[name]}, args.json)
+        emit(
+            {
+                "bench": "gpu_inception",
+                "variant": name,
+                "batch": args.batch,
+                "images_per_s": ips,
+                "times_s": times[name],
+            },
+            args.json,
+        )
+
+    import numpy as np
 
     from evalkit.generate import GenerationRequest
     from evalkit.generate.zoo_adapter import ZooMnistAdapter
-    import numpy as np
 
     model = ZooMnistAdapter(weights="trained", device=str(dev))
     for sampler, steps, guidance in (("ddim", 8, 3.0), ("heun", 8, 3.0)):
-        req = GenerationRequest(indices=np.arange(args.batch), seed=0, sampler=sampler, steps=steps, guidance=guidance,
-                                batch_size=args.batch, labels=np.arange(args.batch) % 10, device=str(dev))
+        req = GenerationRequest(
+            indices=np.arange(args.batch),
+            seed=0,
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            batch_size=args.batch,
+            labels=np.arange(args.batch) % 10,
+            device=str(dev),
+        )
         list(model.generate(req))  # warm-up
         ts = []
         for _ in range(args.rounds):
@@ -123,11 +141,23 @@ def run(args: argparse.Namespace, w: dict[str, Path], dev) -> int:  # noqa: ANN0
             torch.cuda.synchronize()
             ts.append(time.perf_counter() - t0)
         nfe = batches[-1].nfe
-        print(f"f. zoo mnist {sampler} {steps} steps guidance {guidance:g}, batch {args.batch}: "
-              f"{args.batch / median(ts):.0f} images/s, {args.batch * nfe / median(ts):.0f} NFE/s (NFE {nfe}/image)",
-              flush=True)
-        emit({"bench": "gpu_zoo", "sampler": sampler, "steps": steps, "batch": args.batch, "nfe": nfe,
-              "images_per_s": args.batch / median(ts), "nfe_per_s": args.batch * nfe / median(ts)}, args.json)
+        print(
+            f"f. zoo mnist {sampler} {steps} steps guidance {guidance:g}, batch {args.batch}: "
+            f"{args.batch / median(ts):.0f} images/s, {args.batch * nfe / median(ts):.0f} NFE/s (NFE {nfe}/image)",
+            flush=True,
+        )
+        emit(
+            {
+                "bench": "gpu_zoo",
+                "sampler": sampler,
+                "steps": steps,
+                "batch": args.batch,
+                "nfe": nfe,
+                "images_per_s": args.batch / median(ts),
+                "nfe_per_s": args.batch * nfe / median(ts),
+            },
+            args.json,
+        )
     return 0
 
 

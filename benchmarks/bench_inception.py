@@ -56,7 +56,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-
 from _common import emit, fmt_s, interleaved, median, print_machine, random_inception_files, rel
 
 KID_SEED = 0
@@ -92,7 +91,7 @@ def batches(images: np.ndarray, size: int):
     import torch
 
     for i in range(0, images.shape[0], size):
-        yield torch.from_numpy(np.ascontiguousarray(images[i:i + size]))
+        yield torch.from_numpy(np.ascontiguousarray(images[i : i + size]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,22 +108,31 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
 
     import torch
-    from conftest import smooth_images, write_pngs
+    from conftest import smooth_images
 
     print_machine()
     with contextlib.ExitStack() as stack:
-        work = Path(args.work) if args.work else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evalkit-bench-")))
+        work = (
+            Path(args.work)
+            if args.work
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evalkit-bench-")))
+        )
         t0 = time.perf_counter()
         w = random_inception_files(work / "weights")
         gen_np = smooth_images(args.n, args.size, seed=100)
         ref_np = smooth_images(args.n, args.size, seed=200, shift=0.2)
-        print(f"setup: random Inception files + {args.n}+{args.n} images of {args.size}px in {fmt_s(time.perf_counter() - t0)}; "
-              f"batch {args.batch_size}, torch threads {torch.get_num_threads()}", flush=True)
+        print(
+            f"setup: random Inception files + {args.n}+{args.n} images of {args.size}px in "
+            f"{fmt_s(time.perf_counter() - t0)}; "
+            f"batch {args.batch_size}, torch threads {torch.get_num_threads()}",
+            flush=True,
+        )
         return run(args, parts, work, w, gen_np, ref_np)
 
 
-def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path], gen_np: np.ndarray,
-        ref_np: np.ndarray) -> int:
+def run(
+    args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path], gen_np: np.ndarray, ref_np: np.ndarray
+) -> int:
     import torch
     from conftest import write_pngs
 
@@ -153,7 +161,9 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
             feats[side] = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
         t1 = time.perf_counter()
         fd = get_metric("fd").compute(MetricInputs(gen=feats["gen"], ref=feats["ref"], options={"bootstrap": 0}))["fd"]
-        kid = get_metric("kid").compute(MetricInputs(gen=feats["gen"], ref=feats["ref"], options={"kid_seed": KID_SEED}))["kid"]
+        kid = get_metric("kid").compute(
+            MetricInputs(gen=feats["gen"], ref=feats["ref"], options={"kid_seed": KID_SEED})
+        )["kid"]
         is_ = get_metric("is").compute(MetricInputs(gen=feats["gen"], options={"is_seed": IS_SEED}))["is"]
         t2 = time.perf_counter()
         pr = get_metric("pr").compute(MetricInputs(gen=feats["gen"], ref=feats["ref"]))
@@ -161,8 +171,15 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
         ek_parts["extract"].append(t1 - t0)
         ek_parts["metrics_b"].append(t2 - t1)
         ek_parts["pr"].append(t3 - t2)
-        return {"fid": fd.value, "kid": kid.value, "kid_std": kid.std, "is": is_.value, "is_std": is_.std,
-                "precision": pr["precision"].value, "recall": pr["recall"].value}
+        return {
+            "fid": fd.value,
+            "kid": kid.value,
+            "kid_std": kid.std,
+            "is": is_.value,
+            "is_std": is_.std,
+            "precision": pr["precision"].value,
+            "recall": pr["recall"].value,
+        }
 
     fns = {"evalkit": evalkit_pass}
     counters = {"evalkit": [ek_count]}
@@ -176,8 +193,9 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
 
         cf_model = InceptionV3W(str(w["dir"]), download=False, resize_inside=False).eval()
         cf_count = ForwardCounter(cf_model, "clean-fid InceptionV3W")
-        tm_is_net = NoTrainInceptionV3("inception-v3-compat", ["logits_unbiased"],
-                                       feature_extractor_weights_path=str(w["tf"]), antialias=False)
+        tm_is_net = NoTrainInceptionV3(
+            "inception-v3-compat", ["logits_unbiased"], feature_extractor_weights_path=str(w["tf"]), antialias=False
+        )
         tm_is = InceptionScore(feature=tm_is_net, splits=10)
         tmb_count = ForwardCounter(tm_is_net, "torchmetrics IS network")
         with torch.no_grad():  # warm-up
@@ -199,8 +217,14 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
             if root.exists():
                 shutil.rmtree(root)
             gdir, rdir = write_pngs(gen_np, root / "gen"), write_pngs(ref_np, root / "ref")
-            common = dict(mode="clean", device=torch.device("cpu"), num_workers=0, batch_size=bs, verbose=False,
-                          use_dataparallel=False)
+            common = dict(
+                mode="clean",
+                device=torch.device("cpu"),
+                num_workers=0,
+                batch_size=bs,
+                verbose=False,
+                use_dataparallel=False,
+            )
             with contextlib.redirect_stdout(sys.stderr):
                 fid = cfid.compute_fid(str(gdir), str(rdir), custom_feat_extractor=cf_model, **common)
                 cfid.kernel_distance = seeded_kernel_distance
@@ -212,7 +236,7 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
             tm_is.reset()
             files = sorted(gdir.glob("*.png"))
             for i in range(0, len(files), bs):
-                imgs = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files[i:i + bs]])
+                imgs = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files[i : i + bs]])
                 tm_is.update(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous())
             torch.manual_seed(IS_SEED)
             is_mean, is_std = tm_is.compute()
@@ -232,13 +256,23 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
         tm_fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(w["tf"]))
         tm_kid = KernelInceptionDistance(
             feature=NoTrainInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(w["tf"])),
-            subset_size=kid_size)
-        tm_isc = InceptionScore(feature=NoTrainInceptionV3("inception-v3-compat", ["logits_unbiased"],
-                                                           feature_extractor_weights_path=str(w["tf"])))
+            subset_size=kid_size,
+        )
+        tm_isc = InceptionScore(
+            feature=NoTrainInceptionV3(
+                "inception-v3-compat", ["logits_unbiased"], feature_extractor_weights_path=str(w["tf"])
+            )
+        )
         pr_net = NoTrainInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(w["tf"]))
-        c_counters = [ForwardCounter(m, label) for m, label in (
-            (tm_fid.inception, "torchmetrics FID network"), (tm_kid.inception, "torchmetrics KID network"),
-            (tm_isc.inception, "torchmetrics IS network"), (pr_net, "prdc's network"))]
+        c_counters = [
+            ForwardCounter(m, label)
+            for m, label in (
+                (tm_fid.inception, "torchmetrics FID network"),
+                (tm_kid.inception, "torchmetrics KID network"),
+                (tm_isc.inception, "torchmetrics IS network"),
+                (pr_net, "prdc's network"),
+            )
+        ]
         with torch.no_grad():
             for c_net in (tm_fid.inception, tm_kid.inception, tm_isc.inception, pr_net):
                 c_net(torch.from_numpy(gen_np[:2]))
@@ -261,8 +295,13 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
             is_mean, _ = tm_isc.compute()
             with contextlib.redirect_stdout(sys.stderr):
                 pr = prdc.compute_prdc(np.concatenate(feats["ref"]), np.concatenate(feats["gen"]), nearest_k=3)
-            return {"fid": float(tm_fid.compute()), "kid": float(kid_mean), "is": float(is_mean),
-                    "precision": float(pr["precision"]), "recall": float(pr["recall"])}
+            return {
+                "fid": float(tm_fid.compute()),
+                "kid": float(kid_mean),
+                "is": float(is_mean),
+                "precision": float(pr["precision"]),
+                "recall": float(pr["recall"]),
+            }
 
         fns["c: torchmetrics objects+prdc"] = torchmetrics_objects
         counters["c: torchmetrics objects+prdc"] = c_counters
@@ -275,11 +314,16 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
     t_b = [e + m for e, m in zip(ek_parts["extract"], ek_parts["metrics_b"])]
     t_c = [e + m + q for e, m, q in zip(ek_parts["extract"], ek_parts["metrics_b"], ek_parts["pr"])]
     fwd = {k: sum(c.images for c in cs) // args.repeats for k, cs in counters.items()}
-    print(f"evalkit (one inception-clean pass, in memory): extraction {fmt_s(median(ek_parts['extract']))}, "
-          f"FID+KID+IS {fmt_s(median(ek_parts['metrics_b']))}, PR {fmt_s(median(ek_parts['pr']))}; "
-          f"{fwd['evalkit']} Inception image-forwards per repeat", flush=True)
-    print(f"evalkit values: FID {ek['fid']:.8g}  KID {ek['kid']:.8g}  IS {ek['is']:.8g}  "
-          f"precision {ek['precision']:.4g}  recall {ek['recall']:.4g}")
+    print(
+        f"evalkit (one inception-clean pass, in memory): extraction {fmt_s(median(ek_parts['extract']))}, "
+        f"FID+KID+IS {fmt_s(median(ek_parts['metrics_b']))}, PR {fmt_s(median(ek_parts['pr']))}; "
+        f"{fwd['evalkit']} Inception image-forwards per repeat",
+        flush=True,
+    )
+    print(
+        f"evalkit values: FID {ek['fid']:.8g}  KID {ek['kid']:.8g}  IS {ek['is']:.8g}  "
+        f"precision {ek['precision']:.4g}  recall {ek['recall']:.4g}"
+    )
 
     if "b" in parts:
         key = "b: PNG+clean-fid+torchmetrics IS"
@@ -295,35 +339,79 @@ def run(args: argparse.Namespace, parts: set[str], work: Path, w: dict[str, Path
         d_is_conv = rel(float(ek_on_tm.mean()), th["is"])
         passed = mref / mb >= 2.0 and d_fid <= 1e-4 and d_kid <= 1e-4 and (n % 10 != 0 or d_is_conv <= 1e-4)
         ok &= passed
-        print(f"b. END TO END N={n} {args.size}px: evalkit {fmt_s(mb)} vs PNG+clean-fid FID/KID+torchmetrics IS "
-              f"{fmt_s(mref)} (medians of {args.repeats}) -> {mref / mb:.2f}x faster (target 2x); Inception image-forwards "
-              f"{fwd['evalkit']} vs {fwd[key]}; {'PASS' if passed else 'FAIL'}")
-        print(f"   FID evalkit {ek['fid']:.10g} vs clean-fid {th['fid']:.10g} rel {d_fid:.2e} (<=1e-4); "
-              f"KID {ek['kid']:.10g} vs {th['kid']:.10g} rel {d_kid:.2e} (<=1e-4)")
-        print(f"   IS evalkit (clean resize) {ek['is']:.6g} vs torchmetrics (TF1 resize) {th['is']:.6g} (different "
-              f"preprocessing, not expected equal); evalkit's IS formula on torchmetrics' logits and permutation "
-              f"{ek_on_tm.mean():.8g} vs {th['is']:.8g} rel {d_is_conv:.2e}; std ddof=0 {ek_on_tm.std():.5g} vs "
-              f"torchmetrics ddof=1 {th['is_std']:.5g} (= {ek_on_tm.std(ddof=1):.5g} with ddof=1)", flush=True)
-        emit({"bench": "end_to_end", "n": n, "size": args.size, "repeats": args.repeats, "evalkit_s": t_b,
-              "reference_s": times[key], "median_evalkit_s": mb, "median_reference_s": mref, "ratio": mref / mb,
-              "forwards_evalkit": fwd["evalkit"], "forwards_reference": fwd[key], "evalkit": ek, "reference": th,
-              "rel_fid": d_fid, "rel_kid": d_kid, "rel_is_convention": d_is_conv}, args.json)
+        print(
+            f"b. END TO END N={n} {args.size}px: evalkit {fmt_s(mb)} vs PNG+clean-fid FID/KID+torchmetrics IS "
+            f"{fmt_s(mref)} (medians of {args.repeats}) -> {mref / mb:.2f}x faster (target 2x); "
+            "Inception image-forwards "
+            f"{fwd['evalkit']} vs {fwd[key]}; {'PASS' if passed else 'FAIL'}"
+        )
+        print(
+            f"   FID evalkit {ek['fid']:.10g} vs clean-fid {th['fid']:.10g} rel {d_fid:.2e} (<=1e-4); "
+            f"KID {ek['kid']:.10g} vs {th['kid']:.10g} rel {d_kid:.2e} (<=1e-4)"
+        )
+        print(
+            f"   IS evalkit (clean resize) {ek['is']:.6g} vs torchmetrics (TF1 resize) {th['is']:.6g} (different "
+            f"preprocessing, not expected equal); evalkit's IS formula on torchmetrics' logits and permutation "
+            f"{ek_on_tm.mean():.8g} vs {th['is']:.8g} rel {d_is_conv:.2e}; std ddof=0 {ek_on_tm.std():.5g} vs "
+            f"torchmetrics ddof=1 {th['is_std']:.5g} (= {ek_on_tm.std(ddof=1):.5g} with ddof=1)",
+            flush=True,
+        )
+        emit(
+            {
+                "bench": "end_to_end",
+                "n": n,
+                "size": args.size,
+                "repeats": args.repeats,
+                "evalkit_s": t_b,
+                "reference_s": times[key],
+                "median_evalkit_s": mb,
+                "median_reference_s": mref,
+                "ratio": mref / mb,
+                "forwards_evalkit": fwd["evalkit"],
+                "forwards_reference": fwd[key],
+                "evalkit": ek,
+                "reference": th,
+                "rel_fid": d_fid,
+                "rel_kid": d_kid,
+                "rel_is_convention": d_is_conv,
+            },
+            args.json,
+        )
     if "c" in parts:
         key = "c: torchmetrics objects+prdc"
         th, mc = vals[key], median(t_c)
         mref = median(times[key])
-        print(f"c. SHARED PASS N={n} {args.size}px, FID+KID+IS+PR: evalkit {fmt_s(mc)} vs 4 torchmetrics/prdc "
-              f"objects {fmt_s(mref)} (medians of {args.repeats}) -> {mref / mc:.2f}x faster; Inception image-forwards "
-              f"{fwd['evalkit']} vs {fwd[key]} (" + ", ".join(f"{c.label} {c.images // args.repeats}"
-                                                              for c in counters[key]) + ")")
-        print(f"   torchmetrics values (torch-fidelity network, its default antialiased resize): FID {th['fid']:.6g} "
-              f"KID {th['kid']:.6g} IS {th['is']:.6g} precision {th['precision']:.4g} recall {th['recall']:.4g}",
-              flush=True)
-        emit({"bench": "shared_pass", "n": n, "size": args.size, "repeats": args.repeats, "evalkit_s": t_c,
-              "reference_s": times[key], "median_evalkit_s": mc, "median_reference_s": mref, "ratio": mref / mc,
-              "forwards_evalkit": fwd["evalkit"], "forwards_reference": fwd[key],
-              "forwards_reference_by_network": {c.label: c.images // args.repeats for c in counters[key]},
-              "evalkit": ek, "reference": th}, args.json)
+        print(
+            f"c. SHARED PASS N={n} {args.size}px, FID+KID+IS+PR: evalkit {fmt_s(mc)} vs 4 torchmetrics/prdc "
+            f"objects {fmt_s(mref)} (medians of {args.repeats}) -> {mref / mc:.2f}x faster; Inception image-forwards "
+            f"{fwd['evalkit']} vs {fwd[key]} ("
+            + ", ".join(f"{c.label} {c.images // args.repeats}" for c in counters[key])
+            + ")"
+        )
+        print(
+            f"   torchmetrics values (torch-fidelity network, its default antialiased resize): FID {th['fid']:.6g} "
+            f"KID {th['kid']:.6g} IS {th['is']:.6g} precision {th['precision']:.4g} recall {th['recall']:.4g}",
+            flush=True,
+        )
+        emit(
+            {
+                "bench": "shared_pass",
+                "n": n,
+                "size": args.size,
+                "repeats": args.repeats,
+                "evalkit_s": t_c,
+                "reference_s": times[key],
+                "median_evalkit_s": mc,
+                "median_reference_s": mref,
+                "ratio": mref / mc,
+                "forwards_evalkit": fwd["evalkit"],
+                "forwards_reference": fwd[key],
+                "forwards_reference_by_network": {c.label: c.images // args.repeats for c in counters[key]},
+                "evalkit": ek,
+                "reference": th,
+            },
+            args.json,
+        )
     return 0 if ok else 1
 
 

@@ -69,11 +69,20 @@ def child(n: int, batch_size: int) -> None:
     del runner_mod
     from evalkit.suite import parse_suite
 
-    suite = parse_suite({
-        "name": f"rss{n}", "models": [{"name": "noise", "adapter": "noise"}], "samplers": ["ddim"], "steps": [1],
-        "samples": n, "batch_size": batch_size, "conditions": {"classes": 10},
-        "reference": {"dataset": "mnist-heldout"}, "extractor": "mnist-net", "metrics": ["fd"],
-    })
+    suite = parse_suite(
+        {
+            "name": f"rss{n}",
+            "models": [{"name": "noise", "adapter": "noise"}],
+            "samplers": ["ddim"],
+            "steps": [1],
+            "samples": n,
+            "batch_size": batch_size,
+            "conditions": {"classes": 10},
+            "reference": {"dataset": "mnist-heldout"},
+            "extractor": "mnist-net",
+            "metrics": ["fd"],
+        }
+    )
     with tempfile.TemporaryDirectory() as d:
         os.environ["EVALKIT_CACHE_DIR"] = str(Path(d) / "cache")
         runner = Runner(suite, Path(d) / "run", device="cpu")
@@ -90,18 +99,34 @@ def child(n: int, batch_size: int) -> None:
         shapes = {k: list(v.shape) for k, v in feats.items()}
         fd = float(store.results().query("metric == 'fd'").value.iloc[0])
         peak = _status_mb("VmHWM")  # the peak since _reset_peak()
-    print(json.dumps({"n": n, "peak_rss_mb": peak, **phase, "rss_before_run_mb": start_rss, "feature_mb": feature_mb,
-                      "image_mb": n * 3 * 32 * 32 / 2**20, "shapes": shapes, "seconds": seconds, "fd": fd,
-                      "numpy": np.__version__}))
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "peak_rss_mb": peak,
+                **phase,
+                "rss_before_run_mb": start_rss,
+                "feature_mb": feature_mb,
+                "image_mb": n * 3 * 32 * 32 / 2**20,
+                "shapes": shapes,
+                "seconds": seconds,
+                "fd": fd,
+                "numpy": np.__version__,
+            }
+        )
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("samples", nargs="*", type=int, default=[5000, 20000])
     ap.add_argument("--batch-size", type=int, default=250)
-    ap.add_argument("--fixed-mmap-threshold", action="store_true",
-                    help="run the children with MALLOC_MMAP_THRESHOLD_=131072 (glibc): shows how much of the growth "
-                         "is heap fragmentation from glibc's dynamic mmap threshold rather than live data")
+    ap.add_argument(
+        "--fixed-mmap-threshold",
+        action="store_true",
+        help="run the children with MALLOC_MMAP_THRESHOLD_=131072 (glibc): shows how much of the growth "
+        "is heap fragmentation from glibc's dynamic mmap threshold rather than live data",
+    )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -112,17 +137,24 @@ def main() -> int:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     results = []
     for n in args.samples:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--batch-size", str(args.batch_size)],
-                             env=env, capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(n), "--batch-size", str(args.batch_size)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode != 0:
             print(out.stderr, file=sys.stderr)
             return 1
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"n={n:>6}: peak RSS {r['peak_rss_mb']:7.1f} MiB (before the run {r['rss_before_run_mb']:.1f}; "
-              f"while images stream {r['streaming_peak_mb']:.1f}), "
-              f"features {r['feature_mb']:.2f} MiB {r['shapes']}, images would be {r['image_mb']:.1f} MiB, "
-              f"{r['seconds']:.1f} s, FD {r['fd']:.1f}")
+        print(
+            f"n={n:>6}: peak RSS {r['peak_rss_mb']:7.1f} MiB (before the run {r['rss_before_run_mb']:.1f}; "
+            f"while images stream {r['streaming_peak_mb']:.1f}), "
+            f"features {r['feature_mb']:.2f} MiB {r['shapes']}, images would be {r['image_mb']:.1f} MiB, "
+            f"{r['seconds']:.1f} s, FD {r['fd']:.1f}"
+        )
     if len(results) >= 2:
         a, b = results[0], results[-1]
         d_feat = b["feature_mb"] - a["feature_mb"]
@@ -133,8 +165,11 @@ def main() -> int:
         print(f"  while images stream (generate + extract): +{d_stream:.1f} MiB")
         print(f"  whole run (incl. metrics and writing):    +{d_rss:.1f} MiB")
         print(f"  feature arrays: +{d_feat:.1f} MiB; holding the images would add +{d_img:.1f} MiB")
-        print("streaming: OK, grows by about the features, not the images" if d_stream < d_feat + 0.5 * d_img
-              else "streaming: WARNING, grows like the images")
+        print(
+            "streaming: OK, grows by about the features, not the images"
+            if d_stream < d_feat + 0.5 * d_img
+            else "streaming: WARNING, grows like the images"
+        )
     return 0
 
 

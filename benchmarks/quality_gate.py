@@ -35,7 +35,7 @@ def perturbed_zoo(device: str = "cpu", noise: float = 0.0, noise_seed: int = 0, 
     from evalkit.generate.zoo_adapter import ZooMnistAdapter
 
     class Degraded(ZooMnistAdapter):
-        def generate(self, request):  # noqa: ANN001, ANN201
+        def generate(self, request):
             if step_factor != 1.0:
                 request = dataclasses.replace(request, steps=max(1, round(request.steps * step_factor)))
             yield from super().generate(request)
@@ -61,8 +61,8 @@ def with_model(suite: Any, adapter: str, options: dict[str, Any]) -> Any:
 
 def run_and_check(suite: Any, folder: Path, baseline: Any, device: str) -> Any:
     from evalkit.gate.compare import compare
-    from evalkit.store import read_run
     from evalkit.run.runner import Runner
+    from evalkit.store import read_run
 
     summary = Runner(suite, folder, device=device).run()
     if summary.failed:
@@ -72,12 +72,15 @@ def run_and_check(suite: Any, folder: Path, baseline: Any, device: str) -> Any:
 
 def worst(report: Any) -> str:
     """The entry closest to (or furthest past) its tolerance on the worse side."""
+
     def ratio(c: Any) -> float:
         sign = 1.0 if c.entry.higher_is_better else -1.0
         return (-sign * c.delta) / c.tolerance if c.tolerance > 0 else 0.0
 
     c = max(report.comparisons, key=ratio)
-    return f"worst {c.entry.cell}/{c.entry.metric}: delta {c.delta:+.4g} vs tolerance {c.tolerance:.3g} ({ratio(c):+.2f}×)"
+    return (
+        f"worst {c.entry.cell}/{c.entry.metric}: delta {c.delta:+.4g} vs tolerance {c.tolerance:.3g} ({ratio(c):+.2f}×)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,12 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", default="suites/ci.yaml")
     p.add_argument("--baseline", default="baselines/ci.json")
     p.add_argument("--fresh", type=int, default=20, help="fresh seed sets of the unchanged model (default 20)")
-    p.add_argument("--noise", type=float, action="append", help="relative weight noise of a degraded model "
-                                                                 "(repeatable; default 0.05)")
-    p.add_argument("--half-steps", action=argparse.BooleanOptionalAction, default=True,
-                   help="also test the model sampled with half the steps (default on)")
-    p.add_argument("--degraded-seeds", type=int, default=3, help="seed sets per degraded model: the baseline's "
-                                                                 "seed (paired) + fresh ones (default 3)")
+    p.add_argument(
+        "--noise",
+        type=float,
+        action="append",
+        help="relative weight noise of a degraded model (repeatable; default 0.05)",
+    )
+    p.add_argument(
+        "--half-steps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also test the model sampled with half the steps (default on)",
+    )
+    p.add_argument(
+        "--degraded-seeds",
+        type=int,
+        default=3,
+        help="seed sets per degraded model: the baseline's seed (paired) + fresh ones (default 3)",
+    )
     p.add_argument("--work", default="runs/quality-gate", help="run folders (resumable)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -124,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             caught += rep.exit_code != 0
             total += 1
             fd = [f"{c.delta:+.3g}" for c in rep.comparisons if c.entry.metric == "fd"]
-            print(f"  {label}, seed {seed} ({'paired' if rep.paired else 'unpaired'}): "
-                  f"{'caught' if rep.exit_code else 'MISSED'}  ({len(rep.regressions)} regressions; FD deltas {', '.join(fd)})",
-                  flush=True)
+            print(
+                f"  {label}, seed {seed} ({'paired' if rep.paired else 'unpaired'}): "
+                f"{'caught' if rep.exit_code else 'MISSED'}  ({len(rep.regressions)} regressions; "
+                f"FD deltas {', '.join(fd)})",
+                flush=True,
+            )
 
     print(f"\nFALSE ALARMS: {alarms}/{args.fresh} fresh seed sets of the unchanged model failed the check")
     print(f"POWER: {caught}/{total} = {caught / max(total, 1):.0%} of degraded runs caught")

@@ -41,8 +41,16 @@ def model():
 def test_generate_throughput(benchmark, model, sampler):
     from evalkit.generate import GenerationRequest
 
-    request = GenerationRequest(indices=np.arange(BATCH), seed=0, sampler=sampler, steps=STEPS, guidance=GUIDANCE,
-                                batch_size=BATCH, labels=np.arange(BATCH) % 10, device=DEVICE)
+    request = GenerationRequest(
+        indices=np.arange(BATCH),
+        seed=0,
+        sampler=sampler,
+        steps=STEPS,
+        guidance=GUIDANCE,
+        batch_size=BATCH,
+        labels=np.arange(BATCH) % 10,
+        device=DEVICE,
+    )
 
     def generate():
         out = list(model.generate(request))
@@ -56,7 +64,15 @@ def test_generate_throughput(benchmark, model, sampler):
     assert images.shape == (BATCH, 3, 32, 32) and images.dtype == torch.uint8
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(
-        sampler=sampler, device=DEVICE, images=BATCH, steps=STEPS, guidance=GUIDANCE, weights=model.weights,
-        model_calls=batches[-1].model_calls, nfe=batches[-1].nfe, images_per_s=BATCH / median,
-        ms_per_model_call=1000 * median / batches[-1].model_calls, torch_threads=torch.get_num_threads(),
+        sampler=sampler,
+        device=DEVICE,
+        images=BATCH,
+        steps=STEPS,
+        guidance=GUIDANCE,
+        weights=model.weights,
+        model_calls=batches[-1].model_calls,
+        nfe=batches[-1].nfe,
+        images_per_s=BATCH / median,
+        ms_per_model_call=1000 * median / batches[-1].model_calls,
+        torch_threads=torch.get_num_threads(),
     )

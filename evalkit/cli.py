@@ -15,6 +15,7 @@ import pandas as pd
 
 from evalkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EvalkitError
 
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from evalkit.run import distributed
     from evalkit.run.runner import Runner
@@ -35,15 +36,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return summary.exit_code
     df = runner.store.results()
     print(summary_table(df))
-    print(f"\nrun folder: {out}  ({len(summary.done)} cells computed, {len(summary.reused)} reused, "
-          f"{len(summary.failed)} failed)")
+    print(
+        f"\nrun folder: {out}  ({len(summary.done)} cells computed, {len(summary.reused)} reused, "
+        f"{len(summary.failed)} failed)"
+    )
     for cell_id, err in summary.failed.items():
-        print(f"FAILED {cell_id}: {err}  (traceback in {runner.store.cell_dir(cell_id) / 'cell.json'})",
-              file=sys.stderr)
+        print(
+            f"FAILED {cell_id}: {err}  (traceback in {runner.store.cell_dir(cell_id) / 'cell.json'})", file=sys.stderr
+        )
     return summary.exit_code
 
 
-def _dry_run(runner) -> int:  # noqa: ANN001 - Runner
+def _dry_run(runner) -> int:
     suite = runner.suite
     total_calls = 0
     print(f"suite {suite.name}: {len(suite.cells())} cells × {suite.samples} samples, batch {runner.batch_size}")
@@ -59,8 +63,10 @@ def _dry_run(runner) -> int:  # noqa: ANN001 - Runner
         batches = -(-cell.n // runner.batch_size)
         calls = per * batches if per is not None else None
         total_calls += calls or 0
-        print(f"  {cell.cell_id:<40} model calls/sample {per if per is not None else '?':>4}   "
-              f"batched calls {calls if calls is not None else '?'}")
+        print(
+            f"  {cell.cell_id:<40} model calls/sample {per if per is not None else '?':>4}   "
+            f"batched calls {calls if calls is not None else '?'}"
+        )
         note = getattr(adapter, "dry_run_note", lambda: None)()  # e.g. the weights are not on this machine
         if note:
             notes[cell.model.name] = note
@@ -82,8 +88,10 @@ def summary_table(df: pd.DataFrame) -> str:
         if sub.empty:
             continue
         pivot = sub.pivot_table(index=["model", "sampler"], columns=["guidance", "steps"], values="value")
-        blocks.append(f"{metric} (rows: model/sampler; columns: guidance/steps; n={int(sub.n.iloc[0])})\n"
-                      + pivot.to_string(float_format=lambda v: f"{v:.4g}"))
+        blocks.append(
+            f"{metric} (rows: model/sampler; columns: guidance/steps; n={int(sub.n.iloc[0])})\n"
+            + pivot.to_string(float_format=lambda v: f"{v:.4g}")
+        )
     return "\n\n".join(blocks)
 
 

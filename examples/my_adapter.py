@@ -55,8 +55,11 @@ class MyUNetAdapter(Adapter):
 
     def info(self) -> dict[str, Any]:
         """Recorded in run.json: whatever identifies the model and the options it ran with."""
-        return {"adapter": "my_adapter:make_adapter", "temperature": self.temperature,
-                "parameters": sum(p.numel() for p in self.unet.parameters())}
+        return {
+            "adapter": "my_adapter:make_adapter",
+            "temperature": self.temperature,
+            "parameters": sum(p.numel() for p in self.unet.parameters()),
+        }
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int:
         """For ``evalkit run --dry-run``: the sampler's timestep count on this model's schedule."""
@@ -77,8 +80,16 @@ class MyUNetAdapter(Adapter):
             labels = torch.as_tensor(request.labels[sl], dtype=torch.long, device=self.device)
             uncond = torch.full_like(labels, self.null_class) if request.guidance != 1.0 else None
             counter = CallCounter(self._eps)  # counts calls: NFE is measured, not assumed
-            x = sample(counter, scheduler, noise, request.steps, cond=labels, uncond=uncond,
-                       guidance=request.guidance, generators=gens)
+            x = sample(
+                counter,
+                scheduler,
+                noise,
+                request.steps,
+                cond=labels,
+                uncond=uncond,
+                guidance=request.guidance,
+                generators=gens,
+            )
             nfe = counter.calls * (2 if uncond is not None else 1)  # CFG: cond + uncond in one batched call
             yield GeneratedBatch(to_uint8(x), idx, counter.calls, nfe)
 

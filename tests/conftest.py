@@ -88,8 +88,10 @@ def _random_fidelity_inception(seed: int) -> torch.nn.Module:
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
     torch.manual_seed(seed)
-    with mock.patch.object(fe, "load_state_dict_from_url", return_value=None), \
-            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, **k: None):
+    with (
+        mock.patch.object(fe, "load_state_dict_from_url", return_value=None),
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, **k: None),
+    ):
         net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
     # Data-dependent init: BN running statistics from one batch, so activations keep unit scale through
     # ~90 random layers (with default statistics they vanish to ~1e-8 and FD would be all rounding).
@@ -112,13 +114,30 @@ def write_random_inception(folder: Path, seed: int = 1234) -> dict[str, Path]:
     net = _random_fidelity_inception(seed=seed)
     torch.save({k: v.clone() for k, v in net.state_dict().items()}, folder / INCEPTION_TF_FILE)
     layers = torch.nn.Sequential(
-        net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.MaxPool_1, net.Conv2d_3b_1x1,
-        net.Conv2d_4a_3x3, net.MaxPool_2, net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b,
-        net.Mixed_6c, net.Mixed_6d, net.Mixed_6e, net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, net.AvgPool)
+        net.Conv2d_1a_3x3,
+        net.Conv2d_2a_3x3,
+        net.Conv2d_2b_3x3,
+        net.MaxPool_1,
+        net.Conv2d_3b_1x1,
+        net.Conv2d_4a_3x3,
+        net.MaxPool_2,
+        net.Mixed_5b,
+        net.Mixed_5c,
+        net.Mixed_5d,
+        net.Mixed_6a,
+        net.Mixed_6b,
+        net.Mixed_6c,
+        net.Mixed_6d,
+        net.Mixed_6e,
+        net.Mixed_7a,
+        net.Mixed_7b,
+        net.Mixed_7c,
+        net.AvgPool,
+    )
     ts_model = _TorchScriptInception(layers, net.fc).eval()
     try:
         scripted = torch.jit.script(ts_model)
-    except Exception:  # noqa: BLE001  (fall back to tracing the trunk; the wrapper stays scripted)
+    except Exception:
         ts_model.layers = torch.jit.trace(layers, torch.zeros(1, 3, 299, 299))
         scripted = torch.jit.script(ts_model)
     scripted.save(str(folder / INCEPTION_TS_FILE))

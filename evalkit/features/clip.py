@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from evalkit.errors import DependencyError
 from evalkit.features.base import register_extractor
 from evalkit.features.weights import resolve_weights
-from evalkit.errors import DependencyError
 
 # (model, tag) → (weights registry entry, open_clip options that the tag would have implied)
 REGISTERED = {("ViT-B-32", "openai"): ("clip-vit-b-32-openai", {"force_quick_gelu": True})}
@@ -31,8 +31,16 @@ class ClipExtractor:
     outputs = ("image_embeds",)
     mode = "open_clip"
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", *, device: str | torch.device = "cpu",
-                 weights: str | os.PathLike | None = None, seed: int = 0, name: str = "clip") -> None:
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = "openai",
+        *,
+        device: str | torch.device = "cpu",
+        weights: str | os.PathLike | None = None,
+        seed: int = 0,
+        name: str = "clip",
+    ) -> None:
         try:
             import open_clip
         except ImportError as err:
@@ -57,8 +65,9 @@ class ClipExtractor:
             source, self.weights_id = pretrained, f"open_clip:{model}/{pretrained}"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # random init (pretrained=None) is reproducible from the seed
-            self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=source,
-                                                                                  device=self.device, **extra)
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=source, device=self.device, **extra
+            )
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         self.mode = f"open_clip:{model}"
@@ -81,6 +90,12 @@ class ClipExtractor:
 
 
 @register_extractor("clip")
-def build_clip(*, device: str | torch.device = "cpu", model: str = "ViT-B-32", pretrained: str | None = "openai",
-               weights: str | os.PathLike | None = None, seed: int = 0) -> ClipExtractor:
+def build_clip(
+    *,
+    device: str | torch.device = "cpu",
+    model: str = "ViT-B-32",
+    pretrained: str | None = "openai",
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> ClipExtractor:
     return ClipExtractor(model, pretrained, device=device, weights=weights, seed=seed, name="clip")

@@ -44,6 +44,7 @@ def _torch_hub(entry_url: str) -> Callable[[], object]:
         import torch.hub
 
         return torch.hub.load_state_dict_from_url(entry_url, progress=True, map_location="cpu")
+
     return fetch
 
 
@@ -71,6 +72,7 @@ def _downloaders() -> dict[str, Callable[[], object]]:
             import torchvision.models as m
 
             return getattr(m, weights_enum).IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+
         return fetch
 
     def clip_openai() -> object:
@@ -78,9 +80,15 @@ def _downloaders() -> dict[str, Callable[[], object]]:
 
         return download_pretrained_from_url(REGISTRY["clip-vit-b-32-openai"].url)
 
-    return {"inception-clean": clean, "inception-torch-fidelity": torch_fidelity, "inception-pytorch-fid": pytorch_fid,
-            "lpips-alex-backbone": tv("AlexNet_Weights"), "lpips-vgg-backbone": tv("VGG16_Weights"),
-            "lpips-squeeze-backbone": tv("SqueezeNet1_1_Weights"), "clip-vit-b-32-openai": clip_openai}
+    return {
+        "inception-clean": clean,
+        "inception-torch-fidelity": torch_fidelity,
+        "inception-pytorch-fid": pytorch_fid,
+        "lpips-alex-backbone": tv("AlexNet_Weights"),
+        "lpips-vgg-backbone": tv("VGG16_Weights"),
+        "lpips-squeeze-backbone": tv("SqueezeNet1_1_Weights"),
+        "clip-vit-b-32-openai": clip_openai,
+    }
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
@@ -101,11 +109,12 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
                 import torch.hub
 
                 Path(args.dir).mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(entry.url, str(Path(args.dir) / entry.filename),
-                                               hash_prefix=entry.sha256_prefix, progress=True)
+                torch.hub.download_url_to_file(
+                    entry.url, str(Path(args.dir) / entry.filename), hash_prefix=entry.sha256_prefix, progress=True
+                )
             else:
                 _downloaders()[name]()
-        except Exception as e:  # noqa: BLE001  (offline, HTTP errors, hash errors: report each and go on)
+        except Exception as e:
             failed += 1
             print(f"{name}: download failed: {e}", file=sys.stderr)
             continue

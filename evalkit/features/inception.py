@@ -37,14 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evalkit.errors import ConfigError, DependencyError
 from evalkit.features.base import register_extractor
 from evalkit.features.weights import resolve_weights
-from evalkit.errors import DependencyError
-from evalkit.errors import ConfigError
 
 MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
-WEIGHTS_ENTRY = {"clean": "inception-clean", "legacy_tensorflow": "inception-torch-fidelity",
-                 "legacy_pytorch": "inception-pytorch-fid"}
+WEIGHTS_ENTRY = {
+    "clean": "inception-clean",
+    "legacy_tensorflow": "inception-torch-fidelity",
+    "legacy_pytorch": "inception-pytorch-fid",
+}
 CLEANFID_FILENAME = "inception-2015-12-05.pt"
 
 
@@ -54,8 +56,9 @@ def _need(module: str, package: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise DependencyError(f"this extractor needs the {package!r} package: pip install {package} "
-                          f"(or pip install 'evalkit[metrics]')") from err
+        raise DependencyError(
+            f"this extractor needs the {package!r} package: pip install {package} (or pip install 'evalkit[metrics]')"
+        ) from err
 
 
 class InceptionExtractor:
@@ -64,8 +67,15 @@ class InceptionExtractor:
     outputs = ("features", "logits")
     resolution = 299
 
-    def __init__(self, mode: str = "clean", *, device: str | torch.device = "cpu",
-                 weights: str | os.PathLike | None = None, name: str | None = None, optimize: bool = True) -> None:
+    def __init__(
+        self,
+        mode: str = "clean",
+        *,
+        device: str | torch.device = "cpu",
+        weights: str | os.PathLike | None = None,
+        name: str | None = None,
+        optimize: bool = True,
+    ) -> None:
         if mode not in MODES:
             raise ConfigError(f"unknown Inception mode {mode!r}; expected one of: {', '.join(MODES)}")
         self.mode = mode
@@ -75,7 +85,9 @@ class InceptionExtractor:
         resolved = resolve_weights(WEIGHTS_ENTRY[mode], weights)
         self.weights_path = resolved.path
         self.weights_id = resolved.weights_id
-        build = {"clean": self._build_clean, "legacy_tensorflow": self._build_tf, "legacy_pytorch": self._build_pt}[mode]
+        build = {"clean": self._build_clean, "legacy_tensorflow": self._build_tf, "legacy_pytorch": self._build_pt}[
+            mode
+        ]
         build(resolved.path)
 
     # -- clean-fid -------------------------------------------------------------------------------
@@ -102,8 +114,9 @@ class InceptionExtractor:
     # -- torch-fidelity --------------------------------------------------------------------------
     def _build_tf(self, path: Path) -> None:
         fe = _need("torch_fidelity.feature_extractor_inceptionv3", "torch-fidelity")
-        self.net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                                  feature_extractor_weights_path=str(path)).to(self.device)
+        self.net = fe.FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
+        ).to(self.device)
         self._fc_weight = None  # torch-fidelity returns logits_unbiased itself
 
     # -- pytorch-fid -----------------------------------------------------------------------------
@@ -114,8 +127,11 @@ class InceptionExtractor:
         real = inc.load_state_dict_from_url
         inc.load_state_dict_from_url = lambda *a, **k: state
         try:
-            self.net = inc.InceptionV3([inc.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,
-                                       normalize_input=True).to(self.device).eval()
+            self.net = (
+                inc.InceptionV3([inc.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True)
+                .to(self.device)
+                .eval()
+            )
         finally:
             inc.load_state_dict_from_url = real
         self._fc_weight = state["fc.weight"].float() if "fc.weight" in state else None

@@ -18,10 +18,9 @@ import os
 import numpy as np
 import torch
 
+from evalkit.errors import ConfigError, DependencyError, WeightsError
 from evalkit.features.base import register_extractor
 from evalkit.features.weights import resolve_weights
-from evalkit.errors import DependencyError
-from evalkit.errors import ConfigError, WeightsError
 
 NETS = {"alex": "lpips-alex-backbone", "vgg": "lpips-vgg-backbone", "squeeze": "lpips-squeeze-backbone"}
 
@@ -30,7 +29,7 @@ def load_backbone_file(model: torch.nn.Module, path: os.PathLike) -> None:
     """Copy a torchvision ``features.*`` state dict (AlexNet / VGG16 / SqueezeNet 1.1) into lpips' slices,
     which hold the same modules under their ``features`` index."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     if not feats:
         raise WeightsError(f"{path} is not a torchvision backbone state dict (no 'features.*' keys)")
     for slice_name, block in model.net.named_children():
@@ -45,8 +44,16 @@ def load_backbone_file(model: torch.nn.Module, path: os.PathLike) -> None:
 class LpipsExtractor:
     outputs = ("lpips",)
 
-    def __init__(self, net: str = "alex", *, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None,
-                 random_seed: int | None = None, dtype: str = "float32", name: str | None = None) -> None:
+    def __init__(
+        self,
+        net: str = "alex",
+        *,
+        device: str | torch.device = "cpu",
+        weights: str | os.PathLike | None = None,
+        random_seed: int | None = None,
+        dtype: str = "float32",
+        name: str | None = None,
+    ) -> None:
         if net not in NETS:
             raise ConfigError(f"unknown LPIPS backbone {net!r}; expected one of: {', '.join(NETS)}")
         try:
@@ -87,8 +94,13 @@ class LpipsExtractor:
 
 
 def _factory(net: str):
-    def build(*, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None,
-              random_seed: int | None = None, dtype: str = "float32") -> LpipsExtractor:
+    def build(
+        *,
+        device: str | torch.device = "cpu",
+        weights: str | os.PathLike | None = None,
+        random_seed: int | None = None,
+        dtype: str = "float32",
+    ) -> LpipsExtractor:
         return LpipsExtractor(net, device=device, weights=weights, random_seed=random_seed, dtype=dtype)
 
     return build

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evalkit.features.base import register_extractor
 from evalkit.errors import WeightsError
+from evalkit.features.base import register_extractor
 
 NET_MODEL = "mnist-net"
 NET_WEIGHTS_FILE = "mnist_net.safetensors"

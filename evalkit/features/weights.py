@@ -54,7 +54,8 @@ def check_trusted(path: Path) -> None:
     if problems:
         raise WeightsUntrustedError(
             f"refusing to load weights file {path} found in a search folder: {' and '.join(problems)}. "
-            "Check where it came from; fix its owner/permissions or pass it explicitly as custom weights.")
+            "Check where it came from; fix its owner/permissions or pass it explicitly as custom weights."
+        )
 
 
 def _torch_hub_dir() -> Path:
@@ -80,7 +81,7 @@ class WeightsFile:
         for folder in self.caches:
             try:
                 out.append(folder() / self.filename)
-            except Exception:  # noqa: BLE001  (a library that is not installed has no cache)
+            except Exception:
                 continue
         return out
 
@@ -98,36 +99,82 @@ def _cleanfid_cache() -> Path:
 
 
 _TV = "https://download.pytorch.org/models/"
-REGISTRY: dict[str, WeightsFile] = {w.name: w for w in [
-    WeightsFile(
-        "inception-clean", "inception-2015-12-05.pt",
-        "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
-        None, None, None, "inception-clean (clean-fid mode 'clean': TorchScript port of TF Inception 2015-12-05)",
-        (_cleanfid_cache, _torch_hub_dir), note="no sha256 published; evalkit records the hash it loads"),
-    WeightsFile(
-        "inception-torch-fidelity", "weights-inception-2015-12-05-6726825d.pth",
-        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-        "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", "6726825d", None,
-        "inception-legacy_tensorflow (torch-fidelity FeatureExtractorInceptionV3; torchmetrics FID)", (_torch_hub_dir,)),
-    WeightsFile(
-        "inception-pytorch-fid", "pt_inception-2015-12-05-6726825d.pth",
-        "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-        None, "6726825d", None, "inception-legacy_pytorch (pytorch-fid; clean-fid legacy_pytorch)", (_torch_hub_dir,)),
-    WeightsFile(
-        "lpips-alex-backbone", "alexnet-owt-7be5be79.pth", _TV + "alexnet-owt-7be5be79.pth",
-        None, "7be5be79", None, "lpips-alex (torchvision AlexNet IMAGENET1K_V1)", (_torch_hub_dir,)),
-    WeightsFile(
-        "lpips-vgg-backbone", "vgg16-397923af.pth", _TV + "vgg16-397923af.pth",
-        None, "397923af", None, "lpips-vgg (torchvision VGG16 IMAGENET1K_V1)", (_torch_hub_dir,)),
-    WeightsFile(
-        "lpips-squeeze-backbone", "squeezenet1_1-b8a52dc0.pth", _TV + "squeezenet1_1-b8a52dc0.pth",
-        None, "b8a52dc0", None, "lpips-squeeze (torchvision SqueezeNet 1.1 IMAGENET1K_V1)", (_torch_hub_dir,)),
-    WeightsFile(
-        "clip-vit-b-32-openai", "ViT-B-32.pt",
-        "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "40d36571", None,
-        "clip (open_clip ViT-B-32, pretrained 'openai')", (_clip_cache,)),
-]}
+REGISTRY: dict[str, WeightsFile] = {
+    w.name: w
+    for w in [
+        WeightsFile(
+            "inception-clean",
+            "inception-2015-12-05.pt",
+            "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
+            None,
+            None,
+            None,
+            "inception-clean (clean-fid mode 'clean': TorchScript port of TF Inception 2015-12-05)",
+            (_cleanfid_cache, _torch_hub_dir),
+            note="no sha256 published; evalkit records the hash it loads",
+        ),
+        WeightsFile(
+            "inception-torch-fidelity",
+            "weights-inception-2015-12-05-6726825d.pth",
+            "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
+            "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+            "6726825d",
+            None,
+            "inception-legacy_tensorflow (torch-fidelity FeatureExtractorInceptionV3; torchmetrics FID)",
+            (_torch_hub_dir,),
+        ),
+        WeightsFile(
+            "inception-pytorch-fid",
+            "pt_inception-2015-12-05-6726825d.pth",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+            None,
+            "6726825d",
+            None,
+            "inception-legacy_pytorch (pytorch-fid; clean-fid legacy_pytorch)",
+            (_torch_hub_dir,),
+        ),
+        WeightsFile(
+            "lpips-alex-backbone",
+            "alexnet-owt-7be5be79.pth",
+            _TV + "alexnet-owt-7be5be79.pth",
+            None,
+            "7be5be79",
+            None,
+            "lpips-alex (torchvision AlexNet IMAGENET1K_V1)",
+            (_torch_hub_dir,),
+        ),
+        WeightsFile(
+            "lpips-vgg-backbone",
+            "vgg16-397923af.pth",
+            _TV + "vgg16-397923af.pth",
+            None,
+            "397923af",
+            None,
+            "lpips-vgg (torchvision VGG16 IMAGENET1K_V1)",
+            (_torch_hub_dir,),
+        ),
+        WeightsFile(
+            "lpips-squeeze-backbone",
+            "squeezenet1_1-b8a52dc0.pth",
+            _TV + "squeezenet1_1-b8a52dc0.pth",
+            None,
+            "b8a52dc0",
+            None,
+            "lpips-squeeze (torchvision SqueezeNet 1.1 IMAGENET1K_V1)",
+            (_torch_hub_dir,),
+        ),
+        WeightsFile(
+            "clip-vit-b-32-openai",
+            "ViT-B-32.pt",
+            "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+            "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+            "40d36571",
+            None,
+            "clip (open_clip ViT-B-32, pretrained 'openai')",
+            (_clip_cache,),
+        ),
+    ]
+}
 
 # The LPIPS linear heads ship inside the lpips wheel (v0.1); recorded so a changed wheel is noticed.
 LPIPS_HEADS_SHA256 = {
@@ -193,7 +240,8 @@ def resolve_weights(name: str, explicit: str | os.PathLike | None = None) -> Res
                 expected = entry.sha256 or f"{entry.sha256_prefix}…"
                 raise WeightsMismatchError(
                     f"weights file {path} for {entry.name} has sha256 {digest}, expected {expected}. "
-                    f"Delete it and run `evalkit weights download`, or pass it explicitly as custom weights.")
+                    f"Delete it and run `evalkit weights download`, or pass it explicitly as custom weights."
+                )
             return ResolvedWeights(entry, path, digest, standard=True)
     raise WeightsNotFoundError(missing_message(entry, searched))
 
@@ -202,11 +250,13 @@ def missing_message(entry: WeightsFile, searched: list[Path]) -> str:
     where = "\n".join(f"  - {p}" for p in searched) or "  (no location: set EVALKIT_WEIGHTS_DIR)"
     env_note = "" if os.environ.get(ENV_WEIGHTS_DIR) else f"\n  (${ENV_WEIGHTS_DIR} is not set)"
     digest = entry.sha256 or (f"{entry.sha256_prefix}… (prefix)" if entry.sha256_prefix else "not published")
-    return (f"weights file {entry.filename!r} for {entry.used_by} not found.\n"
-            f"  sha256: {digest}\n  source: {entry.url}\n"
-            f"searched:\n{where}{env_note}\n"
-            f"Put the file in ${ENV_WEIGHTS_DIR} (or run `evalkit weights download` where online), "
-            f"or pass an explicit path.")
+    return (
+        f"weights file {entry.filename!r} for {entry.used_by} not found.\n"
+        f"  sha256: {digest}\n  source: {entry.url}\n"
+        f"searched:\n{where}{env_note}\n"
+        f"Put the file in ${ENV_WEIGHTS_DIR} (or run `evalkit weights download` where online), "
+        f"or pass an explicit path."
+    )
 
 
 def weights_comparable(weights_id: str) -> bool:

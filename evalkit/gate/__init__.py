@@ -13,12 +13,24 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Baseline": "baseline", "BaselineEntry": "baseline", "CheckConfigError": "baseline", "Tolerance": "baseline",
-    "build_baseline": "baseline", "effective_k": "baseline",
-    "CheckReport": "compare", "Comparison": "compare", "judge": "compare",
-    "verdict": "compare", "PASS": "compare", "IMPROVED": "compare", "REGRESSION": "compare", "ERROR": "compare",
-    "markdown_report": "render", "junit_xml": "render",
-    "run_check": "commands", "make_baseline": "commands",
+    "Baseline": "baseline",
+    "BaselineEntry": "baseline",
+    "CheckConfigError": "baseline",
+    "Tolerance": "baseline",
+    "build_baseline": "baseline",
+    "effective_k": "baseline",
+    "CheckReport": "compare",
+    "Comparison": "compare",
+    "judge": "compare",
+    "verdict": "compare",
+    "PASS": "compare",
+    "IMPROVED": "compare",
+    "REGRESSION": "compare",
+    "ERROR": "compare",
+    "markdown_report": "render",
+    "junit_xml": "render",
+    "run_check": "commands",
+    "make_baseline": "commands",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -112,8 +112,10 @@ class BaselineEntry:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["direction"] = "higher" if d.pop("higher_is_better") else "lower"
-        d["tolerance"] = {"rule": "max(k_eff*max(sigma, sigma_sampling)*inflate, rel*|baseline|, abs)",
-                          **asdict(self.tolerance)}
+        d["tolerance"] = {
+            "rule": "max(k_eff*max(sigma, sigma_sampling)*inflate, rel*|baseline|, abs)",
+            **asdict(self.tolerance),
+        }
         return d
 
     @classmethod
@@ -169,8 +171,13 @@ class Baseline:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckConfigError([f"baseline {path} is not valid JSON: {e}"]) from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise CheckConfigError([f"baseline {path}: expected format {FORMAT!r}, got {doc.get('format')!r}"
-                                    if isinstance(doc, dict) else f"baseline {path}: not a baseline document"])
+            raise CheckConfigError(
+                [
+                    f"baseline {path}: expected format {FORMAT!r}, got {doc.get('format')!r}"
+                    if isinstance(doc, dict)
+                    else f"baseline {path}: not a baseline document"
+                ]
+            )
         doc.pop("format")
         try:
             entries = [BaselineEntry.from_json(e) for e in doc.pop("entries")]
@@ -201,7 +208,7 @@ class Baseline:
 
 
 def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _compressed_npz(arrays: dict[str, np.ndarray]) -> bytes:
@@ -235,8 +242,14 @@ def quality_values(run: RunData) -> pd.Series:
 
 
 # -- building one -----------------------------------------------------------------------------------
-def sampling_sigmas(runs: list[RunData], cell: str, metric_def: str, extractor: str, options: dict[str, Any],
-                    reference: dict[str, np.ndarray] | None) -> dict[str, float]:
+def sampling_sigmas(
+    runs: list[RunData],
+    cell: str,
+    metric_def: str,
+    extractor: str,
+    options: dict[str, Any],
+    reference: dict[str, np.ndarray] | None,
+) -> dict[str, float]:
     """Per row that is a mean of independent per-generated-sample terms (the metric's ``per_sample``): its σ
     sqrt(var(term)/n), the variance pooled over the K runs. Empty where the metric has no such form or the
     reference features are not at hand."""
@@ -252,9 +265,12 @@ def sampling_sigmas(runs: list[RunData], cell: str, metric_def: str, extractor: 
     return {row: math.sqrt(float(np.mean(v))) for row, v in mean_variances.items() if np.isfinite(v).all()}
 
 
-def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
-                   reference_features: dict[str, dict[str, np.ndarray]] | None = None,
-                   ) -> tuple[Baseline, dict[str, np.ndarray]]:
+def build_baseline(
+    runs: list[RunData],
+    *,
+    tolerance: Tolerance = Tolerance(),
+    reference_features: dict[str, dict[str, np.ndarray]] | None = None,
+) -> tuple[Baseline, dict[str, np.ndarray]]:
     """A baseline from K runs of one protocol on seed sets ``runs[0].seed + 0..K-1``.
 
     Values come from ``runs[0]`` (the suite's seed, so a check on that seed pairs sample by sample);
@@ -262,24 +278,40 @@ def build_baseline(runs: list[RunData], *, tolerance: Tolerance = Tolerance(),
     baseline and its sidecar arrays (features of ``runs[0]``, and the reference features).
     """
     first = runs[0]
-    problems = [f"run {r.root}: protocol differs from {first.root}" for r in runs[1:]
-                if protocol_hash(r.config) != protocol_hash(first.config)]
-    problems += [f"run {r.root}: cell {c} is {r.status(c)}" for r in runs for c in _listed_cells(r)
-                 if r.status(c) != "done"]
+    problems = [
+        f"run {r.root}: protocol differs from {first.root}"
+        for r in runs[1:]
+        if protocol_hash(r.config) != protocol_hash(first.config)
+    ]
+    problems += [
+        f"run {r.root}: cell {c} is {r.status(c)}" for r in runs for c in _listed_cells(r) if r.status(c) != "done"
+    ]
     if problems:
         raise CheckConfigError(problems)
     entries = _entries(runs, tolerance, reference_features or {})
-    sidecar = {f"cells/{cell}/{key}": arr for cell in _listed_cells(first)
-               for key, arr in join_features(first.features(cell)).items()}
+    sidecar = {
+        f"cells/{cell}/{key}": arr
+        for cell in _listed_cells(first)
+        for key, arr in join_features(first.features(cell)).items()
+    }
     ref_arrays = join_features(reference_features or {})
     sidecar.update({f"reference/{key}": np.asarray(arr) for key, arr in ref_arrays.items()})
     m = first.manifest
     baseline = Baseline(
-        suite=m.get("suite", ""), protocol_hash=protocol_hash(first.config), protocol=protocol_of(first.config),
-        config=first.config, seed=first.seed, seeds=[r.seed for r in runs], n=first.n,
-        extractors=m.get("extractors", {}), reference=m.get("reference"), models=m.get("models", {}),
-        entries=entries, config_hash=m.get("config_hash", ""),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        suite=m.get("suite", ""),
+        protocol_hash=protocol_hash(first.config),
+        protocol=protocol_of(first.config),
+        config=first.config,
+        seed=first.seed,
+        seeds=[r.seed for r in runs],
+        n=first.n,
+        extractors=m.get("extractors", {}),
+        reference=m.get("reference"),
+        models=m.get("models", {}),
+        entries=entries,
+        config_hash=m.get("config_hash", ""),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     return baseline, sidecar
 
 
@@ -287,8 +319,9 @@ def _listed_cells(run: RunData) -> list[str]:
     return [c["cell_id"] for c in run.manifest.get("cells", [])]
 
 
-def _entries(runs: list[RunData], tolerance: Tolerance,
-             reference_features: dict[str, dict[str, np.ndarray]]) -> list[BaselineEntry]:
+def _entries(
+    runs: list[RunData], tolerance: Tolerance, reference_features: dict[str, dict[str, np.ndarray]]
+) -> list[BaselineEntry]:
     """One entry per quality value of ``runs[0]``, with its values over all runs and its noise."""
     first = runs[0]
     rows, specs = metric_rows(first.config), metric_specs(first.config)
@@ -302,13 +335,27 @@ def _entries(runs: list[RunData], tolerance: Tolerance,
             raise CheckConfigError([f"{cell}/{metric}: not a finite value in every seed set: {values}"])
         group = (cell, rows[metric][0], str(extractor))
         if group not in sampling:  # one per-sample pass serves every row of the metric (precision and density)
-            sampling[group] = sampling_sigmas(runs, cell, group[1], group[2], specs.get((group[1], extractor), {}),
-                                              reference_features.get(group[2]))
+            sampling[group] = sampling_sigmas(
+                runs, cell, group[1], group[2], specs.get((group[1], extractor), {}), reference_features.get(group[2])
+            )
         c = cells[cell]
-        entries.append(BaselineEntry(
-            cell=cell, model=c["model"], sampler=c["sampler"], steps=int(c["steps"]), guidance=float(c["guidance"]),
-            metric=metric, metric_def=rows[metric][0], extractor=str(extractor), higher_is_better=rows[metric][1],
-            value=float(value), mean=float(np.mean(values)),
-            sigma=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, values=values, tolerance=tolerance,
-            sigma_sampling=sampling[group].get(metric, 0.0)))
+        entries.append(
+            BaselineEntry(
+                cell=cell,
+                model=c["model"],
+                sampler=c["sampler"],
+                steps=int(c["steps"]),
+                guidance=float(c["guidance"]),
+                metric=metric,
+                metric_def=rows[metric][0],
+                extractor=str(extractor),
+                higher_is_better=rows[metric][1],
+                value=float(value),
+                mean=float(np.mean(values)),
+                sigma=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                values=values,
+                tolerance=tolerance,
+                sigma_sampling=sampling[group].get(metric, 0.0),
+            )
+        )
     return entries

@@ -38,9 +38,19 @@ def _run_suite(suite: Any, out: Path, *, device: str, batch_size: int | None, pr
     return runner
 
 
-def run_check(target: str | Path, baseline_path: str | Path, *, k: float | None = None, seed: int | None = None,
-              out: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
-              n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95, progress: bool = False) -> CheckReport:
+def run_check(
+    target: str | Path,
+    baseline_path: str | Path,
+    *,
+    k: float | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    progress: bool = False,
+) -> CheckReport:
     """Run ``target`` (a suite) or read it (a run folder) and judge it against the baseline.
 
     A suite runs in a fresh temporary folder unless ``out`` is given (then finished cells are reused:
@@ -67,9 +77,18 @@ def run_check(target: str | Path, baseline_path: str | Path, *, k: float | None 
         return compare(baseline, read_run(folder), **judge)
 
 
-def make_baseline(suite_path: str | Path, output: str | Path, *, seeds: int, work_dir: str | Path | None = None,
-                  tolerance: Tolerance = Tolerance(), device: str = "auto", batch_size: int | None = None,
-                  features: bool = True, progress: bool = False) -> Baseline:
+def make_baseline(
+    suite_path: str | Path,
+    output: str | Path,
+    *,
+    seeds: int,
+    work_dir: str | Path | None = None,
+    tolerance: Tolerance = Tolerance(),
+    device: str = "auto",
+    batch_size: int | None = None,
+    features: bool = True,
+    progress: bool = False,
+) -> Baseline:
     """Run the suite on seed sets ``seed + 0..seeds-1`` (resumable run folders under ``work_dir``)."""
     from evalkit.suite import load_suite
 
@@ -95,22 +114,36 @@ def make_baseline(suite_path: str | Path, output: str | Path, *, seeds: int, wor
 def _cmd_check(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
-        report = run_check(args.target, args.baseline, k=args.k, seed=args.seed, out=args.out, device=args.device,
-                           batch_size=args.batch_size, n_resamples=args.bootstrap, confidence=args.confidence,
-                           progress=not args.quiet)
+        report = run_check(
+            args.target,
+            args.baseline,
+            k=args.k,
+            seed=args.seed,
+            out=args.out,
+            device=args.device,
+            batch_size=args.batch_size,
+            n_resamples=args.bootstrap,
+            confidence=args.confidence,
+            progress=not args.quiet,
+        )
     except EvalkitError as e:  # nothing was judged: say why in every output CI reads
         if e.exit_code != EXIT_USAGE:
             raise
         problems = getattr(e, "problems", None) or [str(e)]
         md = config_error_markdown(problems, args.baseline)
         print(md, file=sys.stderr)
-        publish(md, junit=junit_config_error(problems, args.baseline), junit_path=args.junit,
-                markdown_path=args.markdown)
+        publish(
+            md, junit=junit_config_error(problems, args.baseline), junit_path=args.junit, markdown_path=args.markdown
+        )
         return EXIT_USAGE
     md = markdown_report(report)
     print(md)
-    publish(md, junit=junit_xml(report, seconds=time.perf_counter() - t0), junit_path=args.junit,
-            markdown_path=args.markdown)
+    publish(
+        md,
+        junit=junit_xml(report, seconds=time.perf_counter() - t0),
+        junit_path=args.junit,
+        markdown_path=args.markdown,
+    )
     if not args.quiet:
         print(f"evalkit check: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return EXIT_REGRESSION if report.exit_code else EXIT_OK
@@ -121,21 +154,36 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         print("evalkit baseline: --seeds must be at least 2 (noise is measured across seed sets)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        b = make_baseline(args.suite, args.output, seeds=args.seeds, work_dir=args.work_dir,
-                          tolerance=Tolerance(args.k, args.rel, args.abs), device=args.device,
-                          batch_size=args.batch_size, features=not args.no_features, progress=not args.quiet)
+        b = make_baseline(
+            args.suite,
+            args.output,
+            seeds=args.seeds,
+            work_dir=args.work_dir,
+            tolerance=Tolerance(args.k, args.rel, args.abs),
+            device=args.device,
+            batch_size=args.batch_size,
+            features=not args.no_features,
+            progress=not args.quiet,
+        )
     except CheckConfigError as e:
         print("evalkit baseline: " + "\n  ".join(["cannot make a baseline:", *e.problems]), file=sys.stderr)
         return EXIT_USAGE
-    print(f"| cell | metric | value (seed {b.seed}) | mean | σ over {len(b.seeds)} seed sets | sampling σ |\n"
-          "|---|---|---:|---:|---:|---:|")
+    print(
+        f"| cell | metric | value (seed {b.seed}) | mean | σ over {len(b.seeds)} seed sets | sampling σ |\n"
+        "|---|---|---:|---:|---:|---:|"
+    )
     for e in b.entries:
         sampling = f"{e.sigma_sampling:.3g}" if e.sigma_sampling else ""
         print(f"| {e.cell} | {e.metric} | {e.value:.4g} | {e.mean:.4g} | {e.sigma:.3g} | {sampling} |")
     k_eff = effective_k(args.k, len(b.seeds))
-    print(f"\ntolerance: k={args.k:g} → k_eff={k_eff:.2f}σ with {len(b.seeds)} seed sets"
-          + ("  (few seed sets make σ uncertain and the tolerance wide: use --seeds 10 or more)"
-             if len(b.seeds) < 10 else ""))
+    print(
+        f"\ntolerance: k={args.k:g} → k_eff={k_eff:.2f}σ with {len(b.seeds)} seed sets"
+        + (
+            "  (few seed sets make σ uncertain and the tolerance wide: use --seeds 10 or more)"
+            if len(b.seeds) < 10
+            else ""
+        )
+    )
     side = f" + {b.features_file}" if b.features_file else ""
     print(f"\nwrote {b.path}{side} (protocol {b.protocol_hash}, seeds {b.seeds[0]}..{b.seeds[-1]}, N={b.n})")
     return EXIT_OK
@@ -169,8 +217,12 @@ def register(subparsers: Any) -> None:
     c.add_argument("--k", type=float, help="override the baseline's tolerance in noise σ")
     c.add_argument("--seed", type=int, help="run on this seed instead of the suite's (fresh seed set: unpaired)")
     c.add_argument("--out", help="run folder to use (default: a fresh temporary one)")
-    c.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES,
-                   help=f"paired bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    c.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_RESAMPLES,
+        help=f"paired bootstrap resamples (default {DEFAULT_RESAMPLES})",
+    )
     c.add_argument("--confidence", type=float, default=0.95, help="paired CI level (default 0.95)")
     _common(c)
     c.set_defaults(func=_cmd_check)

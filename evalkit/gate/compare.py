@@ -40,7 +40,8 @@ from evalkit.gate.baseline import (
     quality_values,
 )
 from evalkit.metrics.base import MetricInputs, get_metric
-from evalkit.metrics.resampling import bootstrap_indices, metric_replicates, percentile_interval, single_thread_blas
+from evalkit.metrics.resampling import bootstrap_indices, metric_replicates, percentile_interval
+from evalkit.metrics.threads import single_thread_blas
 from evalkit.store import RunData
 from evalkit.suite.identity import protocol_differences, protocol_hash
 
@@ -95,8 +96,9 @@ def verdict(delta: float, tol: float, ci: tuple[float, float] | None = None, *, 
     return PASS
 
 
-def judge(entry: BaselineEntry, now: float, *, paired: bool, ci: tuple[float, float] | None = None,
-          k: float | None = None) -> Comparison:
+def judge(
+    entry: BaselineEntry, now: float, *, paired: bool, ci: tuple[float, float] | None = None, k: float | None = None
+) -> Comparison:
     """One entry's comparison: reference point (value if paired, else the K-set mean), tolerance, verdict.
 
     ``k`` overrides the entry's tolerance k (``evalkit check --k``)."""
@@ -104,8 +106,16 @@ def judge(entry: BaselineEntry, now: float, *, paired: bool, ci: tuple[float, fl
     rule = entry.tolerance if k is None else dataclasses.replace(entry.tolerance, k=k)
     tol = rule.width(entry.noise, reference, n_sets=entry.n_sets, paired=paired)
     delta = now - reference
-    return Comparison(entry, now, reference, delta, tol, ci,
-                      verdict(delta, tol, ci, higher_is_better=entry.higher_is_better), k=rule.k)
+    return Comparison(
+        entry,
+        now,
+        reference,
+        delta,
+        tol,
+        ci,
+        verdict(delta, tol, ci, higher_is_better=entry.higher_is_better),
+        k=rule.k,
+    )
 
 
 def is_paired(baseline: Baseline, seed: int, n: int) -> bool:
@@ -130,8 +140,9 @@ def compatibility_problems(baseline: Baseline, run: RunData, *, allow_other_seed
     if missing:
         problems.append("cells missing from the run: " + ", ".join(missing))
     have = set(quality_values(run).index)
-    lost = [f"{c}/{m}" for c, m, x in (e.key for e in baseline.entries)
-            if run.status(c) == "done" and (c, m, x) not in have]
+    lost = [
+        f"{c}/{m}" for c, m, x in (e.key for e in baseline.entries) if run.status(c) == "done" and (c, m, x) not in have
+    ]
     if lost:
         problems.append("metrics missing from the run: " + ", ".join(lost))
     return problems
@@ -141,12 +152,16 @@ def config_problems(baseline: Baseline, config: dict[str, Any], *, allow_other_s
     """What a suite config alone shows (protocol, seed): checked before spending minutes on a run."""
     problems = []
     if protocol_hash(config) != baseline.protocol_hash:
-        problems.append(f"protocol hash {protocol_hash(config)} != baseline {baseline.protocol_hash} "
-                        "(the suite changed; re-make the baseline with `evalkit baseline`)")
+        problems.append(
+            f"protocol hash {protocol_hash(config)} != baseline {baseline.protocol_hash} "
+            "(the suite changed; re-make the baseline with `evalkit baseline`)"
+        )
         problems += ["  " + d for d in protocol_differences(baseline.config, config)]
     if int(config["seed"]) != baseline.seed and not allow_other_seed:
-        problems.append(f"seed {config['seed']} != baseline seed {baseline.seed} (pass --seed to check on a "
-                        "fresh seed set on purpose: the verdict is then unpaired)")
+        problems.append(
+            f"seed {config['seed']} != baseline seed {baseline.seed} (pass --seed to check on a "
+            "fresh seed set on purpose: the verdict is then unpaired)"
+        )
     return problems
 
 
@@ -170,8 +185,14 @@ def run_conditions(run: RunData) -> tuple[np.ndarray | None, list[str] | None]:
     return c.labels, c.prompts
 
 
-def paired_intervals(baseline: Baseline, run: RunData, deltas: dict[Key, float], *,
-                     n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95) -> dict[Key, tuple[float, float]]:
+def paired_intervals(
+    baseline: Baseline,
+    run: RunData,
+    deltas: dict[Key, float],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+) -> dict[Key, tuple[float, float]]:
     """Paired bootstrap CI of (now − baseline) per entry: the same resampled indices in both arms.
 
     Only valid when run and baseline share seed, N and conditions; the caller checks that.
@@ -191,38 +212,71 @@ def paired_intervals(baseline: Baseline, run: RunData, deltas: dict[Key, float],
             todo = [e for e in baseline.entries if e.cell == cell and e.metric_def == mdef and e.extractor == ex]
             if not todo:
                 continue
-            arms = [MetricInputs(gen=feats.get(ex, {}), ref=baseline.reference_features(ex), labels=labels,
-                                 prompts=prompts, seed=run.seed, options=opts) for feats in (new_all, old_all)]
+            arms = [
+                MetricInputs(
+                    gen=feats.get(ex, {}),
+                    ref=baseline.reference_features(ex),
+                    labels=labels,
+                    prompts=prompts,
+                    seed=run.seed,
+                    options=opts,
+                )
+                for feats in (new_all, old_all)
+            ]
             try:
                 with single_thread_blas():
                     reps_new, reps_old = (metric_replicates(get_metric(mdef), a, idx) for a in arms)
             except (ValueError, KeyError, np.linalg.LinAlgError):
                 continue  # no CI for this metric (e.g. too few distinct samples); the tolerance still judges
             for e in todo:
-                out[e.key] = percentile_interval(reps_new[e.metric] - reps_old[e.metric], confidence,
-                                                 recentre_on=deltas[e.key])
+                out[e.key] = percentile_interval(
+                    reps_new[e.metric] - reps_old[e.metric], confidence, recentre_on=deltas[e.key]
+                )
     return out
 
 
 # -- the check --------------------------------------------------------------------------------------
-def compare(baseline: Baseline, run: RunData, *, k: float | None = None, allow_other_seed: bool = False,
-            n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95) -> CheckReport:
+def compare(
+    baseline: Baseline,
+    run: RunData,
+    *,
+    k: float | None = None,
+    allow_other_seed: bool = False,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+) -> CheckReport:
     """Judge ``run`` against ``baseline``; raises :class:`CheckConfigError` if they do not fit."""
     problems = compatibility_problems(baseline, run, allow_other_seed=allow_other_seed)
     if problems:
         raise CheckConfigError(problems)
     paired = is_paired(baseline, run.seed, run.n)
     now = quality_values(run)
-    first = {e.key: judge(e, float(now[e.key]), paired=paired, k=k) for e in baseline.entries
-             if run.status(e.cell) == "done"}
-    cis = paired_intervals(baseline, run, {key: c.delta for key, c in first.items()}, n_resamples=n_resamples,
-                           confidence=confidence) if paired else {}
+    first = {
+        e.key: judge(e, float(now[e.key]), paired=paired, k=k) for e in baseline.entries if run.status(e.cell) == "done"
+    }
+    cis = (
+        paired_intervals(
+            baseline, run, {key: c.delta for key, c in first.items()}, n_resamples=n_resamples, confidence=confidence
+        )
+        if paired
+        else {}
+    )
     comparisons = []
     for e in baseline.entries:
         if e.key not in first:
-            comparisons.append(Comparison(e, math.nan, math.nan, math.nan, math.nan, None, ERROR,
-                                          f"cell failed: {run.error(e.cell)}",
-                                          e.tolerance.k if k is None else k))
+            comparisons.append(
+                Comparison(
+                    e,
+                    math.nan,
+                    math.nan,
+                    math.nan,
+                    math.nan,
+                    None,
+                    ERROR,
+                    f"cell failed: {run.error(e.cell)}",
+                    e.tolerance.k if k is None else k,
+                )
+            )
         else:
             comparisons.append(judge(e, first[e.key].now, paired=paired, ci=cis.get(e.key), k=k))
     return CheckReport(baseline, run.root, paired, comparisons, run.seed, confidence)

@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("evalkit")
     group.addoption("--evalkit-device", default=None, help="device for evalkit_check runs (default: auto)")
-    group.addoption("--evalkit-junit-dir", default=None,
-                    help="write each evalkit_check's JUnit XML into this folder (one file per test)")
+    group.addoption(
+        "--evalkit-junit-dir",
+        default=None,
+        help="write each evalkit_check's JUnit XML into this folder (one file per test)",
+    )
 
 
 @pytest.fixture

@@ -27,9 +27,12 @@ def markdown_report(report: CheckReport) -> str:
     b, regress = report.baseline, report.regressions
     improved = sum(c.verdict == IMPROVED for c in report.comparisons)
     state = "FAIL" if regress else "PASS"
-    mode = (f"paired on common seeds (seed {report.run_seed}); CI: {report.confidence:.0%} paired bootstrap"
-            if report.paired else f"unpaired (run seed {report.run_seed} ≠ baseline seed {b.seed}): "
-                                  f"compared with the mean over {len(b.seeds)} seed sets")
+    mode = (
+        f"paired on common seeds (seed {report.run_seed}); CI: {report.confidence:.0%} paired bootstrap"
+        if report.paired
+        else f"unpaired (run seed {report.run_seed} ≠ baseline seed {b.seed}): "
+        f"compared with the mean over {len(b.seeds)} seed sets"
+    )
     seeds = f"{b.seeds[0]}..{b.seeds[-1]}" if len(b.seeds) > 1 else str(b.seeds[0])
     ks = sorted({c.k for c in report.comparisons})
     k_text = ", ".join(f"k={k:g} → k_eff={effective_k(k, len(b.seeds)):.2f}" for k in ks)
@@ -48,33 +51,53 @@ def markdown_report(report: CheckReport) -> str:
         arrow = "↑" if e.higher_is_better else "↓"
         ci = f"[{_num(c.ci[0], '+.3g')}, {_num(c.ci[1], '+.3g')}]" if c.ci else "–"
         shown = _SHOWN.get(c.verdict, c.verdict) + (f" ({c.note})" if c.note else "")
-        lines.append(f"| {e.cell} | {e.metric} {arrow} | {_num(c.reference)} | {_num(c.now)} | {_num(c.delta, '+.3g')} "
-                     f"| {_num(c.tolerance, '.3g')} | {ci} | {shown} |")
-    lines += ["", "tolerance = max(k_eff·σ·inflate, rel·|baseline|, abs), σ = the seed-set σ (or, for precision "
-                  "and density, their sampling σ where larger), k_eff = Student-t quantile with K−1 df at "
-                  "the tail of a z-score k; a regression is worse than the tolerance and, when paired, has its CI "
-                  "entirely on the worse side of 0. ↓ lower is better, ↑ higher."]
+        lines.append(
+            f"| {e.cell} | {e.metric} {arrow} | {_num(c.reference)} | {_num(c.now)} | {_num(c.delta, '+.3g')} "
+            f"| {_num(c.tolerance, '.3g')} | {ci} | {shown} |"
+        )
+    lines += [
+        "",
+        "tolerance = max(k_eff·σ·inflate, rel·|baseline|, abs), σ = the seed-set σ (or, for precision "
+        "and density, their sampling σ where larger), k_eff = Student-t quantile with K−1 df at "
+        "the tail of a z-score k; a regression is worse than the tolerance and, when paired, has its CI "
+        "entirely on the worse side of 0. ↓ lower is better, ↑ higher.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def junit_xml(report: CheckReport, *, seconds: float = 0.0) -> str:
     """One testcase per cell × metric; regressions are <failure>, failed cells <error>."""
-    suite = ET.Element("testsuite", name=f"evalkit.gate.compare.{report.baseline.suite}",
-                       tests=str(len(report.comparisons)),
-                       failures=str(sum(c.verdict == REGRESSION for c in report.comparisons)),
-                       errors=str(sum(c.verdict == ERROR for c in report.comparisons)),
-                       skipped="0", time=f"{seconds:.3f}")
+    suite = ET.Element(
+        "testsuite",
+        name=f"evalkit.gate.compare.{report.baseline.suite}",
+        tests=str(len(report.comparisons)),
+        failures=str(sum(c.verdict == REGRESSION for c in report.comparisons)),
+        errors=str(sum(c.verdict == ERROR for c in report.comparisons)),
+        skipped="0",
+        time=f"{seconds:.3f}",
+    )
     props = ET.SubElement(suite, "properties")
-    for name, value in (("baseline", report.baseline.path), ("protocol_hash", report.baseline.protocol_hash),
-                        ("paired", report.paired), ("run", report.run_root)):
+    for name, value in (
+        ("baseline", report.baseline.path),
+        ("protocol_hash", report.baseline.protocol_hash),
+        ("paired", report.paired),
+        ("run", report.run_root),
+    ):
         ET.SubElement(props, "property", name=name, value=str(value))
     for c in report.comparisons:
         e = c.entry
-        case = ET.SubElement(suite, "testcase", classname=f"evalkit.{report.baseline.suite}.{e.cell}",
-                             name=f"{e.metric}[{e.extractor}]", time="0")
-        text = (f"{e.metric} ({'higher' if e.higher_is_better else 'lower'} is better): baseline {_num(c.reference)}, "
-                f"now {_num(c.now)}, delta {_num(c.delta, '+.4g')}, tolerance {_num(c.tolerance, '.4g')}"
-                + (f", paired CI [{_num(c.ci[0], '+.4g')}, {_num(c.ci[1], '+.4g')}]" if c.ci else ""))
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"evalkit.{report.baseline.suite}.{e.cell}",
+            name=f"{e.metric}[{e.extractor}]",
+            time="0",
+        )
+        text = (
+            f"{e.metric} ({'higher' if e.higher_is_better else 'lower'} is better): baseline {_num(c.reference)}, "
+            f"now {_num(c.now)}, delta {_num(c.delta, '+.4g')}, tolerance {_num(c.tolerance, '.4g')}"
+            + (f", paired CI [{_num(c.ci[0], '+.4g')}, {_num(c.ci[1], '+.4g')}]" if c.ci else "")
+        )
         if c.verdict == REGRESSION:
             ET.SubElement(case, "failure", message=f"regression: {text}", type="regression").text = text
         elif c.verdict == ERROR:
@@ -99,12 +122,20 @@ def junit_config_error(problems: list[str], baseline: str | Path) -> str:
 
 def config_error_markdown(problems: list[str], baseline: str | Path) -> str:
     """The exit-2 message: every reason the run cannot be judged, one bullet each."""
-    return f"### evalkit check: configuration error\n\ncannot judge this run against `{baseline}`:\n\n" + \
-        "\n".join(f"- {p.strip()}" for p in problems) + "\n"
+    return (
+        f"### evalkit check: configuration error\n\ncannot judge this run against `{baseline}`:\n\n"
+        + "\n".join(f"- {p.strip()}" for p in problems)
+        + "\n"
+    )
 
 
-def publish(markdown: str, *, junit: str | None = None, junit_path: str | Path | None = None,
-            markdown_path: str | Path | None = None) -> None:
+def publish(
+    markdown: str,
+    *,
+    junit: str | None = None,
+    junit_path: str | Path | None = None,
+    markdown_path: str | Path | None = None,
+) -> None:
     """Write the JUnit/markdown files asked for and append to ``$GITHUB_STEP_SUMMARY`` when set."""
     if junit_path and junit is not None:
         Path(junit_path).parent.mkdir(parents=True, exist_ok=True)

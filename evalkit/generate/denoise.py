@@ -27,8 +27,14 @@ class CallCounter:
         return self.fn(x, t, cond)
 
 
-def guided_eps(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-               uncond: torch.Tensor | None, guidance: float) -> torch.Tensor:
+def guided_eps(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    guidance: float,
+) -> torch.Tensor:
     """ε̂ = ε(x, ∅) + w·(ε(x, c) − ε(x, ∅)); one batched call. ``w = 1`` skips the unconditional pass."""
     if uncond is None or guidance == 1.0:
         return denoiser(x, t, cond)
@@ -36,8 +42,17 @@ def guided_eps(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: torch
     return eps_u + guidance * (eps_c - eps_u)
 
 
-def sample(denoiser: Denoiser, scheduler: Any, noise: torch.Tensor, steps: int, *, cond: torch.Tensor,
-           uncond: torch.Tensor | None, guidance: float, generators: Sequence[torch.Generator]) -> torch.Tensor:
+def sample(
+    denoiser: Denoiser,
+    scheduler: Any,
+    noise: torch.Tensor,
+    steps: int,
+    *,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    guidance: float,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
     """Run ``scheduler`` for ``steps`` from unit-variance ``noise``; returns the final sample x₀.
 
     ``generators`` (one per sample) feed the scheduler's per-step noise where it takes any, so

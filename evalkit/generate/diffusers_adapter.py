@@ -35,14 +35,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from evalkit.errors import ConfigError
 from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched
 from evalkit.generate.denoise import sample, to_uint8
 from evalkit.generate.samplers import available_samplers, get_sampler, make_scheduler, model_calls_per_sample
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
-from evalkit.errors import ConfigError
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
 ATTENTION = ("default", "sdpa", "eager", "xformers")
 
 
@@ -85,7 +91,7 @@ def _local_file(path: str, relative: str, revision: str | None = None) -> Path |
         from huggingface_hub import try_to_load_from_cache
 
         hit = try_to_load_from_cache(path, relative, revision=revision)
-    except Exception:  # noqa: BLE001 - not a valid repo id either: nothing cached
+    except Exception:
         return None
     return Path(hit) if isinstance(hit, str) else None
 
@@ -114,17 +120,32 @@ class DiffusersAdapter(Adapter):
 
     name = "diffusers"
 
-    def __init__(self, path: str | None = None, device: str = "cpu", dtype: str = "fp32",
-                 negative_prompt: str | None = None, height: int | None = None, width: int | None = None,
-                 compile: bool = False, attention: str = "default", safety_checker: bool = False,  # noqa: A002
-                 null_class: int | None = None, variant: str | None = None, revision: str | None = None):
+    def __init__(
+        self,
+        path: str | None = None,
+        device: str = "cpu",
+        dtype: str = "fp32",
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        compile: bool = False,
+        attention: str = "default",
+        safety_checker: bool = False,
+        null_class: int | None = None,
+        variant: str | None = None,
+        revision: str | None = None,
+    ):
         if not path or not isinstance(path, str):
-            raise DiffusersError("diffusers adapter: set options.path to a pipeline folder (with model_index.json) "
-                                 "or a Hugging Face hub id")
+            raise DiffusersError(
+                "diffusers adapter: set options.path to a pipeline folder (with model_index.json) "
+                "or a Hugging Face hub id"
+            )
         if dtype not in DTYPES:
             raise DiffusersError(f"diffusers option 'dtype': expected one of fp32, fp16, bf16; got {dtype!r}")
         if attention not in ATTENTION:
-            raise DiffusersError(f"diffusers option 'attention': expected one of {', '.join(ATTENTION)}; got {attention!r}")
+            raise DiffusersError(
+                f"diffusers option 'attention': expected one of {', '.join(ATTENTION)}; got {attention!r}"
+            )
         self.path, self.device, self.dtype_name, self.dtype = path, torch.device(device), dtype, DTYPES[dtype]
         self.negative_prompt, self.height, self.width = negative_prompt, height, width
         self.compile, self.attention, self.safety_checker = bool(compile), attention, bool(safety_checker)
@@ -147,8 +168,10 @@ class DiffusersAdapter(Adapter):
         """Why ``expected_model_calls`` is unknown (shown by ``--dry-run``), or None."""
         if self.scheduler_config() is not None:
             return None
-        return (f"model calls unknown: the weights of {self.path!r} are not here (no local folder, not in the "
-                "Hugging Face cache); download them or point options.path at a pipeline folder")
+        return (
+            f"model calls unknown: the weights of {self.path!r} are not here (no local folder, not in the "
+            "Hugging Face cache); download them or point options.path at a pipeline folder"
+        )
 
     def check_sampler(self, sampler: str) -> None:
         base = self.scheduler_config()
@@ -159,7 +182,8 @@ class DiffusersAdapter(Adapter):
         if sampler not in ok:
             raise DiffusersError(
                 f"sampler {sampler!r} ({get_sampler(sampler).scheduler}) is not compatible with pipeline "
-                f"{self.path!r}, whose scheduler is {cls}; compatible evalkit samplers: {', '.join(ok) or 'none'}")
+                f"{self.path!r}, whose scheduler is {cls}; compatible evalkit samplers: {', '.join(ok) or 'none'}"
+            )
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int | None:
         base = self.scheduler_config()
@@ -181,7 +205,8 @@ class DiffusersAdapter(Adapter):
             raise DiffusersError(
                 f"diffusers model {self.path!r}: no such local folder, and as a hub id it is not in the Hugging "
                 "Face cache while the hub is offline (HF_HUB_OFFLINE=1). Download it where there is internet "
-                f"(`hf download {self.path}`) or set options.path to a local folder holding model_index.json")
+                f"(`hf download {self.path}`) or set options.path to a local folder holding model_index.json"
+            )
         kwargs: dict[str, Any] = {_dtype_kwarg(): self.dtype, "local_files_only": offline}
         if self.variant:
             kwargs["variant"] = self.variant
@@ -235,9 +260,16 @@ class DiffusersAdapter(Adapter):
         return int(cfg.in_channels), int(h) // scale, int(w) // scale
 
     def info(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"adapter": "diffusers", "path": self.path, "dtype": self.dtype_name,
-                               "device": str(self.device), "compile": self.compile, "attention": self.attention,
-                               "negative_prompt": self.negative_prompt, "safety_checker": self.safety_checker}
+        out: dict[str, Any] = {
+            "adapter": "diffusers",
+            "path": self.path,
+            "dtype": self.dtype_name,
+            "device": str(self.device),
+            "compile": self.compile,
+            "attention": self.attention,
+            "negative_prompt": self.negative_prompt,
+            "safety_checker": self.safety_checker,
+        }
         folder = Path(self.path).expanduser()
         cfg_file = _local_file(self.path, "model_index.json", self.revision)
         if cfg_file is not None:
@@ -251,10 +283,17 @@ class DiffusersAdapter(Adapter):
             out["config_sha256"] = h.hexdigest()
         if self.pipeline is not None:
             c, h_, w = self._latent_shape()
-            out.update(pipeline=type(self.pipeline).__name__, base_scheduler=self._base["_class_name"],
-                       mode="text-to-image" if self.text else "class-conditional" if self.class_conditional
-                       else "unconditional", latent_shape=[c, h_, w],
-                       parameters=sum(p.numel() for p in self.denoiser.parameters()))
+            out.update(
+                pipeline=type(self.pipeline).__name__,
+                base_scheduler=self._base["_class_name"],
+                mode="text-to-image"
+                if self.text
+                else "class-conditional"
+                if self.class_conditional
+                else "unconditional",
+                latent_shape=[c, h_, w],
+                parameters=sum(p.numel() for p in self.denoiser.parameters()),
+            )
         return out
 
     # -- generation ------------------------------------------------------------------------------
@@ -273,8 +312,10 @@ class DiffusersAdapter(Adapter):
             if request.prompts is None:
                 raise DiffusersError(f"{type(self.pipeline).__name__} is text-to-image: set conditions.prompts")
             if request.guidance < 1:
-                raise DiffusersError(f"{type(self.pipeline).__name__} applies guidance only above 1 (1 = off); "
-                                     f"got guidance {request.guidance:g}")
+                raise DiffusersError(
+                    f"{type(self.pipeline).__name__} applies guidance only above 1 (1 = off); "
+                    f"got guidance {request.guidance:g}"
+                )
         elif self.class_conditional and request.labels is None:
             raise DiffusersError(f"{type(self.pipeline).__name__} is class-conditional: set conditions.classes")
         elif not self.class_conditional and request.guidance != 1.0:
@@ -289,15 +330,22 @@ class DiffusersAdapter(Adapter):
             calls, carried = self.counter.calls - calls0, self.counter.images - images0
             yield GeneratedBatch(images, np.asarray(idx), calls, round(carried / len(idx)) if calls else 0)
 
-    def _text_batch(self, request: GenerationRequest, sl: slice, gens: list[torch.Generator],
-                    noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
+    def _text_batch(
+        self, request: GenerationRequest, sl: slice, gens: list[torch.Generator], noise: torch.Tensor, scheduler: Any
+    ) -> torch.Tensor:
         pipe = self.pipeline
         pipe.scheduler = scheduler
         prompts = list(request.prompts[sl])
-        kwargs: dict[str, Any] = {"prompt": prompts, "num_inference_steps": request.steps,
-                                  "guidance_scale": request.guidance, "generator": gens, "latents": noise,
-                                  "output_type": "np", "height": noise.shape[-2] * self._scale(),
-                                  "width": noise.shape[-1] * self._scale()}
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.guidance,
+            "generator": gens,
+            "latents": noise,
+            "output_type": "np",
+            "height": noise.shape[-2] * self._scale(),
+            "width": noise.shape[-1] * self._scale(),
+        }
         if self.negative_prompt is not None and self.accepts_negative:
             kwargs["negative_prompt"] = [self.negative_prompt] * len(prompts)
         out = pipe(**kwargs).images
@@ -310,8 +358,9 @@ class DiffusersAdapter(Adapter):
         return getattr(pipe, "vae_scale_factor", 1) if getattr(pipe, "vae", None) is not None else 1
 
     @torch.inference_mode()
-    def _loop_batch(self, request: GenerationRequest, sl: slice, gens: list[torch.Generator],
-                    noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
+    def _loop_batch(
+        self, request: GenerationRequest, sl: slice, gens: list[torch.Generator], noise: torch.Tensor, scheduler: Any
+    ) -> torch.Tensor:
         is_transformer = self.denoiser is getattr(self.pipeline, "transformer", None)
 
         def eps(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -327,8 +376,9 @@ class DiffusersAdapter(Adapter):
                 if self.class_null is None:
                     raise DiffusersError("classifier-free guidance needs the null class: set options.null_class")
                 uncond = torch.full_like(labels, int(self.class_null))
-        x = sample(eps, scheduler, noise, request.steps, cond=labels, uncond=uncond, guidance=request.guidance,
-                   generators=gens)
+        x = sample(
+            eps, scheduler, noise, request.steps, cond=labels, uncond=uncond, guidance=request.guidance, generators=gens
+        )
         vae = getattr(self.pipeline, "vae", None)
         if vae is not None:
             x = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample

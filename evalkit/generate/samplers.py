@@ -34,19 +34,34 @@ def register_sampler(defn: SamplerDef) -> SamplerDef:
 for _d in [
     SamplerDef("ddpm", "DDPMScheduler", stochastic=True, description="ancestral DDPM (Ho et al. 2020)"),
     SamplerDef("ddim", "DDIMScheduler", {"eta": 0.0}, description="deterministic DDIM, eta=0"),
-    SamplerDef("pndm", "PNDMScheduler", {"skip_prk_steps": True}, description="PLMS (PNDM without Runge-Kutta warm-up)"),
+    SamplerDef(
+        "pndm", "PNDMScheduler", {"skip_prk_steps": True}, description="PLMS (PNDM without Runge-Kutta warm-up)"
+    ),
     SamplerDef("lms", "LMSDiscreteScheduler", description="linear multistep (k-diffusion lms)"),
     SamplerDef("euler", "EulerDiscreteScheduler", description="Euler (Karras et al. 2022, Alg. 1 without churn)"),
     SamplerDef("euler_a", "EulerAncestralDiscreteScheduler", stochastic=True, description="Euler ancestral"),
     SamplerDef("heun", "HeunDiscreteScheduler", description="Heun 2nd order: two model calls per step but the last"),
     SamplerDef("dpm2", "KDPM2DiscreteScheduler", description="DPM-Solver-2 (k-diffusion dpm_2)"),
-    SamplerDef("dpmpp_2m", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2},
-               description="DPM-Solver++(2M)"),
-    SamplerDef("dpmpp_2m_karras", "DPMSolverMultistepScheduler",
-               {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-               description="DPM-Solver++(2M) with Karras sigmas"),
-    SamplerDef("dpmpp_sde", "DPMSolverSDEScheduler", stochastic=True, batch_invariant=False, requires=("torchsde",),
-               description="DPM-Solver++ SDE (Brownian tree seeded per batch by diffusers)"),
+    SamplerDef(
+        "dpmpp_2m",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        description="DPM-Solver++(2M)",
+    ),
+    SamplerDef(
+        "dpmpp_2m_karras",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        description="DPM-Solver++(2M) with Karras sigmas",
+    ),
+    SamplerDef(
+        "dpmpp_sde",
+        "DPMSolverSDEScheduler",
+        stochastic=True,
+        batch_invariant=False,
+        requires=("torchsde",),
+        description="DPM-Solver++ SDE (Brownian tree seeded per batch by diffusers)",
+    ),
     SamplerDef("unipc", "UniPCMultistepScheduler", description="UniPC multistep (bh2)"),
     SamplerDef("deis", "DEISMultistepScheduler", description="DEIS multistep, order 2"),
 ]:
@@ -75,8 +90,9 @@ def make_scheduler(name: str, base_config: dict[str, Any], options: dict[str, An
     return cls.from_config(config, **{**defn.options, **(options or {})})
 
 
-def model_calls_per_sample(name: str, steps: int, base_config: dict[str, Any],
-                           options: dict[str, Any] | None = None) -> int:
+def model_calls_per_sample(
+    name: str, steps: int, base_config: dict[str, Any], options: dict[str, Any] | None = None
+) -> int:
     """Denoiser forward calls one trajectory makes: the length of the scheduler's timestep list.
 
     Heun-type samplers evaluate the model about twice per step, PLMS once more at the start. The

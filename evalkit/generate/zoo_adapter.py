@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from evalkit.errors import ConfigError
 from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched
 from evalkit.generate.denoise import CallCounter, sample, to_uint8
 from evalkit.generate.samplers import get_sampler, make_scheduler, model_calls_per_sample
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
 from evalkit.zoo.models import UNET_NAME
-from evalkit.errors import ConfigError
 
 
 class ZooMnistAdapter(Adapter):
@@ -39,8 +39,14 @@ class ZooMnistAdapter(Adapter):
 
     def info(self) -> dict[str, Any]:
         sha = {name: meta["sha256"] for name, meta in self._files.items()} if self._files else "random-init:seed0"
-        return {"adapter": "zoo", "model": "mnist", "weights": self.weights, "weights_sha256": sha,
-                "parameters": sum(p.numel() for p in self.unet.parameters()), "resolution": 32}
+        return {
+            "adapter": "zoo",
+            "model": "mnist",
+            "weights": self.weights,
+            "weights_sha256": sha,
+            "parameters": sum(p.numel() for p in self.unet.parameters()),
+            "resolution": 32,
+        }
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int:
         return model_calls_per_sample(sampler, steps, self.schedule, options)
@@ -65,8 +71,16 @@ class ZooMnistAdapter(Adapter):
             uncond = torch.full_like(labels, self.null_class) if cfg else None
             counter = CallCounter(self._denoise)
             with torch.inference_mode():
-                x = sample(counter, scheduler, noise, request.steps, cond=labels, uncond=uncond,
-                           guidance=request.guidance, generators=gens)
+                x = sample(
+                    counter,
+                    scheduler,
+                    noise,
+                    request.steps,
+                    cond=labels,
+                    uncond=uncond,
+                    guidance=request.guidance,
+                    generators=gens,
+                )
             yield GeneratedBatch(to_uint8(x), idx, counter.calls, counter.calls * (2 if cfg else 1))
 
 
@@ -88,6 +102,10 @@ class NoiseAdapter(Adapter):
         r, c = self.resolution, 1 if self.grayscale else 3
         for sl in batched(request.indices, request.batch_size):
             idx = request.indices[sl]
-            imgs = torch.stack([torch.randint(0, 256, (c, r, r), generator=g, dtype=torch.uint8)
-                                for g in sample_generators(request.seed, idx)])
+            imgs = torch.stack(
+                [
+                    torch.randint(0, 256, (c, r, r), generator=g, dtype=torch.uint8)
+                    for g in sample_generators(request.seed, idx)
+                ]
+            )
             yield GeneratedBatch(imgs.repeat(1, 3 // c, 1, 1), np.asarray(idx), 0, 0)

@@ -5,7 +5,15 @@ import adapters, extractors or the runner.
 """
 
 from evalkit.metrics import (  # noqa: F401  (register)
-    classification, clip_score, cmmd, fd_inf, frechet, inception_score, kid, lpips, prdc,
+    classification,
+    clip_score,
+    cmmd,
+    fd_inf,
+    frechet,
+    inception_score,
+    kid,
+    lpips,
+    prdc,
 )
 from evalkit.metrics.base import (  # noqa: F401
     MetricDef,

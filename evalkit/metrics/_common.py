@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from evalkit.metrics.base import MetricInputs
 from evalkit.errors import ConfigError
+from evalkit.metrics.base import MetricInputs
 
 # A reference given only as Gaussian statistics (``{"stats": "file.npz"}``) carries
 # ``"<output>.mu"`` and ``"<output>.sigma"`` (and ``"<output>.n"``) instead of per-sample arrays.

@@ -38,8 +38,12 @@ def compute_class_acc(inputs: MetricInputs) -> dict[str, MetricValue]:
     return {"class_acc": MetricValue(hits / len(labels), ci_low=lo, ci_high=hi, extra={"hits": hits})}
 
 
-register_metric(MetricDef(
-    name="class_acc", needs_reference=False, higher_is_better={"class_acc": True},
-    compute=compute_class_acc,
-    description="fraction of class-conditional samples a classifier assigns to the requested class (Wilson 95% CI)",
-))
+register_metric(
+    MetricDef(
+        name="class_acc",
+        needs_reference=False,
+        higher_is_better={"class_acc": True},
+        compute=compute_class_acc,
+        description="fraction of class-conditional samples a classifier assigns to the requested class (Wilson 95% CI)",
+    )
+)

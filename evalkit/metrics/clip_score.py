@@ -29,19 +29,30 @@ def clip_scores(image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray
 
 
 def compute_clip_score(inputs: MetricInputs) -> dict[str, MetricValue]:
-    per_sample = clip_scores(gen_array(inputs, "image_embeds", "clip_score"), gen_array(inputs, "text_embeds", "clip_score"))
+    per_sample = clip_scores(
+        gen_array(inputs, "image_embeds", "clip_score"), gen_array(inputs, "text_embeds", "clip_score")
+    )
     value = max(float(per_sample.mean()), 0.0)
     out = MetricValue(value, extra={"n": int(per_sample.size)})
     n_boot = int(option(inputs, "bootstrap", DEFAULT_RESAMPLES))
     if n_boot > 0:
-        out.ci_low, out.ci_high = bootstrap_mean_ci(per_sample, n_resamples=n_boot, seed=inputs.seed,
-                                                    confidence=float(option(inputs, "confidence", 0.95)),
-                                                    transform=lambda m: max(m, 0.0))
+        out.ci_low, out.ci_high = bootstrap_mean_ci(
+            per_sample,
+            n_resamples=n_boot,
+            seed=inputs.seed,
+            confidence=float(option(inputs, "confidence", 0.95)),
+            transform=lambda m: max(m, 0.0),
+        )
     return {"clip_score": out}
 
 
-register_metric(MetricDef(
-    name="clip_score", needs_reference=False,
-    higher_is_better={"clip_score": True}, compute=compute_clip_score, default_extractor="clip",
-    description="CLIP score as torchmetrics CLIPScore: mean of 100·cos(image, text), clamped at 0; bootstrap CI.",
-))
+register_metric(
+    MetricDef(
+        name="clip_score",
+        needs_reference=False,
+        higher_is_better={"clip_score": True},
+        compute=compute_clip_score,
+        default_extractor="clip",
+        description="CLIP score as torchmetrics CLIPScore: mean of 100·cos(image, text), clamped at 0; bootstrap CI.",
+    )
+)

@@ -30,13 +30,20 @@ def cmmd(gen: np.ndarray, ref: np.ndarray, *, sigma: float = SIGMA, scale: float
 
 def compute_cmmd(inputs: MetricInputs) -> dict[str, MetricValue]:
     key = option(inputs, "read", "image_embeds")
-    value = cmmd(gen_array(inputs, key, "cmmd"), ref_array(inputs, key, "cmmd"),
-                 sigma=float(option(inputs, "sigma", SIGMA)))
+    value = cmmd(
+        gen_array(inputs, key, "cmmd"), ref_array(inputs, key, "cmmd"), sigma=float(option(inputs, "sigma", SIGMA))
+    )
     return {"cmmd": MetricValue(value)}
 
 
-register_metric(MetricDef(
-    name="cmmd", needs_reference=True, higher_is_better={"cmmd": False},
-    compute=compute_cmmd, default_extractor="clip",
-    description="CMMD: MMD² with RBF σ=10 on L2-normalised CLIP image embeddings, ×1000 (reference code's estimator).",
-))
+register_metric(
+    MetricDef(
+        name="cmmd",
+        needs_reference=True,
+        higher_is_better={"cmmd": False},
+        compute=compute_cmmd,
+        default_extractor="clip",
+        description="CMMD: MMD² with RBF σ=10 on L2-normalised CLIP image embeddings, ×1000 "
+        "(reference code's estimator).",
+    )
+)

@@ -7,12 +7,22 @@ import numpy as np
 from evalkit.metrics._common import flat2d, gen_array, option
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.frechet import (
-    PreparedReference, _as_prepared, _ref, frechet_distance_resampled, prepare_reference,
+    PreparedReference,
+    _as_prepared,
+    _ref,
+    frechet_distance_resampled,
+    prepare_reference,
 )
 
 
-def fd_infinity(gen: np.ndarray, mu_r: np.ndarray | PreparedReference, sigma_r: np.ndarray | None = None, *,
-                sizes: np.ndarray, seed: int) -> tuple[float, np.ndarray]:
+def fd_infinity(
+    gen: np.ndarray,
+    mu_r: np.ndarray | PreparedReference,
+    sigma_r: np.ndarray | None = None,
+    *,
+    sizes: np.ndarray,
+    seed: int,
+) -> tuple[float, np.ndarray]:
     """FD at each subset size (a fresh seeded shuffle per size, as the authors' code), then a least-squares
     line in 1/N extrapolated to 1/N = 0. Returns (FD∞, FD per size). The reference may be given as
     (μ, Σ) or as a :class:`PreparedReference` (``sigma_r`` then None)."""
@@ -40,8 +50,12 @@ def compute_fd_inf(inputs: MetricInputs) -> dict[str, MetricValue]:
     return {"fd_inf": MetricValue(value, extra={"sizes": sizes.tolist(), "fd_per_size": fds.tolist()})}
 
 
-register_metric(MetricDef(
-    name="fd_inf", needs_reference=True, higher_is_better={"fd_inf": False},
-    compute=compute_fd_inf,
-    description="FD∞ (Chong & Forsyth 2020): FD over 15 subset sizes, linear fit in 1/N, value at 1/N=0.",
-))
+register_metric(
+    MetricDef(
+        name="fd_inf",
+        needs_reference=True,
+        higher_is_better={"fd_inf": False},
+        compute=compute_fd_inf,
+        description="FD∞ (Chong & Forsyth 2020): FD over 15 subset sizes, linear fit in 1/N, value at 1/N=0.",
+    )
+)

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from evalkit.metrics._common import MU_SUFFIX, SIGMA_SUFFIX, flat2d, gen_array, option
-from evalkit.metrics._blas import single_thread_blas_when_oversubscribed
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.resampling import bootstrap_indices, percentile_interval
+from evalkit.metrics.threads import single_thread_blas_when_oversubscribed
 
 # Bootstrap replicates by default only while the feature dimension keeps each replicate cheap
 # (a 2048-d eigendecomposition costs seconds on a CPU); ask with options {"bootstrap": N} otherwise.
@@ -252,8 +252,7 @@ def frechet_distance_to_reference(x: np.ndarray, ref: PreparedReference) -> floa
     return float(diff @ diff + tr1 + ref.trace - 2.0 * tr)
 
 
-def frechet_distance_resampled(x: np.ndarray, ref: PreparedReference,
-                               indices: Iterable[np.ndarray]) -> np.ndarray:
+def frechet_distance_resampled(x: np.ndarray, ref: PreparedReference, indices: Iterable[np.ndarray]) -> np.ndarray:
     """FD of ``x[idx]`` against a prepared reference for every index array (bootstrap resamples with
     repeats, or subsets): equal to ``frechet_distance_from_samples(x[idx], μ, Σ)`` each, but Z = X₀B is
     computed once (X₀ = x centred on its own mean) and each replicate works on Z's rows only: a row
@@ -290,7 +289,7 @@ def frechet_distance_resampled(x: np.ndarray, ref: PreparedReference,
 class _CachedReference:
     """A reference's Gaussian fit and, once asked for, its prepared form."""
 
-    __slots__ = ("mu", "sigma", "prepared")
+    __slots__ = ("mu", "prepared", "sigma")
 
     def __init__(self, mu: np.ndarray, sigma: np.ndarray) -> None:
         self.mu, self.sigma = mu, sigma
@@ -321,7 +320,9 @@ def _cached_reference(ref: dict[str, np.ndarray], key: str) -> _CachedReference:
     elif key in ref:
         source = (np.asarray(ref[key]),)
     else:
-        raise ValueError(f"reference has neither {key!r} nor {key + MU_SUFFIX!r}/{key + SIGMA_SUFFIX!r}; got {sorted(ref)}")
+        raise ValueError(
+            f"reference has neither {key!r} nor {key + MU_SUFFIX!r}/{key + SIGMA_SUFFIX!r}; got {sorted(ref)}"
+        )
     digest = _digest(*source)
     hit = _REF_CACHE.get(digest)
     if hit is None:
@@ -348,7 +349,9 @@ def reference_stats(ref: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, n
     if key + MU_SUFFIX in ref and key + SIGMA_SUFFIX in ref:
         return np.asarray(ref[key + MU_SUFFIX], np.float64), np.asarray(ref[key + SIGMA_SUFFIX], np.float64)
     if key not in ref:
-        raise ValueError(f"reference has neither {key!r} nor {key + MU_SUFFIX!r}/{key + SIGMA_SUFFIX!r}; got {sorted(ref)}")
+        raise ValueError(
+            f"reference has neither {key!r} nor {key + MU_SUFFIX!r}/{key + SIGMA_SUFFIX!r}; got {sorted(ref)}"
+        )
     return gaussian_stats(ref[key])
 
 
@@ -381,14 +384,20 @@ def compute_fd(inputs: MetricInputs) -> dict[str, MetricValue]:
         # Replicates are recentred on the estimate (see evalkit.metrics.resampling.percentile_interval).
         idx = bootstrap_indices(gen.shape[0], n_boot, int(option(inputs, "bootstrap_seed", inputs.seed)))
         reps = frechet_distance_resampled(gen, entry.prepared, idx)
-        out.ci_low, out.ci_high = percentile_interval(reps, float(option(inputs, "confidence", 0.95)),
-                                                      recentre_on=value)
+        out.ci_low, out.ci_high = percentile_interval(
+            reps, float(option(inputs, "confidence", 0.95)), recentre_on=value
+        )
         out.extra["bootstrap"] = n_boot
     return {"fd": out}
 
 
-register_metric(MetricDef(
-    name="fd", needs_reference=True, higher_is_better={"fd": False}, compute=compute_fd,
-    description="Fréchet distance of Gaussian fits (FID on Inception pool3); float64 eigenvalue form; "
-                "bootstrap CI over generated samples.",
-))
+register_metric(
+    MetricDef(
+        name="fd",
+        needs_reference=True,
+        higher_is_better={"fd": False},
+        compute=compute_fd,
+        description="Fréchet distance of Gaussian fits (FID on Inception pool3); float64 eigenvalue form; "
+        "bootstrap CI over generated samples.",
+    )
+)

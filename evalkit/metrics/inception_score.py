@@ -22,8 +22,9 @@ from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_
 DEFAULT_SPLITS = 10
 
 
-def inception_score_splits(logits: np.ndarray, *, splits: int = DEFAULT_SPLITS, seed: int = 0,
-                           shuffle: bool = True) -> np.ndarray:
+def inception_score_splits(
+    logits: np.ndarray, *, splits: int = DEFAULT_SPLITS, seed: int = 0, shuffle: bool = True
+) -> np.ndarray:
     logits = flat2d(logits)
     n = logits.shape[0]
     if n < splits:
@@ -43,15 +44,23 @@ def inception_score_splits(logits: np.ndarray, *, splits: int = DEFAULT_SPLITS, 
 
 def compute_is(inputs: MetricInputs) -> dict[str, MetricValue]:
     key = option(inputs, "read", "logits")
-    scores = inception_score_splits(gen_array(inputs, key, "is"), splits=int(option(inputs, "splits", DEFAULT_SPLITS)),
-                                    seed=int(option(inputs, "is_seed", inputs.seed)))
+    scores = inception_score_splits(
+        gen_array(inputs, key, "is"),
+        splits=int(option(inputs, "splits", DEFAULT_SPLITS)),
+        seed=int(option(inputs, "is_seed", inputs.seed)),
+    )
     return {"is": MetricValue(float(scores.mean()), std=float(scores.std()), extra={"splits": int(scores.size)})}
 
 
-register_metric(MetricDef(
-    name="is", needs_reference=False, higher_is_better={"is": True}, compute=compute_is,
-    description="Inception Score: 10 seeded-shuffle splits, float64 (torch-fidelity convention); "
-                "value = mean, std = std over splits. Bounded by the number of classes. The shuffle uses the "
-                "cell's seed (default 0), torch-fidelity's rng_seed=2020: for its default numbers set "
-                "options {is_seed: 2020}.",
-))
+register_metric(
+    MetricDef(
+        name="is",
+        needs_reference=False,
+        higher_is_better={"is": True},
+        compute=compute_is,
+        description="Inception Score: 10 seeded-shuffle splits, float64 (torch-fidelity convention); "
+        "value = mean, std = std over splits. Bounded by the number of classes. The shuffle uses the "
+        "cell's seed (default 0), torch-fidelity's rng_seed=2020: for its default numbers set "
+        "options {is_seed: 2020}.",
+    )
+)

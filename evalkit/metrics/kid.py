@@ -29,8 +29,14 @@ def mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float
     return float(within - 2.0 * k_xy.sum() / (m * m))
 
 
-def kid_subsets(gen: np.ndarray, ref: np.ndarray, *, subsets: int = DEFAULT_SUBSETS,
-                subset_size: int = DEFAULT_SUBSET_SIZE, seed: int = 0) -> np.ndarray:
+def kid_subsets(
+    gen: np.ndarray,
+    ref: np.ndarray,
+    *,
+    subsets: int = DEFAULT_SUBSETS,
+    subset_size: int = DEFAULT_SUBSET_SIZE,
+    seed: int = 0,
+) -> np.ndarray:
     """The MMD² estimate of every subset (length ``subsets``)."""
     gen, ref = flat2d(gen), flat2d(ref)
     m = min(subset_size, gen.shape[0], ref.shape[0])
@@ -50,11 +56,19 @@ def compute_kid(inputs: MetricInputs) -> dict[str, MetricValue]:
     gen = gen_array(inputs, key, "kid")
     ref = ref_array(inputs, key, "kid")
     size = int(option(inputs, "subset_size", DEFAULT_SUBSET_SIZE))
-    est = kid_subsets(gen, ref, subsets=int(option(inputs, "subsets", DEFAULT_SUBSETS)), subset_size=size,
-                      seed=int(option(inputs, "kid_seed", inputs.seed)))
+    est = kid_subsets(
+        gen,
+        ref,
+        subsets=int(option(inputs, "subsets", DEFAULT_SUBSETS)),
+        subset_size=size,
+        seed=int(option(inputs, "kid_seed", inputs.seed)),
+    )
     used = min(size, gen.shape[0], ref.shape[0])
-    return {"kid": MetricValue(float(est.mean()), std=float(est.std()),
-                               extra={"subsets": int(est.size), "subset_size": int(used)})}
+    return {
+        "kid": MetricValue(
+            float(est.mean()), std=float(est.std()), extra={"subsets": int(est.size), "subset_size": int(used)}
+        )
+    }
 
 
 def kid_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray] | None:
@@ -77,16 +91,25 @@ def kid_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarra
         within_ref += (sub.sum() - np.trace(sub)) / (n * (n - 1)) / subsets
         cross += k_gr[:, y].sum(axis=1) / subsets
     diag = np.diag(k_gg)
-    out = np.array([(k_gg[np.ix_(ix, ix)].sum() - diag[ix].sum()) / (n * (n - 1)) + within_ref
-                    - 2.0 * cross[ix].sum() / (n * n) for ix in idx])
+    out = np.array(
+        [
+            (k_gg[np.ix_(ix, ix)].sum() - diag[ix].sum()) / (n * (n - 1)) + within_ref - 2.0 * cross[ix].sum() / (n * n)
+            for ix in idx
+        ]
+    )
     return {"kid": out}
 
 
-register_metric(MetricDef(
-    name="kid", needs_reference=True, higher_is_better={"kid": False}, compute=compute_kid,
-    description="Kernel Inception Distance: unbiased MMD², cubic polynomial kernel, 100 subsets of ≤1000 "
-                "(torch-fidelity convention); value = mean, std = std over subsets. Subsets are drawn with the "
-                "cell's seed (default 0), torch-fidelity's with rng_seed=2020: for its default numbers set "
-                "options {kid_seed: 2020}.",
-    replicates=kid_replicates,
-))
+register_metric(
+    MetricDef(
+        name="kid",
+        needs_reference=True,
+        higher_is_better={"kid": False},
+        compute=compute_kid,
+        description="Kernel Inception Distance: unbiased MMD², cubic polynomial kernel, 100 subsets of ≤1000 "
+        "(torch-fidelity convention); value = mean, std = std over subsets. Subsets are drawn with the "
+        "cell's seed (default 0), torch-fidelity's with rng_seed=2020: for its default numbers set "
+        "options {kid_seed: 2020}.",
+        replicates=kid_replicates,
+    )
+)

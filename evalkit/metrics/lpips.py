@@ -33,8 +33,10 @@ def pairwise_sq_dists(phi: np.ndarray) -> np.ndarray:
 def paired_sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = flat2d(a), flat2d(b)
     if a.shape[1] != b.shape[1]:
-        raise ValueError("paired LPIPS needs generated and reference images of the same size "
-                         f"(embedding sizes {a.shape[1]} vs {b.shape[1]})")
+        raise ValueError(
+            "paired LPIPS needs generated and reference images of the same size "
+            f"(embedding sizes {a.shape[1]} vs {b.shape[1]})"
+        )
     return ((a - b) ** 2).sum(axis=1)
 
 
@@ -83,18 +85,29 @@ def compute_lpips_paired(inputs: MetricInputs) -> dict[str, MetricValue]:
     out = MetricValue(float(d.mean()), extra={"pairs": int(n)})
     n_boot = int(option(inputs, "bootstrap", DEFAULT_RESAMPLES))
     if n_boot > 0 and n > 1:
-        out.ci_low, out.ci_high = bootstrap_mean_ci(d, n_resamples=n_boot, seed=inputs.seed,
-                                                    confidence=float(option(inputs, "confidence", 0.95)))
+        out.ci_low, out.ci_high = bootstrap_mean_ci(
+            d, n_resamples=n_boot, seed=inputs.seed, confidence=float(option(inputs, "confidence", 0.95))
+        )
     return {"lpips_paired": out}
 
 
-register_metric(MetricDef(
-    name="lpips_diversity", needs_reference=False, higher_is_better={"lpips_diversity": True},
-    compute=compute_lpips_diversity, default_extractor="lpips-alex",
-    description="Mean pairwise LPIPS among samples of one condition (diversity), averaged over conditions.",
-))
-register_metric(MetricDef(
-    name="lpips_paired", needs_reference=True, higher_is_better={"lpips_paired": False},
-    compute=compute_lpips_paired, default_extractor="lpips-alex",
-    description="LPIPS between generated sample i and reference image i (image-to-image suites).",
-))
+register_metric(
+    MetricDef(
+        name="lpips_diversity",
+        needs_reference=False,
+        higher_is_better={"lpips_diversity": True},
+        compute=compute_lpips_diversity,
+        default_extractor="lpips-alex",
+        description="Mean pairwise LPIPS among samples of one condition (diversity), averaged over conditions.",
+    )
+)
+register_metric(
+    MetricDef(
+        name="lpips_paired",
+        needs_reference=True,
+        higher_is_better={"lpips_paired": False},
+        compute=compute_lpips_paired,
+        default_extractor="lpips-alex",
+        description="LPIPS between generated sample i and reference image i (image-to-image suites).",
+    )
+)

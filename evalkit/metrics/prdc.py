@@ -119,9 +119,14 @@ def pr_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray
     return out
 
 
-register_metric(MetricDef(
-    name="pr", needs_reference=True,
-    higher_is_better={"precision": True, "recall": True, "density": True, "coverage": True}, compute=compute_pr,
-    description="Precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020), k=3 nearest neighbours.",
-    per_sample=per_sample_pr, replicates=pr_replicates,
-))
+register_metric(
+    MetricDef(
+        name="pr",
+        needs_reference=True,
+        higher_is_better={"precision": True, "recall": True, "density": True, "coverage": True},
+        compute=compute_pr,
+        description="Precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020), k=3 nearest neighbours.",
+        per_sample=per_sample_pr,
+        replicates=pr_replicates,
+    )
+)

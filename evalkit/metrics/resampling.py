@@ -8,7 +8,6 @@ has one, else a recomputation per resample.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +23,9 @@ DEFAULT_CONFIDENCE = 0.95
 REPLICATE_OPTIONS: dict[str, dict[str, Any]] = {"fd": {"bootstrap": 0}, "kid": {"subsets": 10}}
 
 
-def percentile_interval(samples: Sequence[float] | np.ndarray, confidence: float = DEFAULT_CONFIDENCE, *,
-                        recentre_on: float | None = None) -> tuple[float, float]:
+def percentile_interval(
+    samples: Sequence[float] | np.ndarray, confidence: float = DEFAULT_CONFIDENCE, *, recentre_on: float | None = None
+) -> tuple[float, float]:
     """The central ``confidence`` interval of bootstrap replicates (percentile method).
 
     ``recentre_on``: shift the replicates so their mean equals this point estimate before taking
@@ -131,10 +131,14 @@ def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) ->
         ref = _gaussian_reference(ref[key], key)
     out: dict[str, list[float]] = {}
     for ix in idx:
-        one = MetricInputs(gen={k: v[ix] for k, v in inputs.gen.items()}, ref=ref,
-                           labels=None if inputs.labels is None else np.asarray(inputs.labels)[ix],
-                           prompts=None if inputs.prompts is None else [inputs.prompts[i] for i in ix],
-                           seed=inputs.seed, options=opts)
+        one = MetricInputs(
+            gen={k: v[ix] for k, v in inputs.gen.items()},
+            ref=ref,
+            labels=None if inputs.labels is None else np.asarray(inputs.labels)[ix],
+            prompts=None if inputs.prompts is None else [inputs.prompts[i] for i in ix],
+            seed=inputs.seed,
+            options=opts,
+        )
         for row, val in defn.compute(one).items():
             out.setdefault(row, []).append(val.value)
     return {row: np.asarray(v) for row, v in out.items()}
@@ -147,13 +151,3 @@ def _gaussian_reference(x: np.ndarray, key: str) -> dict[str, np.ndarray]:
     x = np.asarray(x)
     x = x.reshape(x.shape[0], -1).astype(np.float64, copy=False)
     return {f"{key}.mu": x.mean(axis=0), f"{key}.sigma": np.cov(x, rowvar=False)}
-
-
-def single_thread_blas() -> contextlib.AbstractContextManager:
-    """Replicates multiply tiny matrices (N×64); a multi-threaded BLAS spends more on waking threads than on
-    the work, 20× slower on a busy 2-core machine. threadpoolctl is optional."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")

@@ -17,13 +17,23 @@ from typing import Any
 
 _EXPORTS = {
     "load_results": "data",
-    "pivot": "tables", "pivots": "tables", "cell_table": "tables", "export": "tables", "to_markdown": "tables",
+    "pivot": "tables",
+    "pivots": "tables",
+    "cell_table": "tables",
+    "export": "tables",
+    "to_markdown": "tables",
     "higher_is_better": "tables",
-    "pareto_front": "frontier", "best_per_steps": "frontier",
-    "Plot": "plots", "pareto_plot": "plots", "guidance_plot": "plots", "steps_plot": "plots",
+    "pareto_front": "frontier",
+    "best_per_steps": "frontier",
+    "Plot": "plots",
+    "pareto_plot": "plots",
+    "guidance_plot": "plots",
+    "steps_plot": "plots",
     "throughput_plot": "plots",
-    "load_baseline": "baseline", "deltas": "baseline",
-    "render_report": "html", "write_report": "html",
+    "load_baseline": "baseline",
+    "deltas": "baseline",
+    "render_report": "html",
+    "write_report": "html",
 }
 __all__ = sorted(_EXPORTS)
 

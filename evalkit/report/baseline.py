@@ -93,9 +93,21 @@ def load_baseline(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
 
 def from_gate_baseline(gate: Baseline) -> pd.DataFrame:
     """The report's rows of a gate baseline: value on its seed, its noise (the σ the gate uses), direction."""
-    rows = [{"model": e.model, "sampler": e.sampler, "steps": e.steps, "guidance": e.guidance, "metric": e.metric,
-             "value": e.value, "noise": e.noise, "direction": "higher" if e.higher_is_better else "lower",
-             "mean": e.mean, "n_sets": e.n_sets} for e in gate.entries]
+    rows = [
+        {
+            "model": e.model,
+            "sampler": e.sampler,
+            "steps": e.steps,
+            "guidance": e.guidance,
+            "metric": e.metric,
+            "value": e.value,
+            "noise": e.noise,
+            "direction": "higher" if e.higher_is_better else "lower",
+            "mean": e.mean,
+            "n_sets": e.n_sets,
+        }
+        for e in gate.entries
+    ]
     df = _typed(pd.DataFrame(rows, columns=[*MATCH_KEYS, "value", "noise", "direction", "mean", "n_sets"]))
     df.attrs[GATE_BASELINE] = gate
     return df
@@ -122,8 +134,15 @@ def _from_json(cells: dict[str, Any]) -> pd.DataFrame:
             if not isinstance(spec, dict) or not isinstance(spec.get("value"), (int, float)):
                 continue
             noise = _num(spec.get("noise", spec.get("std")))
-            rows.append({**ident, "metric": metric, "value": float(spec["value"]), "noise": noise,
-                         "direction": str(spec.get("direction", ""))})
+            rows.append(
+                {
+                    **ident,
+                    "metric": metric,
+                    "value": float(spec["value"]),
+                    "noise": noise,
+                    "direction": str(spec.get("direction", "")),
+                }
+            )
     return _typed(pd.DataFrame(rows, columns=[*MATCH_KEYS, "value", "noise", "direction"]))
 
 
@@ -150,9 +169,13 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- judging ----------------------------------------------------------------------------------------
-def deltas(df: pd.DataFrame, baseline: pd.DataFrame | Baseline,
-           runs: Iterable[RunData | str | os.PathLike] | None = None, *,
-           n_resamples: int = DEFAULT_RESAMPLES) -> pd.DataFrame:
+def deltas(
+    df: pd.DataFrame,
+    baseline: pd.DataFrame | Baseline,
+    runs: Iterable[RunData | str | os.PathLike] | None = None,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> pd.DataFrame:
     """Matched (model, sampler, steps, guidance, metric): baseline, now, delta, relative delta, delta in noise
     units, the gate's tolerance and paired CI, and the verdict in the report's words (module docstring).
 
@@ -192,8 +215,9 @@ def _entries(gate: Baseline) -> dict[MatchKey, BaselineEntry]:
     return out
 
 
-def _checked(gate: Baseline, runs: Iterable[RunData | str | os.PathLike] | None, run_ids: set[str],
-             n_resamples: int) -> dict[tuple[str, MatchKey], tuple[Comparison, bool]]:
+def _checked(
+    gate: Baseline, runs: Iterable[RunData | str | os.PathLike] | None, run_ids: set[str], n_resamples: int
+) -> dict[tuple[str, MatchKey], tuple[Comparison, bool]]:
     """``evalkit check``'s comparisons for every given run the gate can judge: (run_id, key) → (comparison,
     paired). A run it would refuse, or cannot read features of, is left to the tolerance alone."""
     out: dict[tuple[str, MatchKey], tuple[Comparison, bool]] = {}
@@ -209,13 +233,18 @@ def _checked(gate: Baseline, runs: Iterable[RunData | str | os.PathLike] | None,
             continue
         for c in report.comparisons:
             e = c.entry
-            out.setdefault((run.run_id, _match_key(e.model, e.sampler, e.steps, e.guidance, e.metric)),
-                           (c, report.paired))
+            out.setdefault(
+                (run.run_id, _match_key(e.model, e.sampler, e.steps, e.guidance, e.metric)), (c, report.paired)
+            )
     return out
 
 
-def _judge_row(r: dict[str, Any], gate: Baseline | None, entries: dict[MatchKey, BaselineEntry],
-               checked: dict[tuple[str, MatchKey], tuple[Comparison, bool]]) -> tuple[Comparison, bool]:
+def _judge_row(
+    r: dict[str, Any],
+    gate: Baseline | None,
+    entries: dict[MatchKey, BaselineEntry],
+    checked: dict[tuple[str, MatchKey], tuple[Comparison, bool]],
+) -> tuple[Comparison, bool]:
     """(the gate's comparison, paired) for one matched row."""
     key = _match_key(*(r[k] for k in MATCH_KEYS))
     if (r["run_id"], key) in checked:
@@ -230,10 +259,22 @@ def _judge_row(r: dict[str, Any], gate: Baseline | None, entries: dict[MatchKey,
 def _loose_entry(r: dict[str, Any]) -> BaselineEntry:
     """A baseline entry for a value with only a noise σ: one draw, σ taken as known, Tolerance() defaults."""
     value, noise = float(r["baseline"]), _num(r.get("noise"))
-    return BaselineEntry(cell="", model=str(r["model"]), sampler=str(r["sampler"]), steps=int(r["steps"]),
-                         guidance=float(r["guidance"]), metric=str(r["metric"]), metric_def=str(r["metric"]),
-                         extractor="", higher_is_better=bool(_direction(r)), value=value, mean=value,
-                         sigma=noise if math.isfinite(noise) else 0.0, values=[value], tolerance=Tolerance())
+    return BaselineEntry(
+        cell="",
+        model=str(r["model"]),
+        sampler=str(r["sampler"]),
+        steps=int(r["steps"]),
+        guidance=float(r["guidance"]),
+        metric=str(r["metric"]),
+        metric_def=str(r["metric"]),
+        extractor="",
+        higher_is_better=bool(_direction(r)),
+        value=value,
+        mean=value,
+        sigma=noise if math.isfinite(noise) else 0.0,
+        values=[value],
+        tolerance=Tolerance(),
+    )
 
 
 def _word(c: Comparison, direction_known: bool) -> str:

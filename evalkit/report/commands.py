@@ -16,16 +16,24 @@ EXIT_OK, EXIT_USAGE = 0, 2
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``report RUN [RUN ...] [-o reports/NAME.html] [--baseline FILE]`` to the ``evalkit`` CLI."""
     p = subparsers.add_parser(
-        "report", help="write a self-contained HTML report of one or more run folders",
+        "report",
+        help="write a self-contained HTML report of one or more run folders",
         description="Write one self-contained HTML file (plots, tables, image grids, environment) "
-                    "from run folders written by `evalkit run`. Several runs are shown side by side.")
+        "from run folders written by `evalkit run`. Several runs are shown side by side.",
+    )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s) written by `evalkit run`")
     p.add_argument("-o", "--out", help="HTML file to write (default: reports/<suite>.html)")
-    p.add_argument("--baseline", metavar="FILE",
-                   help="baselines JSON (evalkit baseline) or another run folder: show deltas where cells match")
+    p.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="baselines JSON (evalkit baseline) or another run folder: show deltas where cells match",
+    )
     p.add_argument("--title", help="report title (default: 'evalkit report — <suite>')")
-    p.add_argument("--save-plots", action="store_true",
-                   help="also write every plot as PNG and SVG into <out stem>_plots/ next to the HTML")
+    p.add_argument(
+        "--save-plots",
+        action="store_true",
+        help="also write every plot as PNG and SVG into <out stem>_plots/ next to the HTML",
+    )
     p.add_argument("--export", metavar="DIR", help="also write the tidy table and pivots as CSV, parquet and markdown")
     p.set_defaults(func=run_report)
 

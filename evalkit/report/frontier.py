@@ -57,17 +57,28 @@ def summary_sentences(cells: pd.DataFrame, metric: str) -> list[dict[str, object
         for _, r in best_per_steps(facet, metric).iterrows():
             others = facet[(facet["steps"] == r["steps"]) & (facet.index != r.name)].dropna(subset=[metric])
             runner_up = _runner_up(others, metric)
-            tail = f", ahead of {cell_name(runner_up, **multi)} ({fmt(runner_up[metric])})" \
-                if runner_up is not None else ""
-            sentences.append(f"At {r['steps']} steps, {cell_name(r, **multi)} has the best {name}: "
-                             f"{fmt(r[metric])}{tail}.")
+            tail = (
+                f", ahead of {cell_name(runner_up, **multi)} ({fmt(runner_up[metric])})"
+                if runner_up is not None
+                else ""
+            )
+            sentences.append(
+                f"At {r['steps']} steps, {cell_name(r, **multi)} has the best {name}: {fmt(r[metric])}{tail}."
+            )
         budgets = []
         for cost, unit in (("nfe", "NFE per image"), ("s_per_image", "s per image")):
             front = best_per_budget(facet, cost, metric)
             if not front.empty:
-                budgets.append({"cost": unit, "lines": [
-                    f"≤ {fmt(r[cost])} {unit}: {cell_name(r, **multi)} at {r['steps']} steps ({name} {fmt(r[metric])})"
-                    for _, r in front.iterrows()]})
+                budgets.append(
+                    {
+                        "cost": unit,
+                        "lines": [
+                            f"≤ {fmt(r[cost])} {unit}: {cell_name(r, **multi)} at {r['steps']} steps "
+                            f"({name} {fmt(r[metric])})"
+                            for _, r in front.iterrows()
+                        ],
+                    }
+                )
         out.append({"guidance": g, "sentences": sentences, "budgets": budgets})
     return out
 
@@ -80,14 +91,18 @@ def headline(cells: pd.DataFrame, metric: str) -> str:
     hib = bool(higher_is_better(metric))
     best = pts.loc[pts[metric].idxmax() if hib else pts[metric].idxmin()]
     multi = {"multi_model": cells["model"].nunique() > 1, "multi_run": cells["run_id"].nunique() > 1}
-    text = (f"Best {label(metric)} overall: {cell_name(best, **multi)} at {best['steps']} steps, guidance "
-            f"{best['guidance']:g} ({fmt(best[metric])}; {fmt(best['nfe'])} NFE, "
-            f"{fmt(best['s_per_image'])} s per image).")
+    text = (
+        f"Best {label(metric)} overall: {cell_name(best, **multi)} at {best['steps']} steps, guidance "
+        f"{best['guidance']:g} ({fmt(best[metric])}; {fmt(best['nfe'])} NFE, "
+        f"{fmt(best['s_per_image'])} s per image)."
+    )
     cheap = pts.dropna(subset=["nfe"])
     if not cheap.empty:
         c = cheap.sort_values(["nfe", metric], ascending=[True, not hib]).iloc[0]
-        text += (f" Cheapest: {cell_name(c, **multi)} at {c['steps']} steps, guidance {c['guidance']:g} "
-                 f"({fmt(c['nfe'])} NFE, {label(metric)} {fmt(c[metric])}).")
+        text += (
+            f" Cheapest: {cell_name(c, **multi)} at {c['steps']} steps, guidance {c['guidance']:g} "
+            f"({fmt(c['nfe'])} NFE, {label(metric)} {fmt(c[metric])})."
+        )
     return text
 
 

@@ -62,7 +62,7 @@ def strip_image(images: np.ndarray, per_row: int = PER_ROW) -> tuple[bytes, str,
         if scale < 1.0:
             img = img.resize((tw, th), Image.Resampling.LANCZOS)
         y, x = (i // per_row) * (th + GAP), (i % per_row) * (tw + GAP)
-        canvas[y:y + th, x:x + tw] = np.asarray(img)
+        canvas[y : y + th, x : x + tw] = np.asarray(img)
     grey = bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
     out = Image.fromarray(canvas[..., 0] if grey else canvas)
     buf = io.BytesIO()
@@ -80,8 +80,13 @@ def _strip(samples: dict[str, np.ndarray], indices: list[int], title: str) -> St
     imgs = samples["images"][[pos[i] for i in indices]]
     data, mime, w, h = strip_image(imgs)
     zoom = 2 if max(imgs.shape[2:]) <= 32 else 1  # small digits are drawn 2× by the browser
-    return Strip(src=f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", width=w * zoom,
-                 height=h * zoom, pixelated=zoom > 1, title=title)
+    return Strip(
+        src=f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}",
+        width=w * zoom,
+        height=h * zoom,
+        pixelated=zoom > 1,
+        title=title,
+    )
 
 
 def _common_indices(samples: list[dict[str, np.ndarray]], count: int) -> list[int]:
@@ -104,19 +109,28 @@ def _describe_samples(s: dict[str, np.ndarray], indices: list[int]) -> list[dict
 
 def _seed_text(run: RunData) -> str:
     seed = run.manifest.get("config", {}).get("seed", "?")
-    return (f"seed {seed}; sample i always uses noise from (seed {seed}, i), so each position in a grid cell "
-            "is the same start in every cell")
+    return (
+        f"seed {seed}; sample i always uses noise from (seed {seed}, i), so each position in a grid cell "
+        "is the same start in every cell"
+    )
 
 
 def sampler_steps_grids(run: RunData, count: int = 10) -> list[Grid]:
     """Per model and guidance: rows = sampler, columns = steps, each cell the same ``count`` samples."""
     grids = []
     done = [c for c in run.cells.values() if c.get("status") == "done"]
-    for (model, g) in dict.fromkeys((c["model"], float(c["guidance"])) for c in done):
+    for model, g in dict.fromkeys((c["model"], float(c["guidance"])) for c in done):
         cells = [c for c in done if c["model"] == model and float(c["guidance"]) == g]
-        grid = _grid(run, cells, row_key="sampler", col_key="steps", count=count,
-                     title=f"{model} · guidance {g:g}: samplers × steps",
-                     row_label="sampler", col_label="steps")
+        grid = _grid(
+            run,
+            cells,
+            row_key="sampler",
+            col_key="steps",
+            count=count,
+            title=f"{model} · guidance {g:g}: samplers × steps",
+            row_label="sampler",
+            col_label="steps",
+        )
         if grid:
             grids.append(grid)
     return grids
@@ -133,15 +147,32 @@ def guidance_seed_grids(run: RunData, count: int = 10) -> list[Grid]:
             continue
         steps = max(int(c["steps"]) for c in mine)
         cells = [c for c in mine if int(c["steps"]) == steps]
-        grid = _grid(run, cells, row_key="sampler", col_key="guidance", count=count,
-                     title=f"{model} · {steps} steps: guidance × seed", row_label="sampler", col_label="guidance")
+        grid = _grid(
+            run,
+            cells,
+            row_key="sampler",
+            col_key="guidance",
+            count=count,
+            title=f"{model} · {steps} steps: guidance × seed",
+            row_label="sampler",
+            col_label="guidance",
+        )
         if grid:
             grids.append(grid)
     return grids
 
 
-def _grid(run: RunData, cells: list[dict[str, Any]], *, row_key: str, col_key: str, count: int, title: str,
-          row_label: str, col_label: str) -> Grid | None:
+def _grid(
+    run: RunData,
+    cells: list[dict[str, Any]],
+    *,
+    row_key: str,
+    col_key: str,
+    count: int,
+    title: str,
+    row_label: str,
+    col_label: str,
+) -> Grid | None:
     loaded = [(c, run.samples(c["cell_id"])) for c in cells]
     loaded = [(c, s) for c, s in loaded if s is not None and len(s.get("indices", [])) > 0]
     if not loaded:
@@ -158,11 +189,21 @@ def _grid(run: RunData, cells: list[dict[str, Any]], *, row_key: str, col_key: s
         r, k = rows.index(_key(c, row_key)), cols.index(_key(c, col_key))
         table[r][k] = _strip(s, indices, f"{c['cell_id']}: samples {indices[0]}–{indices[-1]}")
     n = loaded[0][0].get("n", "?")
-    caption = (f"Samples {indices[0]}–{indices[-1]} of N={n} per cell, left to right, {PER_ROW} per row; "
-               f"{_seed_text(run)}. "
-               f"Run {run.run_id}.")
-    return Grid(title=title, caption=caption, row_label=row_label, col_label=col_label, rows=rows, cols=cols,
-                strips=table, samples=_describe_samples(loaded[0][1], indices))
+    caption = (
+        f"Samples {indices[0]}–{indices[-1]} of N={n} per cell, left to right, {PER_ROW} per row; "
+        f"{_seed_text(run)}. "
+        f"Run {run.run_id}."
+    )
+    return Grid(
+        title=title,
+        caption=caption,
+        row_label=row_label,
+        col_label=col_label,
+        rows=rows,
+        cols=cols,
+        strips=table,
+        samples=_describe_samples(loaded[0][1], indices),
+    )
 
 
 def _key(cell: dict[str, Any], key: str) -> str:

@@ -25,7 +25,6 @@ from evalkit.report import grids as grids_mod
 from evalkit.report import htmltables, plots
 from evalkit.report.baseline import deltas, load_baseline
 from evalkit.report.data import load_results
-from evalkit.store import RunData, read_runs
 from evalkit.report.frontier import headline, summary_sentences
 from evalkit.report.tables import (
     cell_table,
@@ -37,6 +36,7 @@ from evalkit.report.tables import (
     quality_metrics,
     throughput_metrics,
 )
+from evalkit.store import RunData, read_runs
 
 TEMPLATES = Path(__file__).with_name("templates")
 SECTIONS = ["summary", "plots", "tables", "grids", "baseline", "environment"]
@@ -54,8 +54,13 @@ class Figure:
 
 
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["fmt"] = fmt
     return env
 
@@ -74,36 +79,61 @@ def build_figures(df: pd.DataFrame, cells: pd.DataFrame) -> list[Figure]:
         if plot is not None:
             out.append(Figure(name, title, caption, plots.png_data_uri(plot.figure), plot))
 
-    frontier_note = ("Dashed line and circles: the Pareto frontier, the cells no cheaper cell beats; "
-                     "points labelled by steps")
+    frontier_note = (
+        "Dashed line and circles: the Pareto frontier, the cells no cheaper cell beats; points labelled by steps"
+    )
     device = provenance(df)["device"]
-    add("pareto_time", f"{label(metric)} vs seconds per image",
-        f"{frontier_note}; time measured on {device}. {prov}.", plots.pareto_plot(cells, metric, "s_per_image"))
-    add("pareto_nfe", f"{label(metric)} vs NFE", f"{frontier_note}; NFE = network evaluations per image "
-        f"(×2 under classifier-free guidance). {prov}.", plots.pareto_plot(cells, metric, "nfe"))
+    add(
+        "pareto_time",
+        f"{label(metric)} vs seconds per image",
+        f"{frontier_note}; time measured on {device}. {prov}.",
+        plots.pareto_plot(cells, metric, "s_per_image"),
+    )
+    add(
+        "pareto_nfe",
+        f"{label(metric)} vs NFE",
+        f"{frontier_note}; NFE = network evaluations per image (×2 under classifier-free guidance). {prov}.",
+        plots.pareto_plot(cells, metric, "nfe"),
+    )
     other = next((m for m in ("clip_score", "is") if m in cells and m != metric), None)
     if other:
-        add("guidance", f"Guidance sweep: {label(other)} vs {label(metric)}",
+        add(
+            "guidance",
+            f"Guidance sweep: {label(other)} vs {label(metric)}",
             f"One panel per step count; points labelled by guidance scale. {prov}.",
-            plots.guidance_plot(cells, metric, other))
-    add("steps", "Metrics vs steps", f"Colour: sampler; dash: guidance scale; error bars: 95% CI where computed, "
-        f"else ±std. {prov}.", plots.steps_plot(cells, quality_metrics(df)))
-    add("throughput", "Throughput", f"Images per second while generating (warm-up excluded). "
-        f"{provenance_text(df, 'images_per_s')}.", plots.throughput_plot(cells))
+            plots.guidance_plot(cells, metric, other),
+        )
+    add(
+        "steps",
+        "Metrics vs steps",
+        f"Colour: sampler; dash: guidance scale; error bars: 95% CI where computed, else ±std. {prov}.",
+        plots.steps_plot(cells, quality_metrics(df)),
+    )
+    add(
+        "throughput",
+        "Throughput",
+        f"Images per second while generating (warm-up excluded). {provenance_text(df, 'images_per_s')}.",
+        plots.throughput_plot(cells),
+    )
     return out
 
 
 def build_summary(df: pd.DataFrame, cells: pd.DataFrame, runs: list[RunData]) -> dict[str, Any]:
     metric = primary_metric(df)
-    failed = [{"run": r.run_id, "cell_id": c.get("cell_id", "?"), "error": _last_line(c.get("error", ""))}
-              for r in runs for c in r.failed_cells()]
+    failed = [
+        {"run": r.run_id, "cell_id": c.get("cell_id", "?"), "error": _last_line(c.get("error", ""))}
+        for r in runs
+        for c in r.failed_cells()
+    ]
     total = sum(int(r.manifest.get("status", {}).get("total", len(r.cells))) for r in runs)
     return {
         "metric": label(metric) if metric else None,
         "facets": summary_sentences(cells, metric) if metric else [],
         "headline": headline(cells, metric) if metric else "",
         "provenance": provenance_text(df, metric) if metric else "",
-        "n_cells": len(cells), "n_total": total, "failed": failed,
+        "n_cells": len(cells),
+        "n_total": total,
+        "failed": failed,
     }
 
 
@@ -116,22 +146,35 @@ def build_environment(run: RunData) -> dict[str, Any]:
     m = run.manifest
     env = m.get("environment", {}) or {}
     config = m.get("config", {}) or {}
-    facts = [("run id", run.run_id), ("suite", m.get("suite", "")), ("description", m.get("description", "")),
-             ("run folder", str(run.path)), ("config hash", m.get("config_hash", "")),
-             ("created", m.get("created_at", "")), ("updated", m.get("updated_at", "")),
-             ("evalkit", m.get("evalkit_version", "")), ("git commit", m.get("git_commit") or "unknown"),
-             ("device", env.get("device", "")), ("python", env.get("python", "")), ("torch", env.get("torch", "")),
-             ("platform", env.get("platform", "")), ("CPU count", env.get("cpu_count", "")),
-             ("samples per cell (N)", config.get("samples", "")), ("seed", config.get("seed", "")),
-             ("conditions", json.dumps(config["conditions"], sort_keys=True) if config.get("conditions") else ""),
-             ("cells", _status_text(m.get("status", {})))]
+    facts = [
+        ("run id", run.run_id),
+        ("suite", m.get("suite", "")),
+        ("description", m.get("description", "")),
+        ("run folder", str(run.path)),
+        ("config hash", m.get("config_hash", "")),
+        ("created", m.get("created_at", "")),
+        ("updated", m.get("updated_at", "")),
+        ("evalkit", m.get("evalkit_version", "")),
+        ("git commit", m.get("git_commit") or "unknown"),
+        ("device", env.get("device", "")),
+        ("python", env.get("python", "")),
+        ("torch", env.get("torch", "")),
+        ("platform", env.get("platform", "")),
+        ("CPU count", env.get("cpu_count", "")),
+        ("samples per cell (N)", config.get("samples", "")),
+        ("seed", config.get("seed", "")),
+        ("conditions", json.dumps(config["conditions"], sort_keys=True) if config.get("conditions") else ""),
+        ("cells", _status_text(m.get("status", {}))),
+    ]
     ref = m.get("reference") or {}
     return {
         "run_id": run.run_id,
         "facts": [(k, str(v)) for k, v in facts if v not in ("", None)],
         "reference": [(k, str(v)) for k, v in ref.items()],
-        "extractors": [(name, str(e.get("weights_id", "")), str(e.get("mode", "")))
-                       for name, e in (m.get("extractors") or {}).items()],
+        "extractors": [
+            (name, str(e.get("weights_id", "")), str(e.get("mode", "")))
+            for name, e in (m.get("extractors") or {}).items()
+        ],
         "packages": sorted((env.get("packages") or {}).items()),
         "config": json.dumps(config, indent=2, sort_keys=True, default=str),
     }
@@ -146,23 +189,31 @@ def _status_text(status: dict[str, Any]) -> str:
 VERDICT_ORDER = {"error": 0, "worse": 1, "better": 2, "changed": 3, "within noise": 4, "unchanged": 5}
 
 
-def build_baseline(df: pd.DataFrame, loaded: tuple[pd.DataFrame, str] | None,
-                   runs: list[RunData] | None = None) -> dict[str, Any] | None:
+def build_baseline(
+    df: pd.DataFrame, loaded: tuple[pd.DataFrame, str] | None, runs: list[RunData] | None = None
+) -> dict[str, Any] | None:
     """Deltas against the baseline: what moved beyond noise up front (worst first), all of it below."""
     if loaded is None:
         return None
     base, name = loaded
     d = deltas(df, base, runs=runs)
     if not d.empty:
-        d = (d.assign(_order=d["verdict"].map(VERDICT_ORDER), _size=-d["rel"].abs())
-             .sort_values(["_order", "_size"], kind="stable").drop(columns=["_order", "_size"]))
+        d = (
+            d.assign(_order=d["verdict"].map(VERDICT_ORDER), _size=-d["rel"].abs())
+            .sort_values(["_order", "_size"], kind="stable")
+            .drop(columns=["_order", "_size"])
+        )
     moved = d[d["verdict"].isin(["error", "worse", "better", "changed"])] if not d.empty else d
     matched = len(d.drop_duplicates(["model", "sampler", "steps", "guidance", "metric"])) if not d.empty else 0
-    return {"name": name, "counts": sorted(d["verdict"].value_counts().items()) if not d.empty else [],
-            "moved": htmltables.deltas_table(moved, name, df, "table-deltas-moved", "Moved beyond noise")
-            if not moved.empty else None,
-            "all": htmltables.deltas_table(d, name, df, "table-deltas", "All deltas") if not d.empty else None,
-            "unmatched": len(base) - matched}
+    return {
+        "name": name,
+        "counts": sorted(d["verdict"].value_counts().items()) if not d.empty else [],
+        "moved": htmltables.deltas_table(moved, name, df, "table-deltas-moved", "Moved beyond noise")
+        if not moved.empty
+        else None,
+        "all": htmltables.deltas_table(d, name, df, "table-deltas", "All deltas") if not d.empty else None,
+        "unmatched": len(base) - matched,
+    }
 
 
 # -- the page ----------------------------------------------------------------------------------------
@@ -173,12 +224,15 @@ def _read_asset(name: str) -> str:
 def csp(script: str) -> str:
     """No fetches of any kind; inline styles; only our own script, by hash."""
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
-            "base-uri 'none'; form-action 'none'")
+    return (
+        f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+        "base-uri 'none'; form-action 'none'"
+    )
 
 
-def render_report(runs: Sequence[str | os.PathLike | RunData], *, baseline: str | os.PathLike | None = None,
-                  title: str | None = None) -> tuple[str, list[Figure]]:
+def render_report(
+    runs: Sequence[str | os.PathLike | RunData], *, baseline: str | os.PathLike | None = None, title: str | None = None
+) -> tuple[str, list[Figure]]:
     """The report's HTML text and its figures (so a caller can also save them as files)."""
     runs = read_runs(runs)
     loaded_baseline = load_baseline(baseline) if baseline is not None else None  # bad input fails fast
@@ -196,8 +250,14 @@ def render_report(runs: Sequence[str | os.PathLike | RunData], *, baseline: str 
         "figures": figures,
         "tables": [htmltables.pivot_table(df, m) for m in quality_metrics(df) + throughput_metrics(df)],
         "tidy": htmltables.tidy_table(df) if not df.empty else None,
-        "grids": [{"run": r.run_id, "sampler_steps": grids_mod.sampler_steps_grids(r),
-                   "guidance_seed": grids_mod.guidance_seed_grids(r)} for r in runs],
+        "grids": [
+            {
+                "run": r.run_id,
+                "sampler_steps": grids_mod.sampler_steps_grids(r),
+                "guidance_seed": grids_mod.guidance_seed_grids(r),
+            }
+            for r in runs
+        ],
         "baseline": build_baseline(df, loaded_baseline, runs),
         "environments": [build_environment(r) for r in runs],
         "css": _read_asset("report.css"),
@@ -207,9 +267,14 @@ def render_report(runs: Sequence[str | os.PathLike | RunData], *, baseline: str 
     return _env().get_template("report.html.j2").render(**context), figures
 
 
-def write_report(runs: Sequence[str | os.PathLike | RunData] | str | os.PathLike, out: str | os.PathLike, *,
-                 baseline: str | os.PathLike | None = None, title: str | None = None,
-                 save_plots: bool = False) -> Path:
+def write_report(
+    runs: Sequence[str | os.PathLike | RunData] | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    baseline: str | os.PathLike | None = None,
+    title: str | None = None,
+    save_plots: bool = False,
+) -> Path:
     """Write the report to ``out`` (one HTML file); with ``save_plots``, also PNG + SVG of every plot
     in ``<out stem>_plots/``. Returns the HTML path."""
     if isinstance(runs, (str, os.PathLike, RunData)):

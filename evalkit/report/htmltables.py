@@ -79,7 +79,7 @@ def pivot_table(df: pd.DataFrame, metric: str) -> HtmlTable:
             sub, tip = _spread(lo[i, j], hi[i, j], sd[i, j])
             cells.append(Td(fmt(v), sort=_sort_key(v), sub=sub, title=tip, cls="best" if v == best[j] else ""))
         body.append(cells)
-    caption = (f"{label(metric)} ({direction_word(metric)}; best per column in bold) · {provenance_text(df, metric)}")
+    caption = f"{label(metric)} ({direction_word(metric)}; best per column in bold) · {provenance_text(df, metric)}"
     return HtmlTable(id=f"table-{metric}", title=label(metric), caption=caption, head=head, body=body)
 
 
@@ -100,8 +100,25 @@ def _spread(lo: float, hi: float, sd: float) -> tuple[str, str]:
     return "", ""
 
 
-TIDY_COLUMNS = ["run_id", "model", "sampler", "steps", "guidance", "metric", "value", "std", "ci_low", "ci_high",
-                "n", "seed", "extractor", "weights_id", "mode", "nfe", "s_per_image"]
+TIDY_COLUMNS = [
+    "run_id",
+    "model",
+    "sampler",
+    "steps",
+    "guidance",
+    "metric",
+    "value",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n",
+    "seed",
+    "extractor",
+    "weights_id",
+    "mode",
+    "nfe",
+    "s_per_image",
+]
 
 
 def tidy_table(df: pd.DataFrame) -> HtmlTable:
@@ -118,24 +135,59 @@ def tidy_table(df: pd.DataFrame) -> HtmlTable:
             else:
                 cells.append(Td(text, sort=_sort_key(v)))
         body.append(cells)
-    return HtmlTable(id="table-tidy", title="All results (tidy)",
-                     caption=f"{len(df)} rows, one per cell × metric · {provenance_text(df)}", head=head, body=body)
+    return HtmlTable(
+        id="table-tidy",
+        title="All results (tidy)",
+        caption=f"{len(df)} rows, one per cell × metric · {provenance_text(df)}",
+        head=head,
+        body=body,
+    )
 
 
-def deltas_table(d: pd.DataFrame, baseline_name: str, df: pd.DataFrame, table_id: str = "table-deltas",
-                 title: str = "Deltas vs baseline") -> HtmlTable:
+def deltas_table(
+    d: pd.DataFrame,
+    baseline_name: str,
+    df: pd.DataFrame,
+    table_id: str = "table-deltas",
+    title: str = "Deltas vs baseline",
+) -> HtmlTable:
     """Matched cells × metrics: baseline, now, delta (absolute, relative, in noise units), verdict."""
-    names = ["model", "sampler", "steps", "guidance", "metric", "baseline", "now", "Δ", "Δ %", "noise σ", "Δ/σ",
-             "verdict"]
+    names = [
+        "model",
+        "sampler",
+        "steps",
+        "guidance",
+        "metric",
+        "baseline",
+        "now",
+        "Δ",
+        "Δ %",
+        "noise σ",
+        "Δ/σ",
+        "verdict",
+    ]
     head = [[Th(n, col=i) for i, n in enumerate(names)]]
     body = []
     for _, r in d.iterrows():
-        vals = [r["model"], r["sampler"], r["steps"], r["guidance"], r["metric"], r["baseline"], r["now"],
-                r["delta"], 100 * r["rel"] if pd.notna(r["rel"]) else math.nan, r["noise"], r["z"]]
+        vals = [
+            r["model"],
+            r["sampler"],
+            r["steps"],
+            r["guidance"],
+            r["metric"],
+            r["baseline"],
+            r["now"],
+            r["delta"],
+            100 * r["rel"] if pd.notna(r["rel"]) else math.nan,
+            r["noise"],
+            r["z"],
+        ]
         cells = [Td(fmt(v) if not isinstance(v, str) else v, sort=_sort_key(v)) for v in vals]
         cells.append(Td(r["verdict"], sort=r["verdict"], cls=f"verdict-{r['verdict'].replace(' ', '-')}"))
         body.append(cells)
-    caption = (f"Against {baseline_name}: {len(d)} matching (model, sampler, steps, guidance, metric) entries; "
-               f"verdicts are evalkit check's: worse/better beyond the gate's tolerance (and, on common seeds, a paired "
-               f"CI clear of 0), else within noise · now: {provenance_text(df)}")
+    caption = (
+        f"Against {baseline_name}: {len(d)} matching (model, sampler, steps, guidance, metric) entries; "
+        f"verdicts are evalkit check's: worse/better beyond the gate's tolerance (and, on common seeds, a paired "
+        f"CI clear of 0), else within noise · now: {provenance_text(df)}"
+    )
     return HtmlTable(id=table_id, title=title, caption=caption, head=head, body=body)

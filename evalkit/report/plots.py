@@ -23,8 +23,7 @@ from matplotlib.figure import Figure  # figures without pyplot: no global state,
 from evalkit.report.frontier import pareto_front
 from evalkit.report.tables import direction_word, label
 
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
-          "#bcbd22"]
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 DASHES = ["-", "--", ":", "-."]
 
@@ -68,8 +67,9 @@ def _errors(sub: pd.DataFrame, metric: str) -> np.ndarray | None:
     return np.where(np.isfinite(err), np.clip(err, 0, None), 0.0)
 
 
-def _figure(n_panels: int, *, legend_chars: int, ncols: int | None = None, panel_w: float = 4.0,
-            panel_h: float = 3.0) -> tuple[Figure, list[Axes]]:
+def _figure(
+    n_panels: int, *, legend_chars: int, ncols: int | None = None, panel_w: float = 4.0, panel_h: float = 3.0
+) -> tuple[Figure, list[Axes]]:
     """Panels in a grid with a right margin wide enough for the legend's longest label. Margins are
     set by hand in inches: constrained layout would draw every figure twice (most of the run time)."""
     ncols = ncols or n_panels
@@ -79,26 +79,58 @@ def _figure(n_panels: int, *, legend_chars: int, ncols: int | None = None, panel
     width = left + ncols * panel_w + (ncols - 1) * gap_w + legend_w
     height = bottom + nrows * panel_h + (nrows - 1) * gap_h + top
     fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=left / width, right=1 - legend_w / width, bottom=bottom / height, top=1 - top / height,
-                        wspace=gap_w / panel_w, hspace=gap_h / panel_h)
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - legend_w / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=gap_w / panel_w,
+        hspace=gap_h / panel_h,
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     return fig, axes[:n_panels]
 
 
-def _draw_line(ax: Axes, sub: pd.DataFrame, x: str, y: str, key: str, style: tuple[str, str], *,
-               point_labels: list[str], dash: str = "-", xerr: bool = False) -> dict[str, Any]:
+def _draw_line(
+    ax: Axes,
+    sub: pd.DataFrame,
+    x: str,
+    y: str,
+    key: str,
+    style: tuple[str, str],
+    *,
+    point_labels: list[str],
+    dash: str = "-",
+    xerr: bool = False,
+) -> dict[str, Any]:
     err = _errors(sub, y)
     xe = _errors(sub, x) if xerr else None
     xs, ys = sub[x].to_numpy(float), sub[y].to_numpy(float)
-    ax.errorbar(xs, ys, yerr=err, xerr=xe, color=style[0], marker=style[1], ls=dash, lw=1.4, ms=5, capsize=2,
-                elinewidth=0.8, label=key)
+    ax.errorbar(
+        xs,
+        ys,
+        yerr=err,
+        xerr=xe,
+        color=style[0],
+        marker=style[1],
+        ls=dash,
+        lw=1.4,
+        ms=5,
+        capsize=2,
+        elinewidth=0.8,
+        label=key,
+    )
     for xv, yv, text in zip(xs, ys, point_labels):
         if text:
             ax.annotate(text, (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=7, color=style[0])
-    return {"x": xs.tolist(), "y": ys.tolist(), "err": err.tolist() if err is not None else None,
-            "points": point_labels}
+    return {
+        "x": xs.tolist(),
+        "y": ys.tolist(),
+        "err": err.tolist() if err is not None else None,
+        "points": point_labels,
+    }
 
 
 def _log_if_wide(ax: Axes, values: pd.Series, axis: str = "x") -> None:
@@ -115,8 +147,14 @@ def _legend(fig: Figure, axes: list[Axes]) -> None:
             labels.setdefault(lab, lab)
     if handles:
         right = fig.subplotpars.right
-        fig.legend(list(handles.values()), list(labels.values()), loc="upper left", bbox_to_anchor=(right + 0.01, 0.97),
-                   fontsize=8, frameon=False)
+        fig.legend(
+            list(handles.values()),
+            list(labels.values()),
+            loc="upper left",
+            bbox_to_anchor=(right + 0.01, 0.97),
+            fontsize=8,
+            frameon=False,
+        )
 
 
 def _g(v: float) -> str:
@@ -132,24 +170,32 @@ def pareto_plot(cells: pd.DataFrame, metric: str, cost: str = "s_per_image") -> 
     style = _style(cells)
     facets = list(cells.groupby("guidance", sort=True))
     fig, axes = _figure(len(facets), legend_chars=_longest(style))
-    data: dict[str, Any] = {"title": f"{label(metric)} vs {label(cost)}", "xlabel": label(cost),
-                            "ylabel": f"{label(metric)} ({direction_word(metric)})", "panels": {}}
+    data: dict[str, Any] = {
+        "title": f"{label(metric)} vs {label(cost)}",
+        "xlabel": label(cost),
+        "ylabel": f"{label(metric)} ({direction_word(metric)})",
+        "panels": {},
+    }
     for ax, (g, facet) in zip(axes, facets):
         panel: dict[str, Any] = {"lines": {}}
         for key, sub in facet.groupby(line_keys(cells).loc[facet.index], sort=False):
             sub = sub.dropna(subset=[metric, cost]).sort_values(cost)
             if sub.empty:
                 continue
-            panel["lines"][key] = _draw_line(ax, sub, cost, metric, key, style[key],
-                                             point_labels=[str(s) for s in sub["steps"]])
+            panel["lines"][key] = _draw_line(
+                ax, sub, cost, metric, key, style[key], point_labels=[str(s) for s in sub["steps"]]
+            )
         front = pareto_front(facet, cost, metric)
         if not front.empty:
             fx, fy = front[cost].to_numpy(float), front[metric].to_numpy(float)
             ax.plot(fx, fy, drawstyle="steps-post", color="black", ls="--", lw=1, alpha=0.6, label="Pareto frontier")
             ax.scatter(fx, fy, s=130, facecolors="none", edgecolors="black", linewidths=1, zorder=3)
             names = line_keys(cells).loc[front.index]
-            panel["frontier"] = {"x": fx.tolist(), "y": fy.tolist(),
-                                 "points": [f"{k} @ {s}" for k, s in zip(names, front["steps"])]}
+            panel["frontier"] = {
+                "x": fx.tolist(),
+                "y": fy.tolist(),
+                "points": [f"{k} @ {s}" for k, s in zip(names, front["steps"])],
+            }
         _log_if_wide(ax, facet[cost])
         title = f"guidance {_g(g)}"
         ax.set(title=title, xlabel=data["xlabel"], ylabel=data["ylabel"])
@@ -167,17 +213,28 @@ def guidance_plot(cells: pd.DataFrame, quality: str, other: str) -> Plot | None:
     style = _style(cells)
     facets = list(cells.groupby("steps", sort=True))
     fig, axes = _figure(len(facets), legend_chars=_longest(style))
-    data: dict[str, Any] = {"title": f"guidance sweep: {label(other)} vs {label(quality)}",
-                            "xlabel": f"{label(quality)} ({direction_word(quality)})",
-                            "ylabel": f"{label(other)} ({direction_word(other)})", "panels": {}}
+    data: dict[str, Any] = {
+        "title": f"guidance sweep: {label(other)} vs {label(quality)}",
+        "xlabel": f"{label(quality)} ({direction_word(quality)})",
+        "ylabel": f"{label(other)} ({direction_word(other)})",
+        "panels": {},
+    }
     for ax, (steps, facet) in zip(axes, facets):
         panel: dict[str, Any] = {"lines": {}}
         for key, sub in facet.groupby(line_keys(cells).loc[facet.index], sort=False):
             sub = sub.dropna(subset=[quality, other]).sort_values("guidance")
             if sub.empty:
                 continue
-            panel["lines"][key] = _draw_line(ax, sub, quality, other, key, style[key], xerr=True,
-                                             point_labels=[f"g={_g(g)}" for g in sub["guidance"]])
+            panel["lines"][key] = _draw_line(
+                ax,
+                sub,
+                quality,
+                other,
+                key,
+                style[key],
+                xerr=True,
+                point_labels=[f"g={_g(g)}" for g in sub["guidance"]],
+            )
         title = f"{steps} steps"
         ax.set(title=title, xlabel=data["xlabel"], ylabel=data["ylabel"])
         ax.grid(alpha=0.3)
@@ -194,8 +251,9 @@ def steps_plot(cells: pd.DataFrame, metrics: list[str]) -> Plot | None:
         return None
     style = _style(cells)
     guidances = sorted(cells["guidance"].dropna().unique())
-    fig, axes = _figure(len(metrics), legend_chars=_longest(style) + 6, ncols=min(3, len(metrics)), panel_w=3.6,
-                        panel_h=2.6)
+    fig, axes = _figure(
+        len(metrics), legend_chars=_longest(style) + 6, ncols=min(3, len(metrics)), panel_w=3.6, panel_h=2.6
+    )
     data: dict[str, Any] = {"title": "metrics vs steps", "xlabel": "steps", "ylabel": "metric value", "panels": {}}
     keyed = cells.assign(_key=line_keys(cells))
     for ax, metric in zip(axes, metrics):
@@ -206,8 +264,16 @@ def steps_plot(cells: pd.DataFrame, metrics: list[str]) -> Plot | None:
                 continue
             name = f"{key} · g={_g(g)}" if len(guidances) > 1 else key
             dash = DASHES[guidances.index(g) % len(DASHES)]
-            panel["lines"][name] = _draw_line(ax, sub.assign(steps=sub["steps"].astype(float)), "steps", metric,
-                                              name, style[key], point_labels=[""] * len(sub), dash=dash)
+            panel["lines"][name] = _draw_line(
+                ax,
+                sub.assign(steps=sub["steps"].astype(float)),
+                "steps",
+                metric,
+                name,
+                style[key],
+                point_labels=[""] * len(sub),
+                dash=dash,
+            )
         ax.set_xscale("log", base=2)
         ticks = sorted(cells["steps"].dropna().unique())
         ax.set_xticks([float(t) for t in ticks], [str(t) for t in ticks])
@@ -229,8 +295,12 @@ def throughput_plot(cells: pd.DataFrame) -> Plot | None:
     style = _style(cells)
     facets = list(cells.groupby("guidance", sort=True))
     fig, axes = _figure(len(facets), legend_chars=_longest(style))
-    data: dict[str, Any] = {"title": "throughput", "xlabel": "steps", "ylabel": "images/s (higher is better)",
-                            "panels": {}}
+    data: dict[str, Any] = {
+        "title": "throughput",
+        "xlabel": "steps",
+        "ylabel": "images/s (higher is better)",
+        "panels": {},
+    }
     for ax, (g, facet) in zip(axes, facets):
         panel: dict[str, Any] = {"lines": {}}
         steps = sorted(facet["steps"].dropna().unique())
@@ -241,8 +311,12 @@ def throughput_plot(cells: pd.DataFrame) -> Plot | None:
             xs = np.arange(len(steps)) + (i - (len(groups) - 1) / 2) * width
             ys = sub["images_per_s"].to_numpy(float)
             ax.bar(xs, ys, width=width, color=style[key][0], label=key)
-            panel["lines"][key] = {"x": [int(s) for s in steps], "y": ys.tolist(), "err": None,
-                                   "points": [str(s) for s in steps]}
+            panel["lines"][key] = {
+                "x": [int(s) for s in steps],
+                "y": ys.tolist(),
+                "err": None,
+                "points": [str(s) for s in steps],
+            }
         ax.set_xticks(np.arange(len(steps)), [str(s) for s in steps])
         title = f"guidance {_g(g)}"
         ax.set(title=title, xlabel="steps", ylabel=data["ylabel"])

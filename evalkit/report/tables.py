@@ -11,26 +11,62 @@ from typing import Any
 
 import pandas as pd
 
-from evalkit.report.data import CELL_KEYS
 from evalkit.errors import ConfigError
+from evalkit.report.data import CELL_KEYS
 
 # Fallback directions, used when the metric registry does not know a row name.
-LOWER_IS_BETTER = {"fd", "kid", "cmmd", "fd_inf", "lpips_paired", "s_per_image", "ms_per_model_call",
-                   "peak_mem_mb", "nfe", "model_calls"}
-HIGHER_IS_BETTER = {"is", "precision", "recall", "density", "coverage", "clip_score", "lpips_diversity",
-                    "images_per_s"}
+LOWER_IS_BETTER = {
+    "fd",
+    "kid",
+    "cmmd",
+    "fd_inf",
+    "lpips_paired",
+    "s_per_image",
+    "ms_per_model_call",
+    "peak_mem_mb",
+    "nfe",
+    "model_calls",
+}
+HIGHER_IS_BETTER = {"is", "precision", "recall", "density", "coverage", "clip_score", "lpips_diversity", "images_per_s"}
 
 # Display order: the headline quality metrics first, cost last.
-QUALITY_ORDER = ["fd", "fd_inf", "kid", "cmmd", "is", "clip_score", "precision", "recall", "density",
-                 "coverage", "lpips_diversity", "lpips_paired"]
+QUALITY_ORDER = [
+    "fd",
+    "fd_inf",
+    "kid",
+    "cmmd",
+    "is",
+    "clip_score",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "lpips_diversity",
+    "lpips_paired",
+]
 THROUGHPUT_METRICS = ["images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_model_call", "peak_mem_mb"]
 COST_COLUMNS = ["s_per_image", "nfe", "model_calls"]
 
-LABELS = {"fd": "FD", "fd_inf": "FD∞", "kid": "KID", "cmmd": "CMMD", "is": "IS", "clip_score": "CLIP score",
-          "precision": "precision", "recall": "recall", "density": "density", "coverage": "coverage",
-          "lpips_diversity": "LPIPS diversity", "lpips_paired": "LPIPS paired", "images_per_s": "images/s",
-          "s_per_image": "s/image", "model_calls": "model calls/sample", "nfe": "NFE/image",
-          "ms_per_model_call": "ms/model call", "peak_mem_mb": "peak memory (MB)"}
+LABELS = {
+    "fd": "FD",
+    "fd_inf": "FD∞",
+    "kid": "KID",
+    "cmmd": "CMMD",
+    "is": "IS",
+    "clip_score": "CLIP score",
+    "precision": "precision",
+    "recall": "recall",
+    "density": "density",
+    "coverage": "coverage",
+    "lpips_diversity": "LPIPS diversity",
+    "lpips_paired": "LPIPS paired",
+    "images_per_s": "images/s",
+    "s_per_image": "s/image",
+    "model_calls": "model calls/sample",
+    "nfe": "NFE/image",
+    "ms_per_model_call": "ms/model call",
+    "peak_mem_mb": "peak memory (MB)",
+}
 
 
 def label(metric: str) -> str:
@@ -94,8 +130,13 @@ def pivot(df: pd.DataFrame, metric: str, *, value: str = "value", index: Sequenc
     return pivot_values(df, metric, (value,), index=index)[value]
 
 
-def pivot_values(df: pd.DataFrame, metric: str, values: Sequence[str] = ("value", "std", "ci_low", "ci_high"), *,
-                 index: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+def pivot_values(
+    df: pd.DataFrame,
+    metric: str,
+    values: Sequence[str] = ("value", "std", "ci_low", "ci_high"),
+    *,
+    index: Sequence[str] | None = None,
+) -> dict[str, pd.DataFrame]:
     """:func:`pivot` for several value columns at once (one grouping pass): value name → pivot."""
     sub = df[df["metric"] == metric]
     if sub.empty:
@@ -141,9 +182,15 @@ def provenance(df: pd.DataFrame, metric: str | None = None) -> dict[str, str]:
         vals = [v for v in dict.fromkeys(sub[col].dropna()) if str(v) != ""]
         return ", ".join(fmt(v) for v in vals) if vals else "—"
 
-    return {"n": uniq("n", lambda v: f"{int(v)}"), "seeds": uniq("seed", lambda v: f"{int(v)}"),
-            "extractor": uniq("extractor"), "weights_id": uniq("weights_id", short_id), "mode": uniq("mode"),
-            "runs": uniq("run_id"), "device": uniq("device")}
+    return {
+        "n": uniq("n", lambda v: f"{int(v)}"),
+        "seeds": uniq("seed", lambda v: f"{int(v)}"),
+        "extractor": uniq("extractor"),
+        "weights_id": uniq("weights_id", short_id),
+        "mode": uniq("mode"),
+        "runs": uniq("run_id"),
+        "device": uniq("device"),
+    }
 
 
 def short_id(weights_id: str, keep: int = 12) -> str:
@@ -185,8 +232,10 @@ def to_markdown(df: pd.DataFrame, *, index: bool = True) -> str:
     frame = _flat_columns(df)
     frame = frame.reset_index() if index and not isinstance(frame.index, pd.RangeIndex) else frame
     headers = [" / ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
-             "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else ":---" for c in frame.columns) + "|"]
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in headers) + " |",
+        "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else ":---" for c in frame.columns) + "|",
+    ]
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(_md_cell(fmt(v)) for v in row) + " |")
     return "\n".join(lines) + "\n"
@@ -196,8 +245,9 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def export(df: pd.DataFrame, out_dir: str | os.PathLike,
-           formats: Sequence[str] = ("csv", "parquet", "md")) -> list[Path]:
+def export(
+    df: pd.DataFrame, out_dir: str | os.PathLike, formats: Sequence[str] = ("csv", "parquet", "md")
+) -> list[Path]:
     """Write the tidy table and every metric's pivot as CSV / parquet / markdown; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -42,9 +42,17 @@ class Shard:
     error: str | None = None  # traceback, if this rank failed
 
 
-def generate_shard(adapter: Adapter, extractors: dict[str, Extractor], cell: Cell, mine: np.ndarray, *,
-                   request: Callable[[np.ndarray], GenerationRequest], warm_up: bool, keep: int,
-                   device: str) -> Shard:
+def generate_shard(
+    adapter: Adapter,
+    extractors: dict[str, Extractor],
+    cell: Cell,
+    mine: np.ndarray,
+    *,
+    request: Callable[[np.ndarray], GenerationRequest],
+    warm_up: bool,
+    keep: int,
+    device: str,
+) -> Shard:
     """Generate samples ``mine`` (in batches, streamed), extract their features, keep the first images."""
     warm = Stopwatch(device)
     if warm_up:  # not timed: a model's and a scheduler's first calls pay for lazy init
@@ -65,9 +73,11 @@ def generate_shard(adapter: Adapter, extractors: dict[str, Extractor], cell: Cel
             if batch is None:
                 break
             idx = np.asarray(batch.indices)
-            if not np.array_equal(idx, mine[done:done + len(idx)]):
-                raise ImageContractError(f"cell {cell.cell_id}: adapter yielded samples out of order "
-                                         f"(expected from index {int(mine[done]) if done < len(mine) else done})")
+            if not np.array_equal(idx, mine[done : done + len(idx)]):
+                raise ImageContractError(
+                    f"cell {cell.cell_id}: adapter yielded samples out of order "
+                    f"(expected from index {int(mine[done]) if done < len(mine) else done})"
+                )
             images = check_images(batch.images, cell.cell_id, idx)
             model_calls, nfe = max(model_calls, batch.model_calls), max(nfe, batch.nfe)
             calls_total += batch.model_calls
@@ -78,13 +88,24 @@ def generate_shard(adapter: Adapter, extractors: dict[str, Extractor], cell: Cel
             done += len(idx)
     if done != len(mine):
         raise ImageContractError(f"cell {cell.cell_id}: adapter produced {done} samples, expected {len(mine)}")
-    return Shard(mine, feats, torch.cat(kept).numpy() if kept else NO_IMAGES, model_calls=model_calls, nfe=nfe,
-                 calls_total=calls_total, warmup_s=warm.seconds, generate_s=gen_sw.seconds,
-                 extract_s=ext_sw.seconds, peak_mb=mem.peak_mb, peak_rss_mb=mem.peak_rss_mb)
+    return Shard(
+        mine,
+        feats,
+        torch.cat(kept).numpy() if kept else NO_IMAGES,
+        model_calls=model_calls,
+        nfe=nfe,
+        calls_total=calls_total,
+        warmup_s=warm.seconds,
+        generate_s=gen_sw.seconds,
+        extract_s=ext_sw.seconds,
+        peak_mb=mem.peak_mb,
+        peak_rss_mb=mem.peak_rss_mb,
+    )
 
 
-def _extract_into(feats: dict[str, np.ndarray], extractors: dict[str, Extractor], images: torch.Tensor,
-                  start: int, total: int) -> None:
+def _extract_into(
+    feats: dict[str, np.ndarray], extractors: dict[str, Extractor], images: torch.Tensor, start: int, total: int
+) -> None:
     """One forward per network for the batch; outputs written into rows ``start:start+B`` of ``feats``."""
     for name, ex in extractors.items():
         for out, arr in ex(images).items():
@@ -92,11 +113,12 @@ def _extract_into(feats: dict[str, np.ndarray], extractors: dict[str, Extractor]
             key = f"{name}/{out}"
             if key not in feats:
                 feats[key] = np.empty((total, *arr.shape[1:]), dtype=arr.dtype)
-            feats[key][start:start + len(arr)] = arr
+            feats[key][start : start + len(arr)] = arr
 
 
-def add_text_embeddings(features: dict[str, np.ndarray], extractors: dict[str, Extractor],
-                        prompts: list[str] | None) -> None:
+def add_text_embeddings(
+    features: dict[str, np.ndarray], extractors: dict[str, Extractor], prompts: list[str] | None
+) -> None:
     """Per-sample text embeddings (``<extractor>/text_embeds``) from extractors that encode text, once per prompt."""
     if prompts is None:
         return
@@ -113,16 +135,26 @@ def costs(shards: list[Shard], n: int) -> dict[str, float]:
     device-seconds per image."""
     gen_s = sum(s.generate_s for s in shards)
     calls_total = sum(s.calls_total for s in shards)
-    return {"model_calls": max(s.model_calls for s in shards), "nfe": max(s.nfe for s in shards),
-            "images_per_s": sum(len(s.indices) / s.generate_s if s.generate_s else math.nan for s in shards),
-            "s_per_image": gen_s / n,
-            "ms_per_model_call": 1000 * gen_s / calls_total if calls_total else math.nan,
-            "peak_mem_mb": max(s.peak_mb for s in shards)}
+    return {
+        "model_calls": max(s.model_calls for s in shards),
+        "nfe": max(s.nfe for s in shards),
+        "images_per_s": sum(len(s.indices) / s.generate_s if s.generate_s else math.nan for s in shards),
+        "s_per_image": gen_s / n,
+        "ms_per_model_call": 1000 * gen_s / calls_total if calls_total else math.nan,
+        "peak_mem_mb": max(s.peak_mb for s in shards),
+    }
 
 
-def score(metrics: list[MetricSpec], features: dict[str, np.ndarray], reference: dict[str, dict[str, np.ndarray]],
-          extractors: dict[str, Extractor], *, labels: np.ndarray | None, prompts: list[str] | None,
-          seed: int) -> list[dict[str, Any]]:
+def score(
+    metrics: list[MetricSpec],
+    features: dict[str, np.ndarray],
+    reference: dict[str, dict[str, np.ndarray]],
+    extractors: dict[str, Extractor],
+    *,
+    labels: np.ndarray | None,
+    prompts: list[str] | None,
+    seed: int,
+) -> list[dict[str, Any]]:
     """Each metric of the suite on the cell's features → partial rows (metric, value, CI, extractor identity)."""
     by_extractor = split_features(features)
     rows = []
@@ -130,12 +162,27 @@ def score(metrics: list[MetricSpec], features: dict[str, np.ndarray], reference:
         if spec.name == THROUGHPUT:
             continue
         ex = extractors[spec.extractor]
-        inputs = MetricInputs(gen=by_extractor.get(spec.extractor, {}), ref=reference.get(spec.extractor),
-                              labels=labels, prompts=prompts, seed=seed, options=spec.options)
+        inputs = MetricInputs(
+            gen=by_extractor.get(spec.extractor, {}),
+            ref=reference.get(spec.extractor),
+            labels=labels,
+            prompts=prompts,
+            seed=seed,
+            options=spec.options,
+        )
         for metric, val in get_metric(spec.name).compute(inputs).items():
-            rows.append({"metric": metric, "value": float(val.value), "std": _num(val.std),
-                         "ci_low": _num(val.ci_low), "ci_high": _num(val.ci_high), "extractor": spec.extractor,
-                         "weights_id": ex.weights_id, "mode": ex.mode})
+            rows.append(
+                {
+                    "metric": metric,
+                    "value": float(val.value),
+                    "std": _num(val.std),
+                    "ci_low": _num(val.ci_low),
+                    "ci_high": _num(val.ci_high),
+                    "extractor": spec.extractor,
+                    "weights_id": ex.weights_id,
+                    "mode": ex.mode,
+                }
+            )
     return rows
 
 

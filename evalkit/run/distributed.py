@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from evalkit.run.environment import resolve_device
 from evalkit.errors import RunError
+from evalkit.run.environment import resolve_device
 
 T = TypeVar("T")
 TIMEOUT = timedelta(seconds=float(os.environ.get("EVALKIT_DIST_TIMEOUT_S", 4 * 3600)))  # rank 0 may cache references
@@ -53,7 +53,7 @@ class Dist:
         """This rank's samples: a contiguous run of whole batches (see the module docstring)."""
         n_batches = -(-len(indices) // batch_size)
         lo, hi = (n_batches * self.rank) // self.world_size, (n_batches * (self.rank + 1)) // self.world_size
-        return indices[lo * batch_size: hi * batch_size]
+        return indices[lo * batch_size : hi * batch_size]
 
     def gather(self, obj: T) -> list[T] | None:
         """Every rank's ``obj`` on rank 0, in rank order; None elsewhere."""
@@ -91,8 +91,11 @@ def torchrun_env() -> dict[str, int] | None:
     """RANK, WORLD_SIZE, LOCAL_RANK when started by torchrun (or any launcher that sets them), else None."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
-    return {"rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"]),
-            "local_rank": int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))}
+    return {
+        "rank": int(os.environ["RANK"]),
+        "world_size": int(os.environ["WORLD_SIZE"]),
+        "local_rank": int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
+    }
 
 
 def setup(device: str = "auto") -> tuple[Dist, str]:
@@ -112,8 +115,9 @@ def setup(device: str = "auto") -> tuple[Dist, str]:
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
         backend = "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world_size,
-                                             timeout=TIMEOUT)
+        torch.distributed.init_process_group(
+            backend=backend, rank=dist.rank, world_size=dist.world_size, timeout=TIMEOUT
+        )
     return dist, device
 
 

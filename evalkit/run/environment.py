@@ -11,10 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from evalkit.errors import ConfigError
 
-PACKAGES = ["evalkit", "torch", "torchvision", "diffusers", "numpy", "scipy", "pandas", "safetensors",
-            "torchmetrics", "torch-fidelity", "clean-fid", "pytorch-fid", "open_clip_torch", "lpips", "transformers"]
+PACKAGES = [
+    "evalkit",
+    "torch",
+    "torchvision",
+    "diffusers",
+    "numpy",
+    "scipy",
+    "pandas",
+    "safetensors",
+    "torchmetrics",
+    "torch-fidelity",
+    "clean-fid",
+    "pytorch-fid",
+    "open_clip_torch",
+    "lpips",
+    "transformers",
+]
 
 
 def package_versions() -> dict[str, str]:
@@ -33,8 +49,13 @@ def git_commit(path: Path) -> str | None:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -33,8 +33,9 @@ def check_images(images: torch.Tensor, cell_id: str, indices: np.ndarray) -> tor
         raise ImageContractError(f"{where}: NaN/Inf in samples {indices[bad.cpu().numpy()].tolist()}")
     out_of_range = ((images < 0) | (images > 1)).flatten(1).any(1)
     if out_of_range.any():
-        raise ImageContractError(f"{where}: float images must lie in [0, 1]; samples "
-                                 f"{indices[out_of_range.cpu().numpy()].tolist()} do not")
+        raise ImageContractError(
+            f"{where}: float images must lie in [0, 1]; samples {indices[out_of_range.cpu().numpy()].tolist()} do not"
+        )
     return (images * 255).round().to(torch.uint8)
 
 

@@ -25,7 +25,7 @@ from evalkit.errors import EXIT_FAILED, EXIT_OK, RunError
 from evalkit.features.base import Extractor, build_extractor
 from evalkit.generate import Adapter, GenerationRequest
 from evalkit.references import open_reference, reference_features
-from evalkit.run.cell import THROUGHPUT_ROWS, NO_IMAGES, Shard, add_text_embeddings, costs, generate_shard, score
+from evalkit.run.cell import NO_IMAGES, THROUGHPUT_ROWS, Shard, add_text_embeddings, costs, generate_shard, score
 from evalkit.run.distributed import Dist, setup
 from evalkit.run.environment import environment
 from evalkit.run.images import grid_png
@@ -49,8 +49,16 @@ class RunSummary:
 class Runner:
     """Runs one suite into one run folder. Build once, call :meth:`run`."""
 
-    def __init__(self, suite: Suite, out: str | Path, *, device: str = "auto", batch_size: int | None = None,
-                 progress: bool = False, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        suite: Suite,
+        out: str | Path,
+        *,
+        device: str = "auto",
+        batch_size: int | None = None,
+        progress: bool = False,
+        cache_dir: Path | None = None,
+    ):
         self.suite = suite
         self.store = RunStore(out)
         self.dist: Dist
@@ -83,8 +91,9 @@ class Runner:
             if self.suite.reference is not None and self.extractors():
                 ref = open_reference(self.suite.reference, base_dir=self.base_dir)
                 self.log(f"reference {ref.name}: {len(ref)} images")
-                self._ref_features = reference_features(ref, list(self.extractors().values()),
-                                                        cache_dir=self.cache_dir, batch_size=self.batch_size)
+                self._ref_features = reference_features(
+                    ref, list(self.extractors().values()), cache_dir=self.cache_dir, batch_size=self.batch_size
+                )
                 self._reference_info = {"name": ref.name, "fingerprint": ref.fingerprint, "n": len(ref)}
         return self._ref_features
 
@@ -94,9 +103,13 @@ class Runner:
     def _on_model_built(self, model: str, info: dict[str, Any]) -> None:
         """Resume only onto cells made by the same weights: the suite (and so the cell hash) may name a
         model by path or by the built-in zoo while the files behind it were retrained."""
+
         def check() -> None:
-            finished = [(c.cell_id, self.store.read_cell(c.cell_id) or {}) for c in self.suite.cells()
-                        if c.model.name == model and self._is_done(c)]
+            finished = [
+                (c.cell_id, self.store.read_cell(c.cell_id) or {})
+                for c in self.suite.cells()
+                if c.model.name == model and self._is_done(c)
+            ]
             stale = stale_cells(model, info, finished)
             if stale:
                 first = next(iter(stale))
@@ -104,7 +117,8 @@ class Runner:
                     f"model {model!r} has other weights than when {len(stale)} finished cell(s) in "
                     f"{self.store.root} were computed (e.g. {first}): then {stale[first]}, now "
                     f"{weights_identity(info)}. Finished cells are kept; run into a new --out folder, or delete "
-                    f"those cells' folders under {self.store.root / 'cells'} to recompute them")
+                    f"those cells' folders under {self.store.root / 'cells'} to recompute them"
+                )
 
         self.dist.on_main(check)  # every rank builds here
 
@@ -157,9 +171,17 @@ class Runner:
         return bool(rec) and rec.get("cell_hash") == self.suite.cell_hash(cell) and self.store.is_done(cell.cell_id)
 
     def _cell_record(self, cell: Cell) -> dict[str, Any]:
-        return {**cell.describe(), "sampler_name": cell.sampler.name, "sampler_options": cell.sampler.options,
-                "n": cell.n, "seed": cell.seed, "batch_size": self.batch_size, "device": self.device,
-                "world_size": self.dist.world_size, "cell_hash": self.suite.cell_hash(cell)}
+        return {
+            **cell.describe(),
+            "sampler_name": cell.sampler.name,
+            "sampler_options": cell.sampler.options,
+            "n": cell.n,
+            "seed": cell.seed,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "world_size": self.dist.world_size,
+            "cell_hash": self.suite.cell_hash(cell),
+        }
 
     def _write_manifest(self, cells: list[Cell]) -> None:
         old = self.store.read_manifest() or {}
@@ -168,20 +190,29 @@ class Runner:
         failed = sum(1 for c in cells if (self.store.read_cell(c.cell_id) or {}).get("status") == "failed")
         done = sum(1 for c in cells if self._is_done(c))
         self.run_id = old.get("run_id") or f"{self.suite.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-        self.store.write_manifest({
-            "run_id": self.run_id,
-            "suite": self.suite.name, "suite_file": self.suite.file, "description": self.suite.description,
-            "config": self.suite.to_config(), "config_hash": self.suite.config_hash(),
-            "created_at": old.get("created_at", now), "updated_at": now,
-            "evalkit_version": evalkit.__version__, "git_commit": env["evalkit_git_commit"],
-            "environment": env, "batch_size": self.batch_size, "world_size": self.dist.world_size,
-            "cells": [c.describe() for c in cells],
-            "models": {**old.get("models", {}), **self.models.all_info()},
-            "reference": self._reference_info or old.get("reference"),
-            "extractors": {n: {"weights_id": e.weights_id, "mode": e.mode} for n, e in self._extractors.items()}
-            or old.get("extractors", {}),
-            "status": {"done": done, "failed": failed, "total": len(cells)},
-        })
+        self.store.write_manifest(
+            {
+                "run_id": self.run_id,
+                "suite": self.suite.name,
+                "suite_file": self.suite.file,
+                "description": self.suite.description,
+                "config": self.suite.to_config(),
+                "config_hash": self.suite.config_hash(),
+                "created_at": old.get("created_at", now),
+                "updated_at": now,
+                "evalkit_version": evalkit.__version__,
+                "git_commit": env["evalkit_git_commit"],
+                "environment": env,
+                "batch_size": self.batch_size,
+                "world_size": self.dist.world_size,
+                "cells": [c.describe() for c in cells],
+                "models": {**old.get("models", {}), **self.models.all_info()},
+                "reference": self._reference_info or old.get("reference"),
+                "extractors": {n: {"weights_id": e.weights_id, "mode": e.mode} for n, e in self._extractors.items()}
+                or old.get("extractors", {}),
+                "status": {"done": done, "failed": failed, "total": len(cells)},
+            }
+        )
 
     # -- one cell --------------------------------------------------------------------------------
     def run_cell(self, cell: Cell) -> None:
@@ -193,28 +224,45 @@ class Runner:
         else:  # a failing rank must still reach the gather, or the others wait for ever
             try:
                 shard = self._generate(cell, mine)
-            except Exception:  # noqa: BLE001 - reported by rank 0 as this cell's failure
+            except Exception:
                 shard = Shard(mine, {}, NO_IMAGES, error=traceback.format_exc())
             shards = self.dist.gather(shard)
             if not self.dist.is_main:
                 return
             errors = [f"rank {r}:\n{s.error}" for r, s in enumerate(shards) if s.error]
             if errors:
-                raise RunError(f"cell {cell.cell_id} failed on {len(errors)} of {len(shards)} ranks\n"
-                               + "\n".join(errors))
+                raise RunError(
+                    f"cell {cell.cell_id} failed on {len(errors)} of {len(shards)} ranks\n" + "\n".join(errors)
+                )
         self._score_and_write(cell, indices, shards)
 
     def _request(self, cell: Cell, idx: np.ndarray) -> GenerationRequest:
         lab, pr = self.conditions.take(idx)
-        return GenerationRequest(indices=idx, seed=cell.seed, sampler=cell.sampler.name, steps=cell.steps,
-                                 guidance=cell.guidance, batch_size=self.batch_size,
-                                 sampler_options=cell.sampler.options, labels=lab, prompts=pr, device=self.device)
+        return GenerationRequest(
+            indices=idx,
+            seed=cell.seed,
+            sampler=cell.sampler.name,
+            steps=cell.steps,
+            guidance=cell.guidance,
+            batch_size=self.batch_size,
+            sampler_options=cell.sampler.options,
+            labels=lab,
+            prompts=pr,
+            device=self.device,
+        )
 
     def _generate(self, cell: Cell, mine: np.ndarray) -> Shard:
         adapter = self.adapter(cell)
-        return generate_shard(adapter, self.extractors(), cell, mine, request=lambda idx: self._request(cell, idx),
-                              warm_up=self.models.needs_warmup(cell), keep=min(self.suite.grid_samples, cell.n),
-                              device=self.device)
+        return generate_shard(
+            adapter,
+            self.extractors(),
+            cell,
+            mine,
+            request=lambda idx: self._request(cell, idx),
+            warm_up=self.models.needs_warmup(cell),
+            keep=min(self.suite.grid_samples, cell.n),
+            device=self.device,
+        )
 
     def _score_and_write(self, cell: Cell, indices: np.ndarray, shards: list[Shard]) -> None:
         """Rank 0: join the shards in sample order, compute the metrics and cost rows, write the cell."""
@@ -227,36 +275,74 @@ class Runner:
         add_text_embeddings(features, self.extractors(), prompts)
 
         t_metrics = time.perf_counter()
-        rows = score(self.suite.metrics, features, self.reference_features(), self.extractors(), labels=labels,
-                     prompts=prompts, seed=cell.seed)
+        rows = score(
+            self.suite.metrics,
+            features,
+            self.reference_features(),
+            self.extractors(),
+            labels=labels,
+            prompts=prompts,
+            seed=cell.seed,
+        )
         metrics_s = time.perf_counter() - t_metrics
         cost = costs(shards, cell.n)
         rows += [{"metric": name, "value": float(cost[name])} for name in THROUGHPUT_ROWS]
         rows = [self._row(cell, r, cost) for r in rows]
         keep = min(self.suite.grid_samples, cell.n)
         shown = np.concatenate([s.kept for s in shards if len(s.kept)])[:keep]
-        samples = {"images": shown, "indices": indices[:keep],
-                   "labels": labels[:keep] if labels is not None else np.full(keep, -1, dtype=np.int64)}
+        samples = {
+            "images": shown,
+            "indices": indices[:keep],
+            "labels": labels[:keep] if labels is not None else np.full(keep, -1, dtype=np.int64),
+        }
         if prompts is not None:
             samples["prompts"] = np.array(prompts[:keep])
-        timings = {"warmup_s": max(s.warmup_s for s in shards), "generate_s": max(s.generate_s for s in shards),
-                   "extract_s": max(s.extract_s for s in shards), "metrics_s": metrics_s,
-                   "total_s": time.perf_counter() - t_start + max(s.warmup_s + s.generate_s + s.extract_s
-                                                                  for s in shards)}
-        record = {**self._cell_record(cell), **cost, "peak_rss_mb": max(s.peak_rss_mb for s in shards),
-                  "timings": timings, "model_info": self.adapter(cell).info()}
+        timings = {
+            "warmup_s": max(s.warmup_s for s in shards),
+            "generate_s": max(s.generate_s for s in shards),
+            "extract_s": max(s.extract_s for s in shards),
+            "metrics_s": metrics_s,
+            "total_s": time.perf_counter() - t_start + max(s.warmup_s + s.generate_s + s.extract_s for s in shards),
+        }
+        record = {
+            **self._cell_record(cell),
+            **cost,
+            "peak_rss_mb": max(s.peak_rss_mb for s in shards),
+            "timings": timings,
+            "model_info": self.adapter(cell).info(),
+        }
         if len(shards) > 1:
-            record["ranks"] = [{"n": len(s.indices), "generate_s": s.generate_s, "extract_s": s.extract_s,
-                                "peak_mem_mb": s.peak_mb} for s in shards]
-        self.store.write_cell(cell.cell_id, record, features=features, rows=rows, grid_png=grid_png(shown),
-                              samples=samples)
+            record["ranks"] = [
+                {"n": len(s.indices), "generate_s": s.generate_s, "extract_s": s.extract_s, "peak_mem_mb": s.peak_mb}
+                for s in shards
+            ]
+        self.store.write_cell(
+            cell.cell_id, record, features=features, rows=rows, grid_png=grid_png(shown), samples=samples
+        )
 
     def _row(self, cell: Cell, partial: dict[str, Any], cost: dict[str, float]) -> dict[str, Any]:
         """A tidy result row: the cell's identity, the metric's value and the cell's cost columns."""
         nan = float("nan")
-        return {"run_id": self.run_id, "cell_id": cell.cell_id, "suite": self.suite.name,
-                "model": cell.model.name, "sampler": cell.sampler.label, "steps": cell.steps,
-                "guidance": cell.guidance, "n": cell.n, "seed": cell.seed, "std": nan, "ci_low": nan, "ci_high": nan,
-                "extractor": "", "weights_id": "", "mode": "", **partial, "device": self.device,
-                "config_hash": self.suite.config_hash(), "model_calls": cost["model_calls"], "nfe": cost["nfe"],
-                "s_per_image": cost["s_per_image"]}
+        return {
+            "run_id": self.run_id,
+            "cell_id": cell.cell_id,
+            "suite": self.suite.name,
+            "model": cell.model.name,
+            "sampler": cell.sampler.label,
+            "steps": cell.steps,
+            "guidance": cell.guidance,
+            "n": cell.n,
+            "seed": cell.seed,
+            "std": nan,
+            "ci_low": nan,
+            "ci_high": nan,
+            "extractor": "",
+            "weights_id": "",
+            "mode": "",
+            **partial,
+            "device": self.device,
+            "config_hash": self.suite.config_hash(),
+            "model_calls": cost["model_calls"],
+            "nfe": cost["nfe"],
+            "s_per_image": cost["s_per_image"],
+        }

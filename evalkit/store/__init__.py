@@ -21,6 +21,22 @@ from evalkit.store.reader import RunData, join_features, read_run, read_runs, sp
 from evalkit.store.rows import RESULT_COLUMNS, tidy_frame
 
 __all__ = [
-    "RESULT_COLUMNS", "RunData", "RunStore", "StoreError", "atomic_write_bytes", "atomic_write_json", "load_npz_checked",
-    "join_features", "npz_bytes", "read_run", "read_runs", "record_intact", "safe_component", "seal_record", "sha256_bytes", "sha256_file", "split_features", "tidy_frame",
+    "RESULT_COLUMNS",
+    "RunData",
+    "RunStore",
+    "StoreError",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "join_features",
+    "load_npz_checked",
+    "npz_bytes",
+    "read_run",
+    "read_runs",
+    "record_intact",
+    "safe_component",
+    "seal_record",
+    "sha256_bytes",
+    "sha256_file",
+    "split_features",
+    "tidy_frame",
 ]

@@ -39,6 +39,7 @@ def _umask() -> int:
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide results from teammates
 
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
@@ -121,7 +122,7 @@ def safe_component(text: str) -> str:
     out = _SAFE_ID.sub("-", text).strip(".-") or "x"
     if out == text and len(out) <= _MAX_COMPONENT:
         return out
-    return f"{out[:_MAX_COMPONENT - 13]}-{sha256_bytes(text.encode('utf-8', 'surrogatepass'))[:12]}"
+    return f"{out[: _MAX_COMPONENT - 13]}-{sha256_bytes(text.encode('utf-8', 'surrogatepass'))[:12]}"
 
 
 RECORD_SHA_KEY = "record_sha256"
@@ -145,8 +146,6 @@ def record_intact(record: dict[str, Any]) -> bool | None:
     return record[RECORD_SHA_KEY] == _record_digest(record)
 
 
-
-
 def json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
 
@@ -165,5 +164,3 @@ def read_record(path: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict) or record_intact(record) is False:
         return None
     return record
-
-

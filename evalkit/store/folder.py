@@ -40,8 +40,18 @@ import pandas as pd
 
 from evalkit.errors import StoreError
 from evalkit.store.files import (
-    TMP_PREFIX, atomic_write_bytes, atomic_write_json, file_matches, json_bytes, load_npz_checked, npz_bytes,
-    read_record, record_intact, safe_component, seal_record, sha256_bytes,
+    TMP_PREFIX,
+    atomic_write_bytes,
+    atomic_write_json,
+    file_matches,
+    json_bytes,
+    load_npz_checked,
+    npz_bytes,
+    read_record,
+    record_intact,
+    safe_component,
+    seal_record,
+    sha256_bytes,
 )
 from evalkit.store.rows import tidy_frame
 
@@ -140,8 +150,10 @@ class RunStore:
             digest = ""
         arrays = load_npz_checked(self.conditions_path, digest) if digest else None
         if arrays is None:
-            raise StoreError(f"{self.conditions_path} is corrupt or does not match its sha256; run the suite "
-                             "again into this folder to rewrite it")
+            raise StoreError(
+                f"{self.conditions_path} is corrupt or does not match its sha256; run the suite "
+                "again into this folder to rewrite it"
+            )
         prompts = arrays.get("prompts")
         return arrays.get("labels"), None if prompts is None else [str(p) for p in prompts]
 
@@ -170,9 +182,16 @@ class RunStore:
                 return False
         return True
 
-    def write_cell(self, cell_id: str, record: dict[str, Any], *, features: dict[str, np.ndarray],
-                   rows: list[dict[str, Any]], grid_png: bytes | None = None,
-                   samples: dict[str, np.ndarray] | None = None) -> None:
+    def write_cell(
+        self,
+        cell_id: str,
+        record: dict[str, Any],
+        *,
+        features: dict[str, np.ndarray],
+        rows: list[dict[str, Any]],
+        grid_png: bytes | None = None,
+        samples: dict[str, np.ndarray] | None = None,
+    ) -> None:
         """Write a finished cell; ``cell.json`` goes last so a crash never leaves a 'done' half-cell."""
         d = self.cell_dir(cell_id)
         data = npz_bytes(features)
@@ -191,8 +210,9 @@ class RunStore:
         atomic_write_json(d / "cell.json", seal_record({**record, "status": "done", "files": files}))
 
     def write_failed_cell(self, cell_id: str, record: dict[str, Any], error: str) -> None:
-        atomic_write_json(self.cell_dir(cell_id) / "cell.json",
-                          seal_record({**record, "status": "failed", "error": error}))
+        atomic_write_json(
+            self.cell_dir(cell_id) / "cell.json", seal_record({**record, "status": "failed", "error": error})
+        )
 
     def load_features(self, cell_id: str) -> dict[str, np.ndarray]:
         record = self.read_cell(cell_id) or {}
@@ -243,12 +263,13 @@ class RunStore:
         return self.collect_rows()
 
 
-
 def _read_rows(path: Path, expected_sha256: str | None) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     data = path.read_bytes()
     if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
-        raise StoreError(f"{path} does not match its sha256 in cell.json (corrupt or edited); "
-                         "run the suite again to recompute the cell")
+        raise StoreError(
+            f"{path} does not match its sha256 in cell.json (corrupt or edited); "
+            "run the suite again to recompute the cell"
+        )
     return json.loads(data)

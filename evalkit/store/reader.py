@@ -112,13 +112,19 @@ def read_run(path: str | os.PathLike) -> RunData:
             if not (root / "results.parquet").is_file():
                 raise StoreError(f"{root} is not an evalkit run folder: no run.json, results.parquet or cells/")
             return RunData(root, manifest, normalise(store.results(), manifest, root))
-        cells = {rec["cell_id"]: {k: v for k, v in rec.items() if k != "_dir"} for rec in store.iter_cells() if "cell_id" in rec}
+        cells = {
+            rec["cell_id"]: {k: v for k, v in rec.items() if k != "_dir"}
+            for rec in store.iter_cells()
+            if "cell_id" in rec
+        }
     else:
         listed = [c["cell_id"] for c in manifest.get("cells", [])]
         cells = {cid: rec for cid in listed if (rec := store.read_cell(cid))}
     rows = [r for cid, rec in cells.items() if rec.get("status") == "done" for r in store.cell_rows(cid)]
-    ids = {(c["model"], c["sampler"], int(c["steps"]), float(c["guidance"])): c["cell_id"]
-           for c in manifest.get("cells", [])}
+    ids = {
+        (c["model"], c["sampler"], int(c["steps"]), float(c["guidance"])): c["cell_id"]
+        for c in manifest.get("cells", [])
+    }
     for r in rows:  # rows written before rows carried their cell id
         r.setdefault("cell_id", ids.get((r["model"], r["sampler"], int(r["steps"]), float(r["guidance"]))))
     return RunData(root, manifest, normalise(tidy_frame(rows), manifest, root), cells)

@@ -9,9 +9,28 @@ import pandas as pd
 # The tidy results row (DESIGN.md). Throughput is reported as rows too (metric "images_per_s", ...);
 # every row also carries its cell's cost columns so quality can be joined with speed directly.
 RESULT_COLUMNS = [
-    "run_id", "cell_id", "suite", "model", "sampler", "steps", "guidance", "n", "seed",
-    "metric", "value", "std", "ci_low", "ci_high", "extractor", "weights_id", "mode",
-    "model_calls", "nfe", "s_per_image", "device", "config_hash",
+    "run_id",
+    "cell_id",
+    "suite",
+    "model",
+    "sampler",
+    "steps",
+    "guidance",
+    "n",
+    "seed",
+    "metric",
+    "value",
+    "std",
+    "ci_low",
+    "ci_high",
+    "extractor",
+    "weights_id",
+    "mode",
+    "model_calls",
+    "nfe",
+    "s_per_image",
+    "device",
+    "config_hash",
 ]
 
 
@@ -22,4 +41,3 @@ def tidy_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = pd.Series(dtype="float64")
     return df[RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]]
-

@@ -9,6 +9,18 @@ from evalkit.suite.spec import THROUGHPUT, Cell, MetricSpec, ModelSpec, SamplerS
 from evalkit.suite.validate import LIMITS, SuiteError, parse_suite
 
 __all__ = [
-    "LIMITS", "THROUGHPUT", "Cell", "Conditions", "MetricSpec", "ModelSpec", "SamplerSpec", "Suite", "SuiteError",
-    "embedded_suites", "expand_conditions", "load_suite", "parse_suite", "resolve_suite_path",
+    "LIMITS",
+    "THROUGHPUT",
+    "Cell",
+    "Conditions",
+    "MetricSpec",
+    "ModelSpec",
+    "SamplerSpec",
+    "Suite",
+    "SuiteError",
+    "embedded_suites",
+    "expand_conditions",
+    "load_suite",
+    "parse_suite",
+    "resolve_suite_path",
 ]

@@ -29,8 +29,15 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def cell_hash(suite: Any, cell: Any) -> str:
     """``suite``: a :class:`~evalkit.suite.spec.Suite`; ``cell``: one of its cells."""
-    return _digest({"cell": asdict(cell), "conditions": suite.conditions, "reference": suite.reference,
-                    "metrics": [asdict(m) for m in suite.metrics], "grid_samples": suite.grid_samples})
+    return _digest(
+        {
+            "cell": asdict(cell),
+            "conditions": suite.conditions,
+            "reference": suite.reference,
+            "metrics": [asdict(m) for m in suite.metrics],
+            "grid_samples": suite.grid_samples,
+        }
+    )
 
 
 def protocol_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -53,5 +60,8 @@ def protocol_hash(config: dict[str, Any]) -> str:
 def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Top-level protocol fields that differ, as 'field: A != B' lines (for the exit-2 message)."""
     pa, pb = protocol_of(a), protocol_of(b)
-    return [f"{k}: baseline {json.dumps(pa.get(k))} != run {json.dumps(pb.get(k))}"
-            for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
+    return [
+        f"{k}: baseline {json.dumps(pa.get(k))} != run {json.dumps(pb.get(k))}"
+        for k in sorted(set(pa) | set(pb))
+        if pa.get(k) != pb.get(k)
+    ]

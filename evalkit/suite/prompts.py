@@ -43,14 +43,18 @@ def builtin_prompt_path(name: str) -> Path:
         f = folder / f"{name}{suffix}"
         if f.is_file():
             return Path(str(f))
-    raise PromptFileError(f"{BUILTIN_PREFIX}{name}", "conditions.prompts",
-                          f"no built-in prompt set {name!r}; expected one of: {', '.join(builtin_prompt_sets())}")
+    raise PromptFileError(
+        f"{BUILTIN_PREFIX}{name}",
+        "conditions.prompts",
+        f"no built-in prompt set {name!r}; expected one of: {', '.join(builtin_prompt_sets())}",
+    )
 
 
 def _pick(obj: Any, path: Path, where: str) -> str:
     if not isinstance(obj, dict):
-        raise PromptFileError(path, where, f"expected a JSON object with a 'prompt' or 'caption' key; "
-                                           f"got {type(obj).__name__}")
+        raise PromptFileError(
+            path, where, f"expected a JSON object with a 'prompt' or 'caption' key; got {type(obj).__name__}"
+        )
     key = next((k for k in PROMPT_KEYS if k in obj), None)
     if key is None:
         raise PromptFileError(path, where, f"expected a 'prompt' or 'caption' key; got keys {sorted(obj)[:8]}")
@@ -128,6 +132,6 @@ def read_prompt_file(path: Path) -> list[str]:
 def resolve_prompts(source: str, base_dir: Path | None = None) -> list[str]:
     """Prompts of ``builtin:<name>`` or of a file (relative to the suite's folder)."""
     if source.startswith(BUILTIN_PREFIX):
-        return read_prompt_file(builtin_prompt_path(source[len(BUILTIN_PREFIX):]))
+        return read_prompt_file(builtin_prompt_path(source[len(BUILTIN_PREFIX) :]))
     path = Path(source).expanduser()
     return read_prompt_file(path if path.is_absolute() or base_dir is None else base_dir / path)

@@ -9,6 +9,7 @@ from evalkit.suite import identity
 
 THROUGHPUT = "throughput"  # the cost rows (images/s, NFE, ...): a metric name that reads no extractor
 
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -46,8 +47,13 @@ class Cell:
         return f"{self.model.name}__{self.sampler.label}__s{self.steps}__g{self.guidance:g}"
 
     def describe(self) -> dict[str, Any]:
-        return {"cell_id": self.cell_id, "model": self.model.name, "sampler": self.sampler.label,
-                "steps": self.steps, "guidance": self.guidance}
+        return {
+            "cell_id": self.cell_id,
+            "model": self.model.name,
+            "sampler": self.sampler.label,
+            "steps": self.steps,
+            "guidance": self.guidance,
+        }
 
 
 @dataclass
@@ -68,8 +74,13 @@ class Suite:
     file: str | None = None
 
     def cells(self) -> list[Cell]:
-        return [Cell(m, s, st, g, self.samples, self.seed)
-                for m in self.models for s in self.samplers for st in self.steps for g in self.guidance]
+        return [
+            Cell(m, s, st, g, self.samples, self.seed)
+            for m in self.models
+            for s in self.samplers
+            for st in self.steps
+            for g in self.guidance
+        ]
 
     def to_config(self) -> dict[str, Any]:
         cfg = asdict(self)

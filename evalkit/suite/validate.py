@@ -25,7 +25,8 @@ _TOP_KEYS = {
     "samples": "positive integer: samples per cell",
     "batch_size": "positive integer",
     "seed": "integer",
-    "conditions": "mapping with 'classes' or 'prompts' (list, .txt/.jsonl/.csv/.json file or builtin:<name>) and 'per_prompt'; omit for unconditional",
+    "conditions": "mapping with 'classes' or 'prompts' (list, .txt/.jsonl/.csv/.json file or builtin:<name>) "
+    "and 'per_prompt'; omit for unconditional",
     "reference": "mapping with one of 'dataset', 'path', 'stats'",
     "metrics": "list of metric names or {name, extractor, options}",
     "extractor": "default extractor name for metrics",
@@ -34,9 +35,16 @@ _TOP_KEYS = {
 
 
 # Upper bounds that keep a typo (samples: 10000000000) from turning into an allocation failure later.
-LIMITS = {"samples": 10_000_000, "batch_size": 1_000_000, "steps": 100_000, "grid_samples": 10_000,
-          "classes": 1_000_000, "per_prompt": 10_000_000, "seed": 2**63 - 1, "reference.samples": 100_000_000}
-
+LIMITS = {
+    "samples": 10_000_000,
+    "batch_size": 1_000_000,
+    "steps": 100_000,
+    "grid_samples": 10_000,
+    "classes": 1_000_000,
+    "per_prompt": 10_000_000,
+    "seed": 2**63 - 1,
+    "reference.samples": 100_000_000,
+}
 
 
 class SuiteError(ConfigError):
@@ -65,26 +73,38 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise SuiteError(file, "models", f"model names must be unique; got {names}")
-    samplers = [v.sampler(f"samplers[{i}]", s, SAMPLERS.names())
-                for i, s in enumerate(v.list("samplers", raw["samplers"]))]
+    samplers = [
+        v.sampler(f"samplers[{i}]", s, SAMPLERS.names()) for i, s in enumerate(v.list("samplers", raw["samplers"]))
+    ]
     labels = [s.label for s in samplers]
     if len(set(labels)) != len(labels):
-        raise SuiteError(file, "samplers", f"sampler labels must be unique (set 'label' to tell options apart); got {labels}")
+        raise SuiteError(
+            file, "samplers", f"sampler labels must be unique (set 'label' to tell options apart); got {labels}"
+        )
     steps = [v.integer(f"steps[{i}]", s, minimum=1) for i, s in enumerate(v.list("steps", raw["steps"]))]
-    guidance = [v.number(f"guidance[{i}]", g, minimum=0.0)
-                for i, g in enumerate(v.list("guidance", raw.get("guidance", [1.0])))]
+    guidance = [
+        v.number(f"guidance[{i}]", g, minimum=0.0) for i, g in enumerate(v.list("guidance", raw.get("guidance", [1.0])))
+    ]
     extractors = EXTRACTORS.names()
     default_ex = raw.get("extractor")
     if default_ex is not None:
         default_ex = v.choice("extractor", default_ex, extractors)
-    metrics = [v.metric(f"metrics[{i}]", m, [*METRICS.names(), THROUGHPUT], extractors, default_ex)
-               for i, m in enumerate(v.list("metrics", raw["metrics"]))]
+    metrics = [
+        v.metric(f"metrics[{i}]", m, [*METRICS.names(), THROUGHPUT], extractors, default_ex)
+        for i, m in enumerate(v.list("metrics", raw["metrics"]))
+    ]
     reference = v.reference(raw.get("reference"))
     samples = v.integer("samples", raw["samples"], minimum=1)
     _check_metrics_have_inputs(file, metrics, extractors, reference)
     suite = Suite(
-        name=name, models=models, samplers=samplers, steps=steps, guidance=guidance,
-        samples=samples, metrics=metrics, reference=reference,
+        name=name,
+        models=models,
+        samplers=samplers,
+        steps=steps,
+        guidance=guidance,
+        samples=samples,
+        metrics=metrics,
+        reference=reference,
         conditions=v.conditions(raw.get("conditions")),
         batch_size=v.integer("batch_size", raw.get("batch_size", 64), minimum=1),
         seed=v.integer("seed", raw.get("seed", 0), minimum=0),
@@ -96,19 +116,27 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
     return suite
 
 
-def _check_metrics_have_inputs(file: str | Path | None, metrics: list[MetricSpec], extractors: list[str],
-                               reference: dict[str, Any] | None) -> None:
+def _check_metrics_have_inputs(
+    file: str | Path | None, metrics: list[MetricSpec], extractors: list[str], reference: dict[str, Any] | None
+) -> None:
     """Every metric but throughput reads an extractor; a metric comparing with real data needs a reference."""
     for i, m in enumerate(metrics):
         if m.name == THROUGHPUT:
             continue
         if m.extractor is None:
-            raise SuiteError(file, f"metrics[{i}].extractor",
-                             f"metric {m.name!r} needs an extractor; set 'extractor' on it or at the top level "
-                             f"(one of: {', '.join(extractors)})")
+            raise SuiteError(
+                file,
+                f"metrics[{i}].extractor",
+                f"metric {m.name!r} needs an extractor; set 'extractor' on it or at the top level "
+                f"(one of: {', '.join(extractors)})",
+            )
         if METRICS.get(m.name).needs_reference and reference is None:
-            raise SuiteError(file, "reference", f"metric {m.name!r} compares with a reference set; "
-                                                "expected a mapping with one of 'dataset', 'path', 'stats'")
+            raise SuiteError(
+                file,
+                "reference",
+                f"metric {m.name!r} compares with a reference set; "
+                "expected a mapping with one of 'dataset', 'path', 'stats'",
+            )
 
 
 def _check_unique_cell_ids(file: str | Path | None, suite: Suite) -> None:
@@ -117,9 +145,12 @@ def _check_unique_cell_ids(file: str | Path | None, suite: Suite) -> None:
     seen: dict[str, Cell] = {}
     for cell in suite.cells():
         if cell.cell_id in seen:
-            raise SuiteError(file, "models/samplers/steps/guidance",
-                             f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a "
-                             "sampler 'label' (or use guidance values that differ in their shortest form)")
+            raise SuiteError(
+                file,
+                "models/samplers/steps/guidance",
+                f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a "
+                "sampler 'label' (or use guidance values that differ in their shortest form)",
+            )
         seen[cell.cell_id] = cell
 
 
@@ -144,8 +175,11 @@ class _Validator:
     def suite_name(self, x: Any) -> str:
         name = self.string("name", x)
         if any(c in name for c in "/\\\0") or not name.strip(". ") or len(name) > 200:
-            raise self.fail("name", f"expected a plain suite name (it names the default run folder runs/<name>: "
-                                    f"no '/', '\\' or NUL, not only dots, at most 200 characters); got {name!r}")
+            raise self.fail(
+                "name",
+                f"expected a plain suite name (it names the default run folder runs/<name>: "
+                f"no '/', '\\' or NUL, not only dots, at most 200 characters); got {name!r}",
+            )
         return name
 
     def path_string(self, f: str, x: Any) -> str:
@@ -229,8 +263,10 @@ class _Validator:
             raise self.fail(f"{f}.adapter", f"required; expected one of: {', '.join(adapters)} or 'module:function'")
         adapter = x["adapter"]
         if not (isinstance(adapter, str) and (adapter in adapters or is_callable_ref(adapter))):
-            raise self.fail(f"{f}.adapter", f"unknown adapter {adapter!r}; expected one of: {', '.join(adapters)} "
-                                           "or a 'module:function' callable")
+            raise self.fail(
+                f"{f}.adapter",
+                f"unknown adapter {adapter!r}; expected one of: {', '.join(adapters)} or a 'module:function' callable",
+            )
         name = self.string(f"{f}.name", x.get("name", adapter))
         return ModelSpec(name=name, adapter=adapter, options=self.options(f"{f}.options", x.get("options")))
 
@@ -257,8 +293,9 @@ class _Validator:
     def reference(self, x: Any) -> dict[str, Any] | None:
         if x is None:
             return None
-        x = self.mapping("reference", x, {"dataset": "", "path": "", "stats": "", "samples": "", "strict": "",
-                                          "name": ""})
+        x = self.mapping(
+            "reference", x, {"dataset": "", "path": "", "stats": "", "samples": "", "strict": "", "name": ""}
+        )
         kinds = [k for k in ("dataset", "path", "stats") if k in x]
         if len(kinds) != 1:
             raise self.fail("reference", f"expected exactly one of 'dataset', 'path', 'stats'; got {kinds or 'none'}")
@@ -288,7 +325,11 @@ class _Validator:
         if isinstance(p, str):
             out: dict[str, Any] = {"prompts": self.prompt_source(self.path_string("conditions.prompts", p))}
         else:
-            out = {"prompts": [self.string(f"conditions.prompts[{i}]", s) for i, s in enumerate(self.list("conditions.prompts", p))]}
+            out = {
+                "prompts": [
+                    self.string(f"conditions.prompts[{i}]", s) for i, s in enumerate(self.list("conditions.prompts", p))
+                ]
+            }
         if "per_prompt" in x:
             out["per_prompt"] = self.integer("conditions.per_prompt", x["per_prompt"], minimum=1)
         return out
@@ -300,7 +341,9 @@ class _Validator:
         if p.startswith(BUILTIN_PREFIX):
             self.choice("conditions.prompts", p, [f"{BUILTIN_PREFIX}{n}" for n in builtin_prompt_sets()])
         elif not p.lower().endswith(PROMPT_SUFFIXES):
-            raise self.fail("conditions.prompts", f"expected a list of prompts, a prompt file ending in "
-                                                  f"{', '.join(PROMPT_SUFFIXES)}, or 'builtin:<name>'; got {p!r}")
+            raise self.fail(
+                "conditions.prompts",
+                f"expected a list of prompts, a prompt file ending in "
+                f"{', '.join(PROMPT_SUFFIXES)}, or 'builtin:<name>'; got {p!r}",
+            )
         return p
-

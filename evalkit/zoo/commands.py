@@ -18,14 +18,26 @@ DEFAULTS = {
 def add_train_mnist_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by `evalkit zoo train mnist` and `python -m evalkit.zoo.train`."""
     d = DEFAULTS
-    p.add_argument("--out", default=d["out"], help="output directory for weights + model_card.json (default: %(default)s)")
-    p.add_argument("--model", choices=["all", "unet", "net"], default=d["model"],
-                   help="which model(s) to train; the card in --out keeps entries of the others (default: %(default)s)")
+    p.add_argument(
+        "--out", default=d["out"], help="output directory for weights + model_card.json (default: %(default)s)"
+    )
+    p.add_argument(
+        "--model",
+        choices=["all", "unet", "net"],
+        default=d["model"],
+        help="which model(s) to train; the card in --out keeps entries of the others (default: %(default)s)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default=d["device"], help="(default: %(default)s)")
     p.add_argument("--steps", type=int, default=d["steps"], help="UNet training steps (default: %(default)s)")
-    p.add_argument("--net-steps", type=int, default=d["net_steps"], help="mnist-net training steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"],
-                   help="training batch size (default: 64 for the UNet, 128 for mnist-net)")
+    p.add_argument(
+        "--net-steps", type=int, default=d["net_steps"], help="mnist-net training steps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d["batch_size"],
+        help="training batch size (default: 64 for the UNet, 128 for mnist-net)",
+    )
     p.add_argument("--seed", type=int, default=d["seed"], help="data split + init + noise seed (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from evalkit.errors import WeightsError
 
 NULL_CLASS = 10
@@ -80,9 +81,13 @@ class MnistNet(nn.Module):
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
         self.body = nn.Sequential(
-            *block(1, 16), nn.MaxPool2d(2),  # 32 -> 16
-            *block(16, 32), *block(32, 32), nn.MaxPool2d(2),  # 16 -> 8
-            *block(32, 64), nn.MaxPool2d(2),  # 8 -> 4
+            *block(1, 16),
+            nn.MaxPool2d(2),  # 32 -> 16
+            *block(16, 32),
+            *block(32, 32),
+            nn.MaxPool2d(2),  # 16 -> 8
+            *block(32, 64),
+            nn.MaxPool2d(2),  # 8 -> 4
             nn.Flatten(),
         )
         self.dropout = nn.Dropout(0.3)

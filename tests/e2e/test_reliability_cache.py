@@ -52,8 +52,12 @@ def finished_run(tmp_path_factory):
     finally:
         mp.undo()
     store = RunStore(root / "run")
-    return {"suite": suite, "run": root / "run", "quality": _quality(root / "run"),
-            "features": {c: store.load_features(c) for c in (VICTIM, "n__euler__s2__g1")}}
+    return {
+        "suite": suite,
+        "run": root / "run",
+        "quality": _quality(root / "run"),
+        "features": {c: store.load_features(c) for c in (VICTIM, "n__euler__s2__g1")},
+    }
 
 
 def _truncate(p: Path) -> None:
@@ -214,8 +218,11 @@ def test_corrupt_reference_statistics_file_is_a_clean_error(damage, tmp_path, ca
     with pytest.raises(ReferenceError, match="cannot read reference statistics"):
         open_reference({"stats": str(stats)})
     suite = tmp_path / "s.yaml"
-    suite.write_text(SUITE.replace("{dataset: mnist-heldout, samples: 200}", f"{{stats: {stats}}}")
-                     .replace("[fd, kid, throughput]", "[fd]"))
+    suite.write_text(
+        SUITE.replace("{dataset: mnist-heldout, samples: 200}", f"{{stats: {stats}}}").replace(
+            "[fd, kid, throughput]", "[fd]"
+        )
+    )
     assert main(["run", str(suite), "--out", str(tmp_path / "run"), "-q"]) == 2
     err = capsys.readouterr().err
     assert "cannot read reference statistics" in err and "Traceback" not in err

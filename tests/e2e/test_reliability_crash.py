@@ -57,8 +57,13 @@ def one_thread():
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "EVALKIT_CACHE_DIR": str(cache),
-            "PYTHONDONTWRITEBYTECODE": "1"}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "EVALKIT_CACHE_DIR": str(cache),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 def _cmd(suite: Path, out: Path) -> list[str]:
@@ -88,8 +93,11 @@ def _kill_at(suite: Path, out: Path, cache: Path, after_cells: int, delay: float
     proc = subprocess.Popen(_cmd(suite, out), env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline and (
-                _lock_holder(out) != str(proc.pid) or _done_cells(out) < after_cells):
+        while (
+            proc.poll() is None
+            and time.monotonic() < deadline
+            and (_lock_holder(out) != str(proc.pid) or _done_cells(out) < after_cells)
+        ):
             time.sleep(0.01)
         time.sleep(delay)
         alive = proc.poll() is None
@@ -124,7 +132,8 @@ def _quality(out: Path) -> pd.DataFrame:
     df = pd.read_csv(out / "results.csv")
     df = df[~df.metric.isin(THROUGHPUT_ROWS)]
     return df.sort_values(["model", "sampler", "steps", "guidance", "metric"])[
-        ["model", "sampler", "steps", "guidance", "metric", "value", "std"]].reset_index(drop=True)
+        ["model", "sampler", "steps", "guidance", "metric", "value", "std"]
+    ].reset_index(drop=True)
 
 
 def _features(out: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -147,8 +156,10 @@ def test_sigkill_at_random_points_never_changes_the_results(tmp_path, monkeypatc
     # Kill points: after k finished cells (k random, 0 = during start-up and the reference cache) plus a
     # random delay of up to ~1.5 cells, so kills land anywhere among the writes whatever the machine's speed.
     rng = random.Random(20240607)
-    plans = [[(rng.randrange(CELLS), rng.uniform(0.0, 1.5 * cell_s)) for _ in range(1 + (rng.random() < 0.2))]
-             for _ in range(TRIALS)]
+    plans = [
+        [(rng.randrange(CELLS), rng.uniform(0.0, 1.5 * cell_s)) for _ in range(1 + (rng.random() < 0.2))]
+        for _ in range(TRIALS)
+    ]
 
     def trial(t: int) -> list[bool]:
         out, cache = tmp_path / f"t{t}" / "run", tmp_path / f"t{t}" / "cache"
@@ -186,8 +197,9 @@ def test_second_run_on_a_locked_folder_exits_2_and_writes_nothing(tmp_path):
     suite.write_text(SUITE)
     out = tmp_path / "run"
     with RunStore(out):  # this process is writing the folder
-        res = subprocess.run(_cmd(suite, out), env=_env(tmp_path / "cache"), capture_output=True, text=True,
-                             timeout=300)
+        res = subprocess.run(
+            _cmd(suite, out), env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=300
+        )
     assert res.returncode == 2, res.stderr
     assert f"run folder {out} is in use by another evalkit process (pid {os.getpid()})" in res.stderr
     assert "Traceback" not in res.stderr

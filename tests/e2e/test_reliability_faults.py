@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 import torch
 
+from evalkit.cli import main
 from evalkit.generate.adapter import Adapter, GeneratedBatch, batched
 from evalkit.generate.zoo_adapter import NoiseAdapter
-from evalkit.cli import main
 from evalkit.store import RunStore
 
 sys.path.insert(0, os.path.dirname(__file__))  # the plugins below are found as "<this module>:<function>"
@@ -87,7 +87,8 @@ FAULTS = {
 
 def _suite(tmp_path, models: str, samples: int = 20, batch: int = 5, metrics: str = "[fd, throughput]"):
     p = tmp_path / "s.yaml"
-    p.write_text(textwrap.dedent(f"""\
+    p.write_text(
+        textwrap.dedent(f"""\
         name: faults
         models: {models}
         samplers: [ddim]
@@ -99,7 +100,8 @@ def _suite(tmp_path, models: str, samples: int = 20, batch: int = 5, metrics: st
         extractor: mnist-net
         metrics: {metrics}
         grid_samples: 4
-    """))
+    """)
+    )
     return p
 
 

@@ -39,21 +39,62 @@ BASE = {
     "grid_samples": 8,
     "description": "base",
 }
-NESTED = {"models": ["name", "adapter", "options"], "samplers": ["name", "label", "options"],
-          "metrics": ["name", "extractor", "options"], "reference": ["dataset", "path", "stats", "samples", "strict", "name"],
-          "conditions": ["classes", "prompts", "per_prompt"]}
+NESTED = {
+    "models": ["name", "adapter", "options"],
+    "samplers": ["name", "label", "options"],
+    "metrics": ["name", "extractor", "options"],
+    "reference": ["dataset", "path", "stats", "samples", "strict", "name"],
+    "conditions": ["classes", "prompts", "per_prompt"],
+}
 
 # Values a YAML document can hold (safe_load also makes dates, timestamps, bytes and sets), plus edge cases.
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**15, max_value=10**400),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-    st.sampled_from(["", " ", "..", "../../evil", "/etc/passwd", "a/b", "x\x00y", "ddim", "fd", "noise",
-                     "mnist-net", "mnist-heldout", "os:system", "builtin:x", "-1", "1e400", "nan"]),
-    st.dates(), st.datetimes(), st.binary(max_size=4), st.frozensets(st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=10**15, max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "..",
+            "../../evil",
+            "/etc/passwd",
+            "a/b",
+            "x\x00y",
+            "ddim",
+            "fd",
+            "noise",
+            "mnist-net",
+            "mnist-heldout",
+            "os:system",
+            "builtin:x",
+            "-1",
+            "1e400",
+            "nan",
+        ]
+    ),
+    st.dates(),
+    st.datetimes(),
+    st.binary(max_size=4),
+    st.frozensets(st.integers(), max_size=2),
 )
-values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(
-    st.one_of(st.text(max_size=8), st.integers(), st.sampled_from(sorted({k for ks in NESTED.values() for k in ks}))),
-    c, max_size=4), max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda c: (
+        st.lists(c, max_size=3)
+        | st.dictionaries(
+            st.one_of(
+                st.text(max_size=8), st.integers(), st.sampled_from(sorted({k for ks in NESTED.values() for k in ks}))
+            ),
+            c,
+            max_size=4,
+        )
+    ),
+    max_leaves=8,
+)
 
 
 @st.composite
@@ -106,14 +147,34 @@ def test_random_documents_give_only_suite_errors(doc):
 
 yaml_texts = st.one_of(
     st.text(max_size=200),
-    st.builds(lambda d: yaml.safe_dump(d, default_flow_style=None, allow_unicode=True),
-              st.dictionaries(st.sampled_from(sorted(_TOP_KEYS)), st.recursive(
-                  st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats(allow_nan=False),
-                  lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
-                  max_leaves=6), max_size=8)),
-    st.sampled_from(["steps: [1\n", "a: b: c", "? [a, b]\n: 1\n", "x: 2020-13-45\n", "- !!python/object:os.system x\n",
-                     "name: !!binary aGVsbG8=\n", "&a [*a]\n", "[" * 2000, "\t\tname: x", "name: x\x00\n",
-                     "\ufeffname: 1\n", "samples: 1e400\n"]),
+    st.builds(
+        lambda d: yaml.safe_dump(d, default_flow_style=None, allow_unicode=True),
+        st.dictionaries(
+            st.sampled_from(sorted(_TOP_KEYS)),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats(allow_nan=False),
+                lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+                max_leaves=6,
+            ),
+            max_size=8,
+        ),
+    ),
+    st.sampled_from(
+        [
+            "steps: [1\n",
+            "a: b: c",
+            "? [a, b]\n: 1\n",
+            "x: 2020-13-45\n",
+            "- !!python/object:os.system x\n",
+            "name: !!binary aGVsbG8=\n",
+            "&a [*a]\n",
+            "[" * 2000,
+            "\t\tname: x",
+            "name: x\x00\n",
+            "\ufeffname: 1\n",
+            "samples: 1e400\n",
+        ]
+    ),
 )
 
 
@@ -130,7 +191,9 @@ def test_random_yaml_text_gives_only_suite_errors(text):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(yaml_texts, mutated_suites().map(lambda d: yaml.safe_dump(json.loads(json.dumps(d, default=str))))))
+@given(
+    text=st.one_of(yaml_texts, mutated_suites().map(lambda d: yaml.safe_dump(json.loads(json.dumps(d, default=str)))))
+)
 def test_cli_run_on_bad_suite_exits_2_with_a_message(text, capsys):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "s.yaml"
@@ -154,26 +217,40 @@ def test_binary_and_unreadable_suite_files_are_suite_errors(tmp_path):
     with pytest.raises(SuiteError, match="not a UTF-8 text file"):
         load_suite(p)
     huge = tmp_path / "huge.yaml"
-    huge.write_text("name: x\nmodels: [{name: m, adapter: noise}]\nsamplers: [ddim]\nsteps: [2]\n"
-                    "guidance: [" + "9" * 400 + "]\nsamples: 5\nmetrics: [throughput]\n")
+    huge.write_text(
+        "name: x\nmodels: [{name: m, adapter: noise}]\nsamplers: [ddim]\nsteps: [2]\n"
+        "guidance: [" + "9" * 400 + "]\nsamples: 5\nmetrics: [throughput]\n"
+    )
     with pytest.raises(SuiteError) as e:
         load_suite(huge)
     assert e.value.field == "guidance[0]" and "finite number" in e.value.message
 
 
-@pytest.mark.parametrize("doc, field, text", [
-    ({"name": "../../evil"}, "name", "plain suite name"),
-    ({"samples": 10**12}, "samples", "≤ 10000000"),
-    ({"conditions": {"classes": 10**15}}, "conditions.classes", "≤ 1000000"),
-    ({"seed": 2**80}, "seed", "≤"),
-    ({"guidance": [1, 1.0000001]}, "models/samplers/steps/guidance", "share the cell id"),
-    ({"models": [{"name": "a__ddim", "adapter": "noise"}, {"name": "a", "adapter": "noise"}],
-      "samplers": ["ddim", {"name": "ddim", "label": "ddim__ddim"}]}, "models/samplers/steps/guidance", "share"),
-    ({"models": [{"name": "m", "adapter": "noise", "options": {"when": datetime.date(2020, 1, 2)}}]},
-     "models[0].options.when", "expected a string, number"),
-    ({"reference": {"path": "a\x00b"}}, "reference.path", "NUL"),
-    ({"reference": {"dataset": "mnist-heldout", "name": ["x"]}}, "reference.name", "non-empty string"),
-])
+@pytest.mark.parametrize(
+    "doc, field, text",
+    [
+        ({"name": "../../evil"}, "name", "plain suite name"),
+        ({"samples": 10**12}, "samples", "≤ 10000000"),
+        ({"conditions": {"classes": 10**15}}, "conditions.classes", "≤ 1000000"),
+        ({"seed": 2**80}, "seed", "≤"),
+        ({"guidance": [1, 1.0000001]}, "models/samplers/steps/guidance", "share the cell id"),
+        (
+            {
+                "models": [{"name": "a__ddim", "adapter": "noise"}, {"name": "a", "adapter": "noise"}],
+                "samplers": ["ddim", {"name": "ddim", "label": "ddim__ddim"}],
+            },
+            "models/samplers/steps/guidance",
+            "share",
+        ),
+        (
+            {"models": [{"name": "m", "adapter": "noise", "options": {"when": datetime.date(2020, 1, 2)}}]},
+            "models[0].options.when",
+            "expected a string, number",
+        ),
+        ({"reference": {"path": "a\x00b"}}, "reference.path", "NUL"),
+        ({"reference": {"dataset": "mnist-heldout", "name": ["x"]}}, "reference.name", "non-empty string"),
+    ],
+)
 def test_gaps_found_by_fuzzing_are_clean_errors(doc, field, text):
     with pytest.raises(SuiteError) as e:
         parse_suite({**BASE, **doc})
@@ -235,8 +312,10 @@ def test_strict_folder_errors_name_the_file(messy_folder, tmp_path):
 
 def test_cli_run_with_corrupt_reference_folder(messy_folder, tmp_path, capsys):
     suite = tmp_path / "s.yaml"
-    body = ("name: folder\nmodels: [{name: n, adapter: noise}]\nsamplers: [ddim]\nsteps: [2]\nsamples: 12\n"
-            "batch_size: 6\nconditions: {classes: 10}\nextractor: mnist-net\nmetrics: [fd]\n")
+    body = (
+        "name: folder\nmodels: [{name: n, adapter: noise}]\nsamplers: [ddim]\nsteps: [2]\nsamples: 12\n"
+        "batch_size: 6\nconditions: {classes: 10}\nextractor: mnist-net\nmetrics: [fd]\n"
+    )
     suite.write_text(body + f"reference: {{path: {messy_folder}}}\n")
     with pytest.warns(UserWarning, match="skipped"):
         assert main(["run", str(suite), "--out", str(tmp_path / "run"), "-q"]) == 0

@@ -6,7 +6,6 @@ import ast
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -57,15 +56,28 @@ def unsafe_calls(source: str, filename: str = "<src>") -> list[str]:
         head, _, last = name.rpartition(".")
         if name in ("eval", "exec", "builtins.eval", "builtins.exec", "compile", "__import__"):
             found.append(where + " evaluates code")
-        elif head.split(".")[0] in _PICKLE_MODULES and last.startswith("load") or name.endswith("read_pickle") \
-                or name in ("torch.serialization.load",):
+        elif (
+            (head.split(".")[0] in _PICKLE_MODULES and last.startswith("load"))
+            or name.endswith("read_pickle")
+            or name in ("torch.serialization.load",)
+        ):
             found.append(where + " unpickles")
         elif name == "torch.load" and not _is_true(_kw(node, "weights_only")):
             found.append(where + " without weights_only=True")
-        elif head in ("yaml", "ruamel.yaml") and last in ("load", "load_all", "unsafe_load", "full_load",
-                                                          "unsafe_load_all", "full_load_all"):
+        elif head in ("yaml", "ruamel.yaml") and last in (
+            "load",
+            "load_all",
+            "unsafe_load",
+            "full_load",
+            "unsafe_load_all",
+            "full_load_all",
+        ):
             loader = _kw(node, "Loader") or (node.args[1] if len(node.args) > 1 else None)
-            if last not in ("load", "load_all") or loader is None or not _dotted(loader).endswith(("SafeLoader", "CSafeLoader")):
+            if (
+                last not in ("load", "load_all")
+                or loader is None
+                or not _dotted(loader).endswith(("SafeLoader", "CSafeLoader"))
+            ):
                 found.append(where + " without SafeLoader")
         if _is_true(_kw(node, "allow_pickle")):
             found.append(where + " with allow_pickle=True")
@@ -74,17 +86,36 @@ def unsafe_calls(source: str, filename: str = "<src>") -> list[str]:
 
 def test_the_checker_catches_each_unsafe_pattern():
     bad = {
-        "torch.load(p)": 1, "torch.load(p, weights_only=False)": 1, "torch.load(p, map_location='cpu')": 1,
-        "pickle.load(f)": 1, "pickle.loads(b)": 1, "import pickle": 1, "from dill import loads": 1,
-        "joblib.load(p)": 1, "pd.read_pickle(p)": 1, "eval(s)": 1, "exec(s)": 1, "compile(s, 'f', 'exec')": 1,
-        "yaml.load(s)": 1, "yaml.load(s, Loader=yaml.Loader)": 1, "yaml.unsafe_load(s)": 1, "yaml.full_load(s)": 1,
+        "torch.load(p)": 1,
+        "torch.load(p, weights_only=False)": 1,
+        "torch.load(p, map_location='cpu')": 1,
+        "pickle.load(f)": 1,
+        "pickle.loads(b)": 1,
+        "import pickle": 1,
+        "from dill import loads": 1,
+        "joblib.load(p)": 1,
+        "pd.read_pickle(p)": 1,
+        "eval(s)": 1,
+        "exec(s)": 1,
+        "compile(s, 'f', 'exec')": 1,
+        "yaml.load(s)": 1,
+        "yaml.load(s, Loader=yaml.Loader)": 1,
+        "yaml.unsafe_load(s)": 1,
+        "yaml.full_load(s)": 1,
         "np.load(p, allow_pickle=True)": 1,
     }
     for src, n in bad.items():
         assert len(unsafe_calls(src)) == n, src
-    good = ["torch.load(p, map_location='cpu', weights_only=True)", "yaml.safe_load(s)", "model.eval()",
-            "yaml.load(s, Loader=yaml.SafeLoader)", "np.load(p, allow_pickle=False)", "np.load(p)",
-            "safetensors.torch.load_file(p)", "json.loads(s)"]
+    good = [
+        "torch.load(p, map_location='cpu', weights_only=True)",
+        "yaml.safe_load(s)",
+        "model.eval()",
+        "yaml.load(s, Loader=yaml.SafeLoader)",
+        "np.load(p, allow_pickle=False)",
+        "np.load(p)",
+        "safetensors.torch.load_file(p)",
+        "json.loads(s)",
+    ]
     for src in good:
         assert unsafe_calls(src) == [], src
 
@@ -169,14 +200,16 @@ def test_names_cannot_write_outside_the_run_folder(tmp_path, monkeypatch, capsys
     assert main(["run", str(ok), "-q"]) == 0  # default --out: runs/ok
     run = work / "runs" / "ok"
     new = _snapshot(tmp_path) - before - {evil, ok}
-    outside = sorted(str(p) for p in new if not (p.is_relative_to(run) or p.is_relative_to(cache))
-                     and p not in (work / "runs",))
+    outside = sorted(
+        str(p) for p in new if not (p.is_relative_to(run) or p.is_relative_to(cache)) and p not in (work / "runs",)
+    )
     assert outside == [], f"written outside the run folder: {outside}"
     cells = sorted(p.name for p in (run / "cells").iterdir())
     assert len(cells) == 4 and all("/" not in c and not c.startswith(".") for c in cells)
     store = RunStore(run)
-    assert {r["cell_id"] for r in store.iter_cells()} == {c.cell_id for c in __import__(
-        "evalkit.suite", fromlist=["load_suite"]).load_suite(ok).cells()}
+    assert {r["cell_id"] for r in store.iter_cells()} == {
+        c.cell_id for c in __import__("evalkit.suite", fromlist=["load_suite"]).load_suite(ok).cells()
+    }
     assert all(p.resolve().is_relative_to(cache.resolve()) for p in cache.rglob("*"))
 
 
@@ -223,13 +256,22 @@ def test_smoke_suite_runs_with_the_network_blocked(tmp_path):
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     log = tmp_path / "net.log"
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(PYTHONPATH=os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               EVALKIT_TEST_NET_LOG=str(log), EVALKIT_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
-               HOME=str(tmp_path / "home"))
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        EVALKIT_TEST_NET_LOG=str(log),
+        EVALKIT_CACHE_DIR=str(tmp_path / "cache"),
+        OMP_NUM_THREADS="1",
+        HOME=str(tmp_path / "home"),
+    )
 
     # the guard works: a connection attempt is refused and recorded
-    probe = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('example.org', 80))"],
-                           env=env, capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import socket; socket.create_connection(('example.org', 80))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.returncode != 0 and "network blocked" in probe.stderr
     assert "example.org" in log.read_text()
     log.unlink()
@@ -239,8 +281,13 @@ def test_smoke_suite_runs_with_the_network_blocked(tmp_path):
     smoke.update(samples=10, batch_size=10, grid_samples=10, steps=smoke["steps"][:1])
     suite = tmp_path / "smoke_small.yaml"
     suite.write_text(yaml.safe_dump(smoke))
-    res = subprocess.run([sys.executable, "-m", "evalkit", "run", str(suite), "--out", str(tmp_path / "run"), "-q"],
-                         env=env, capture_output=True, text=True, timeout=500)
+    res = subprocess.run(
+        [sys.executable, "-m", "evalkit", "run", str(suite), "--out", str(tmp_path / "run"), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "8 cells computed, 0 reused, 0 failed" in res.stdout
     assert not log.exists(), f"network access attempted:\n{log.read_text()}"

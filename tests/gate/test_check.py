@@ -22,16 +22,23 @@ from evalkit.gate.compare import IMPROVED, PASS, REGRESSION, compare, verdict
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.metrics.prdc import prdc
 from evalkit.metrics.resampling import metric_replicates
-from evalkit.metrics.resampling import single_thread_blas as _single_thread_blas
+from evalkit.metrics.threads import single_thread_blas as _single_thread_blas
 from evalkit.store import RunStore, read_run, tidy_frame
 from evalkit.suite import parse_suite
 from evalkit.suite.identity import protocol_hash
 
 DIM, N_REF = 8, 300
 SUITE = {
-    "name": "fake", "models": [{"name": "m", "adapter": "zoo"}], "samplers": ["ddim", "euler"], "steps": [4],
-    "guidance": [3], "samples": 80, "seed": 0, "conditions": {"classes": 10},
-    "reference": {"dataset": "mnist-heldout"}, "extractor": "mnist-net",
+    "name": "fake",
+    "models": [{"name": "m", "adapter": "zoo"}],
+    "samplers": ["ddim", "euler"],
+    "steps": [4],
+    "guidance": [3],
+    "samples": 80,
+    "seed": 0,
+    "conditions": {"classes": 10},
+    "reference": {"dataset": "mnist-heldout"},
+    "extractor": "mnist-net",
     "metrics": ["fd", "kid", "is", "pr", "throughput"],
 }
 
@@ -45,8 +52,9 @@ def reference() -> dict[str, np.ndarray]:
     return {"features": rng.normal(size=(N_REF, DIM)), "logits": rng.normal(size=(N_REF, 10))}
 
 
-def write_run(root: Path, s, *, shift: float = 0.5, weights_id: str = "w1", skip_cell: str | None = None,
-              jitter: float = 0.0) -> Path:
+def write_run(
+    root: Path, s, *, shift: float = 0.5, weights_id: str = "w1", skip_cell: str | None = None, jitter: float = 0.0
+) -> Path:
     """A finished run folder of suite ``s``: sample i of a cell depends on (seed, cell, i) and ``shift``;
     ``jitter`` moves every sample by its own small random offset (a model that changed a little, sample by
     sample, without a systematic shift)."""
@@ -54,10 +62,18 @@ def write_run(root: Path, s, *, shift: float = 0.5, weights_id: str = "w1", skip
     with _single_thread_blas():
         _write_cells(store, s, ref, rows, shift, weights_id, skip_cell, jitter)
     store.write_results(tidy_frame(rows))
-    store.write_manifest({"run_id": f"fake-{s.seed}", "suite": s.name, "config": s.to_config(),
-                          "config_hash": s.config_hash(), "cells": [c.describe() for c in s.cells()],
-                          "extractors": {"mnist-net": {"weights_id": weights_id, "mode": "native"}},
-                          "reference": {"name": "fake-ref", "fingerprint": "abc", "n": N_REF}, "models": {}})
+    store.write_manifest(
+        {
+            "run_id": f"fake-{s.seed}",
+            "suite": s.name,
+            "config": s.to_config(),
+            "config_hash": s.config_hash(),
+            "cells": [c.describe() for c in s.cells()],
+            "extractors": {"mnist-net": {"weights_id": weights_id, "mode": "native"}},
+            "reference": {"name": "fake-ref", "fingerprint": "abc", "n": N_REF},
+            "models": {},
+        }
+    )
     return root
 
 
@@ -75,12 +91,27 @@ def _write_cells(store, s, ref, rows, shift, weights_id, skip_cell, jitter=0.0) 
             if spec.name == "throughput":
                 continue
             out = get_metric(spec.name).compute(MetricInputs(gen=feats, ref=ref, seed=s.seed, options=spec.options))
-            cell_rows += [{**cell.describe(), "model": cell.model.name, "sampler": cell.sampler.label, "n": cell.n,
-                           "seed": s.seed, "metric": row, "value": v.value, "extractor": "mnist-net",
-                           "weights_id": weights_id} for row, v in out.items()]
+            cell_rows += [
+                {
+                    **cell.describe(),
+                    "model": cell.model.name,
+                    "sampler": cell.sampler.label,
+                    "n": cell.n,
+                    "seed": s.seed,
+                    "metric": row,
+                    "value": v.value,
+                    "extractor": "mnist-net",
+                    "weights_id": weights_id,
+                }
+                for row, v in out.items()
+            ]
         cell_rows.append({**cell.describe(), "metric": "images_per_s", "value": 100.0, "extractor": "", "n": cell.n})
-        store.write_cell(cell.cell_id, {**cell.describe(), "cell_hash": s.cell_hash(cell)},
-                         features={f"mnist-net/{k}": v for k, v in feats.items()}, rows=cell_rows)
+        store.write_cell(
+            cell.cell_id,
+            {**cell.describe(), "cell_hash": s.cell_hash(cell)},
+            features={f"mnist-net/{k}": v for k, v in feats.items()},
+            rows=cell_rows,
+        )
         rows += cell_rows
 
 
@@ -137,8 +168,10 @@ def test_sampling_sigma_of_per_sample_means_matches_the_spread_over_many_seed_se
     cell = b.entries[0].cell
     ref = reference()
     with _single_thread_blas():
-        draws = [prdc(ref["features"], np.random.default_rng([seed, zlib.crc32(cell.encode())]).normal(size=(80, DIM))
-                      + 0.5) for seed in range(400)]
+        draws = [
+            prdc(ref["features"], np.random.default_rng([seed, zlib.crc32(cell.encode())]).normal(size=(80, DIM)) + 0.5)
+            for seed in range(400)
+        ]
     for metric in ("precision", "density"):
         e = next(x for x in b.entries if x.cell == cell and x.metric == metric)
         spread = float(np.std([d[metric] for d in draws], ddof=1))
@@ -147,8 +180,9 @@ def test_sampling_sigma_of_per_sample_means_matches_the_spread_over_many_seed_se
     report = compare(b, read_run(write_run(tmp_path / "other", suite(seed=777))), allow_other_seed=True)
     for c in report.comparisons:
         e = c.entry
-        assert c.tolerance == pytest.approx(e.tolerance.width(max(e.sigma, e.sigma_sampling), e.mean, n_sets=K,
-                                                              paired=False))
+        assert c.tolerance == pytest.approx(
+            e.tolerance.width(max(e.sigma, e.sigma_sampling), e.mean, n_sets=K, paired=False)
+        )
 
 
 def test_tampered_sidecar_is_refused(baseline_file, tmp_path):
@@ -165,12 +199,22 @@ def test_tampered_sidecar_is_refused(baseline_file, tmp_path):
 # -- the protocol -----------------------------------------------------------------------------------
 def test_protocol_hash_covers_the_protocol_not_the_model_implementation():
     base = protocol_hash(suite().to_config())
-    same = [suite(models=[{"name": "m", "adapter": "noise"}]),
-            suite(models=[{"name": "m", "adapter": "zoo", "options": {"weights": "untrained"}}]),
-            suite(batch_size=7, description="x", grid_samples=3), suite(seed=9)]
-    changed = [suite(steps=[8]), suite(samplers=["ddim"]), suite(guidance=[2]), suite(samples=100),
-               suite(metrics=["fd"]), suite(reference={"dataset": "mnist-train"}), suite(conditions={"classes": 5}),
-               suite(models=[{"name": "other", "adapter": "zoo"}])]
+    same = [
+        suite(models=[{"name": "m", "adapter": "noise"}]),
+        suite(models=[{"name": "m", "adapter": "zoo", "options": {"weights": "untrained"}}]),
+        suite(batch_size=7, description="x", grid_samples=3),
+        suite(seed=9),
+    ]
+    changed = [
+        suite(steps=[8]),
+        suite(samplers=["ddim"]),
+        suite(guidance=[2]),
+        suite(samples=100),
+        suite(metrics=["fd"]),
+        suite(reference={"dataset": "mnist-train"}),
+        suite(conditions={"classes": 5}),
+        suite(models=[{"name": "other", "adapter": "zoo"}]),
+    ]
     assert all(protocol_hash(s.to_config()) == base for s in same)
     assert len({protocol_hash(s.to_config()) for s in changed} | {base}) == len(changed) + 1
 
@@ -309,8 +353,9 @@ def test_fast_kid_replicates_equal_the_metric_on_the_resampled_set():
     for b, ix in enumerate(idx):
         one = MetricInputs(gen={"features": gen[ix]}, ref={"features": ref}, seed=4, options={"subsets": 7})
         assert reps[b] == pytest.approx(kid.compute(one)["kid"].value, rel=1e-9, abs=1e-12)
-    subset = MetricInputs(gen={"features": gen}, ref={"features": ref}, seed=4,
-                          options={"subsets": 7, "subset_size": 20})
+    subset = MetricInputs(
+        gen={"features": gen}, ref={"features": ref}, seed=4, options={"subsets": 7, "subset_size": 20}
+    )
     assert kid.replicates(subset, idx) is None  # subsets of a subset: no fast path, the generic one recomputes
     assert metric_replicates(kid, subset, idx)["kid"].shape == (3,)
 
@@ -328,8 +373,9 @@ def test_generic_replicates_recompute_the_metric_on_each_resample():
         assert defn.replicates is None
         reps = metric_replicates(defn, inputs, idx)[name]
         for b, ix in enumerate(idx):
-            one = MetricInputs(gen={"features": gen[ix], "logits": logits[ix]}, ref={"features": ref}, seed=1,
-                               options=opts)
+            one = MetricInputs(
+                gen={"features": gen[ix], "logits": logits[ix]}, ref={"features": ref}, seed=1, options=opts
+            )
             assert reps[b] == pytest.approx(defn.compute(one)[name].value, rel=1e-9)
 
 

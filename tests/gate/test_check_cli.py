@@ -45,8 +45,9 @@ def write_suite(path, adapter="zoo", steps=3):
 def made(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     suite = write_suite(tmp / "tiny.yaml")
-    rc = main(["baseline", str(suite), "--seeds", "3", "-o", str(tmp / "b" / "tiny.json"), "--work-dir", str(tmp / "w"),
-               "-q"])
+    rc = main(
+        ["baseline", str(suite), "--seeds", "3", "-o", str(tmp / "b" / "tiny.json"), "--work-dir", str(tmp / "w"), "-q"]
+    )
     return tmp, suite, rc
 
 

@@ -130,8 +130,12 @@ def test_a_hand_written_baseline_is_judged_by_the_gate_rule_with_default_toleran
     fd = df[df.metric == "fd"].set_index("sampler")["value"]
     sigma = {s: 0.05 * fd[s] for s in fd.index}
     moved = {"ddim": 2.5, "euler": 5.0}
-    doc = {"cells": {f"m__{s}__s4__g3": {"fd": {"value": fd[s] - moved[s] * sigma[s], "noise": sigma[s],
-                                                "direction": "lower"}} for s in moved}}
+    doc = {
+        "cells": {
+            f"m__{s}__s4__g3": {"fd": {"value": fd[s] - moved[s] * sigma[s], "noise": sigma[s], "direction": "lower"}}
+            for s in moved
+        }
+    }
     (tmp_path / "b.json").write_text(json.dumps(doc))
     d = deltas(df, load_baseline(tmp_path / "b.json")[0]).set_index("sampler")
     for s, z in moved.items():

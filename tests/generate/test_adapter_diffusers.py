@@ -18,18 +18,24 @@ import pandas as pd
 import pytest
 import torch
 
+from evalkit.cli import main
 from evalkit.generate import GenerationRequest, build_adapter
 from evalkit.generate.diffusers_adapter import DiffusersError
-from evalkit.cli import main
-from evalkit.run.runner import Runner
 from evalkit.generate.samplers import model_calls_per_sample
+from evalkit.run.runner import Runner
 from evalkit.store import RunStore
 from evalkit.suite import load_suite
 
 PROMPTS = ["a red bus on a bridge", "two cats on a sofa", "a bowl of fruit", "a lighthouse at night"]
 # Stable Diffusion 1.5's own scheduler config: the training schedule the samplers are built on
-SD_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "skip_prk_steps": True,
-               "steps_offset": 1, "set_alpha_to_one": False}
+SD_SCHEDULE = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+}
 
 
 def clip_tokenizer_files(folder: Path) -> tuple[Path, Path]:
@@ -37,7 +43,7 @@ def clip_tokenizer_files(folder: Path) -> tuple[Path, Path]:
     from open_clip.tokenizer import bytes_to_unicode, default_bpe
 
     lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
-    merges = lines[1:49152 - 256 - 2 + 1]  # as open_clip's SimpleTokenizer reads it
+    merges = lines[1 : 49152 - 256 - 2 + 1]  # as open_clip's SimpleTokenizer reads it
     base = list(bytes_to_unicode().values())
     vocab = base + [v + "</w>" for v in base] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
@@ -66,20 +72,52 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_sd")
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, norm_num_groups=4, attention_head_dim=4)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=4, sample_size=16)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        norm_num_groups=4,
+        attention_head_dim=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
     vocab, merges = clip_tokenizer_files(root / "bpe")
     tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=77)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                   scheduler=PNDMScheduler(**SD_SCHEDULE), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler(**SD_SCHEDULE),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(root / "pipeline")
     return root / "pipeline"
 
@@ -90,10 +128,26 @@ def sd_adapter(tiny_sd: Path):
     return build_adapter("diffusers", path=str(tiny_sd))
 
 
-def _request(sampler: str, batch_size: int, *, n: int = 3, steps: int = 2, guidance: float = 3.0,
-             prompts: list[str] | None = None, labels: np.ndarray | None = None) -> GenerationRequest:
-    return GenerationRequest(indices=np.arange(n), seed=7, sampler=sampler, steps=steps, guidance=guidance,
-                             batch_size=batch_size, prompts=prompts, labels=labels)
+def _request(
+    sampler: str,
+    batch_size: int,
+    *,
+    n: int = 3,
+    steps: int = 2,
+    guidance: float = 3.0,
+    prompts: list[str] | None = None,
+    labels: np.ndarray | None = None,
+) -> GenerationRequest:
+    return GenerationRequest(
+        indices=np.arange(n),
+        seed=7,
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size,
+        prompts=prompts,
+        labels=labels,
+    )
 
 
 def _images(adapter, req: GenerationRequest) -> torch.Tensor:
@@ -158,12 +212,16 @@ def test_incompatible_scheduler_lists_the_compatible_samplers(tiny_sd, tmp_path,
     folder = tmp_path / "flow"
     shutil.copytree(tiny_sd, folder)
     FlowMatchEulerDiscreteScheduler().save_pretrained(folder / "scheduler")
-    monkeypatch.setitem(samplers._SAMPLERS, "flow_euler",
-                        samplers.SamplerDef("flow_euler", "FlowMatchEulerDiscreteScheduler"))
+    monkeypatch.setitem(
+        samplers._SAMPLERS, "flow_euler", samplers.SamplerDef("flow_euler", "FlowMatchEulerDiscreteScheduler")
+    )
     adapter = build_adapter("diffusers", path=str(folder))
-    with pytest.raises(DiffusersError, match=r"sampler 'ddim' \(DDIMScheduler\) is not compatible with pipeline "
-                                             r".*FlowMatchEulerDiscreteScheduler; compatible evalkit samplers: "
-                                             r"flow_euler$"):
+    with pytest.raises(
+        DiffusersError,
+        match=r"sampler 'ddim' \(DDIMScheduler\) is not compatible with pipeline "
+        r".*FlowMatchEulerDiscreteScheduler; compatible evalkit samplers: "
+        r"flow_euler$",
+    ):
         list(adapter.generate(_request("ddim", 2, prompts=PROMPTS[:3])))
     assert adapter.pipeline is None  # refused before loading any weights
     suite_file = tmp_path / "flow.yaml"
@@ -174,9 +232,12 @@ def test_incompatible_scheduler_lists_the_compatible_samplers(tiny_sd, tmp_path,
 
 def test_offline_hub_id_is_a_clear_error_and_dry_run_still_plans(tmp_path, capsys):
     adapter = build_adapter("diffusers", path="evalkit-tests/no-such-pipeline")
-    with pytest.raises(DiffusersError, match=r"'evalkit-tests/no-such-pipeline': no such local folder, and as a hub "
-                                             r"id it is not in the Hugging Face cache .*HF_HUB_OFFLINE=1.*"
-                                             r"hf download evalkit-tests/no-such-pipeline.*local folder"):
+    with pytest.raises(
+        DiffusersError,
+        match=r"'evalkit-tests/no-such-pipeline': no such local folder, and as a hub "
+        r"id it is not in the Hugging Face cache .*HF_HUB_OFFLINE=1.*"
+        r"hf download evalkit-tests/no-such-pipeline.*local folder",
+    ):
         adapter.load()
     suite_file = tmp_path / "hub.yaml"
     suite_file.write_text(SUITE.format(path="evalkit-tests/no-such-pipeline", prompts="builtin:evalkit-200"))
@@ -200,7 +261,8 @@ def test_mnist_unet_as_a_class_conditional_pipeline_matches_the_zoo_adapter(tmp_
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(schedule)).save_pretrained(tmp_path / "mnist")
     # the scheduler file as a hand-written config holds it: only the training schedule, samplers keep their defaults
     (tmp_path / "mnist" / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": "DDPMScheduler", **schedule}))
+        json.dumps({"_class_name": "DDPMScheduler", **schedule})
+    )
     adapter = build_adapter("diffusers", path=str(tmp_path / "mnist"), null_class=zoo.NULL_CLASS)
     labels = np.arange(4) % 10
     for sampler in ("ddim", "euler"):
@@ -213,14 +275,26 @@ def test_mnist_unet_as_a_class_conditional_pipeline_matches_the_zoo_adapter(tmp_
 
 
 def test_dit_and_unconditional_pipelines(tmp_path):
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMPipeline, DiTPipeline, DiTTransformer2DModel,
-                           UNet2DModel)
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMPipeline, DiTPipeline, DiTTransformer2DModel, UNet2DModel
 
     torch.manual_seed(0)
-    dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                num_layers=1, sample_size=4, patch_size=2, num_embeds_ada_norm=10)
-    vae = AutoencoderKL(latent_channels=4, block_out_channels=(8, 16), norm_num_groups=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    dit = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        sample_size=4,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+    )
+    vae = AutoencoderKL(
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
     DiTPipeline(transformer=dit, vae=vae, scheduler=DDIMScheduler()).save_pretrained(tmp_path / "dit")
     adapter = build_adapter("diffusers", path=str(tmp_path / "dit"))
     req = _request("dpmpp_2m", 3, n=3, steps=3, guidance=4.0, labels=np.array([1, 5, 9]))
@@ -230,8 +304,16 @@ def test_dit_and_unconditional_pipelines(tmp_path):
     assert (_images(adapter, req).int() - batch.images.int()).abs().max().item() <= 1
     assert adapter.info()["mode"] == "class-conditional"
 
-    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
-                       norm_num_groups=4, down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+    )
     DDPMPipeline(unet=unet, scheduler=DDIMScheduler()).save_pretrained(tmp_path / "uncond")
     adapter = build_adapter("diffusers", path=str(tmp_path / "uncond"))
     batch = next(iter(adapter.generate(_request("heun", 2, n=2, steps=3, guidance=1.0))))

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from evalkit.generate import available_adapters, build_adapter
 from evalkit.cli import main
+from evalkit.generate import available_adapters, build_adapter
 from evalkit.run.runner import Runner
 from evalkit.suite import load_suite, parse_suite
 
@@ -61,9 +61,11 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (site / "evalkit_flat_plugin-1.0.dist-info").mkdir(parents=True)
     (site / "evalkit_flat_plugin.py").write_text(PLUGIN)
     (site / "evalkit_flat_plugin-1.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: evalkit-flat-plugin\nVersion: 1.0\n")
+        "Metadata-Version: 2.1\nName: evalkit-flat-plugin\nVersion: 1.0\n"
+    )
     (site / "evalkit_flat_plugin-1.0.dist-info" / "entry_points.txt").write_text(
-        "[evalkit.generate]\nflat = evalkit_flat_plugin:make\n")
+        "[evalkit.generate]\nflat = evalkit_flat_plugin:make\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     return site
 
@@ -100,8 +102,14 @@ def test_entry_point_adapter_is_found_validated_and_run(plugin_dist, tmp_path, c
 def test_unknown_adapter_lists_the_plugins(plugin_dist):
     from evalkit.suite import SuiteError
 
-    raw = {"name": "x", "models": [{"adapter": "flta"}], "samplers": ["ddim"], "steps": [1], "samples": 1,
-           "metrics": ["throughput"]}
+    raw = {
+        "name": "x",
+        "models": [{"adapter": "flta"}],
+        "samplers": ["ddim"],
+        "steps": [1],
+        "samples": 1,
+        "metrics": ["throughput"],
+    }
     with pytest.raises(SuiteError, match=r"unknown adapter 'flta'; expected one of: .*flat.*'module:function'"):
         parse_suite(raw)
 

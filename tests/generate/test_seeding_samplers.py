@@ -10,10 +10,27 @@ from evalkit.generate.denoise import CallCounter, sample
 from evalkit.generate.samplers import available_samplers, make_scheduler, model_calls_per_sample
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
 
-SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
-            "prediction_type": "epsilon"}
-REQUIRED = {"ddpm", "ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_karras",
-            "dpmpp_sde", "unipc", "deis"}
+SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "prediction_type": "epsilon",
+}
+REQUIRED = {
+    "ddpm",
+    "ddim",
+    "pndm",
+    "lms",
+    "euler",
+    "euler_a",
+    "heun",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "dpmpp_sde",
+    "unipc",
+    "deis",
+}
 
 
 def test_sample_noise_depends_on_seed_and_index_only():
@@ -28,7 +45,7 @@ def test_sample_noise_depends_on_seed_and_index_only():
 
 
 def test_registry_covers_the_required_samplers():
-    assert REQUIRED <= set(available_samplers())
+    assert set(available_samplers()) >= REQUIRED
 
 
 def _fake_denoiser(x, t, cond):
@@ -43,11 +60,18 @@ def test_counted_calls_match_the_schedulers_timesteps(name):
     noise = initial_noise(gens, (1, 8, 8))
     counter = CallCounter(_fake_denoiser)
     sched = make_scheduler(name, SCHEDULE, {"noise_sampler_seed": 0} if name == "dpmpp_sde" else None)
-    out = sample(counter, sched, noise, steps, cond=torch.tensor([1, 2, 3]), uncond=torch.tensor([10] * 3),
-                 guidance=2.0, generators=gens)
+    out = sample(
+        counter,
+        sched,
+        noise,
+        steps,
+        cond=torch.tensor([1, 2, 3]),
+        uncond=torch.tensor([10] * 3),
+        guidance=2.0,
+        generators=gens,
+    )
     assert out.shape == noise.shape and torch.isfinite(out).all()
-    expected = model_calls_per_sample(name, steps, SCHEDULE,
-                                      {"noise_sampler_seed": 0} if name == "dpmpp_sde" else None)
+    expected = model_calls_per_sample(name, steps, SCHEDULE, {"noise_sampler_seed": 0} if name == "dpmpp_sde" else None)
     assert counter.calls == expected
     assert counter.images == 2 * 3 * expected  # guidance doubles the batch of every call
     if name in ("heun", "dpmpp_sde"):
@@ -61,17 +85,34 @@ def test_counted_calls_match_the_schedulers_timesteps(name):
 def test_guidance_one_makes_no_unconditional_pass():
     gens = sample_generators(0, range(2))
     counter = CallCounter(_fake_denoiser)
-    sample(counter, make_scheduler("ddim", SCHEDULE), initial_noise(gens, (1, 4, 4)), 5,
-           cond=torch.tensor([0, 1]), uncond=torch.tensor([10, 10]), guidance=1.0, generators=gens)
+    sample(
+        counter,
+        make_scheduler("ddim", SCHEDULE),
+        initial_noise(gens, (1, 4, 4)),
+        5,
+        cond=torch.tensor([0, 1]),
+        uncond=torch.tensor([10, 10]),
+        guidance=1.0,
+        generators=gens,
+    )
     assert counter.calls == 5 and counter.images == 10
 
 
 def test_stochastic_sampler_is_per_sample_deterministic():
     """euler_a draws noise each step from each sample's own generator: batch composition is irrelevant."""
+
     def run(indices):
         gens = sample_generators(0, indices)
-        x = sample(_fake_denoiser, make_scheduler("euler_a", SCHEDULE), initial_noise(gens, (1, 4, 4)), 5,
-                   cond=torch.zeros(len(indices), dtype=torch.long), uncond=None, guidance=1.0, generators=gens)
+        x = sample(
+            _fake_denoiser,
+            make_scheduler("euler_a", SCHEDULE),
+            initial_noise(gens, (1, 4, 4)),
+            5,
+            cond=torch.zeros(len(indices), dtype=torch.long),
+            uncond=None,
+            guidance=1.0,
+            generators=gens,
+        )
         return x
 
     full, part = run([0, 1, 2, 3]), run([2, 3])

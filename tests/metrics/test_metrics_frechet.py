@@ -273,11 +273,11 @@ def test_covariance_route_is_exact_with_a_large_feature_offset():
 def test_eigensolver_pins_one_blas_thread_only_when_the_cpu_is_oversubscribed(monkeypatch):
     import contextlib
 
-    from evalkit.metrics import _blas
+    from evalkit.metrics import threads
 
-    monkeypatch.setattr(_blas.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert isinstance(_blas.single_thread_blas_when_oversubscribed(), contextlib.nullcontext)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert isinstance(threads.single_thread_blas_when_oversubscribed(), contextlib.nullcontext)
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    monkeypatch.setattr(_blas.os, "getloadavg", lambda: (1e6, 0.0, 0.0))
-    with _blas.single_thread_blas_when_oversubscribed():
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1e6, 0.0, 0.0))
+    with threads.single_thread_blas_when_oversubscribed():
         assert {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"} == {1}

@@ -26,9 +26,15 @@ WIDTH, HEIGHT = 1366, 900  # a laptop screen
 
 # Flags for headless as root in a container; the last group cuts the browser off the network.
 ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
     "--host-resolver-rules=MAP * ~NOTFOUND",
 ]
 
@@ -50,11 +56,15 @@ def why_no_browser() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return ("PLAYWRIGHT NOT INSTALLED: the HTML report was NOT checked in a browser. "
-                "Install the test extras with `pip install -e '.[dev]'`.")
+        return (
+            "PLAYWRIGHT NOT INSTALLED: the HTML report was NOT checked in a browser. "
+            "Install the test extras with `pip install -e '.[dev]'`."
+        )
     if find_chromium() is None and _playwright_chromium() is None:
-        return ("HEADLESS CHROMIUM NOT INSTALLED: the HTML report was NOT checked in a browser. "
-                "Install it with `apt-get install -y chromium` (or set EVALKIT_CHROMIUM).")
+        return (
+            "HEADLESS CHROMIUM NOT INSTALLED: the HTML report was NOT checked in a browser. "
+            "Install it with `apt-get install -y chromium` (or set EVALKIT_CHROMIUM)."
+        )
     return None
 
 
@@ -100,8 +110,9 @@ def open_offline(browser, path: str | os.PathLike, *, timeout_s: float = 30.0) -
     yield ``(page, log)``: a Playwright ``Page`` and the :class:`PageLog` filled while it is open."""
     url = Path(path).resolve().as_uri()
     log = PageLog()
-    context = browser.new_context(offline=True, viewport={"width": WIDTH, "height": HEIGHT},
-                                  device_scale_factor=1, service_workers="block")
+    context = browser.new_context(
+        offline=True, viewport={"width": WIDTH, "height": HEIGHT}, device_scale_factor=1, service_workers="block"
+    )
     context.set_default_timeout(timeout_s * 1000)
 
     def only_the_file(route) -> None:
@@ -146,6 +157,10 @@ def pdf(page, path: str | os.PathLike) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     margin = "0.4in"  # Chromium's own default print margins
-    page.pdf(path=out, format="A4", print_background=True,
-             margin={"top": margin, "bottom": margin, "left": margin, "right": margin})
+    page.pdf(
+        path=out,
+        format="A4",
+        print_background=True,
+        margin={"top": margin, "bottom": margin, "left": margin, "right": margin},
+    )
     return out

@@ -39,30 +39,70 @@ def fd_value(sampler: str, steps: int, guidance: float) -> float:
 
 def _rows(run_id: str, sampler: str, steps: int, g: float, rng: np.random.Generator) -> list[dict]:
     calls, nfe, spi = cost(sampler, steps, g)
-    base = {"run_id": run_id, "suite": "synthetic", "model": "mnist", "sampler": sampler, "steps": steps,
-            "guidance": g, "n": 200, "seed": 0, "device": "cpu", "config_hash": "abc123",
-            "model_calls": calls, "nfe": nfe, "s_per_image": spi}
+    base = {
+        "run_id": run_id,
+        "suite": "synthetic",
+        "model": "mnist",
+        "sampler": sampler,
+        "steps": steps,
+        "guidance": g,
+        "n": 200,
+        "seed": 0,
+        "device": "cpu",
+        "config_hash": "abc123",
+        "model_calls": calls,
+        "nfe": nfe,
+        "s_per_image": spi,
+    }
     quality = {"extractor": "mnist-net", "weights_id": "sha256:" + "ab" * 32, "mode": "clean"}
     fd = fd_value(sampler, steps, g)
     rows = [
         {**base, **quality, "metric": "fd", "value": fd, "std": math.nan, "ci_low": fd - 1.0, "ci_high": fd + 1.5},
         {**base, **quality, "metric": "kid", "value": fd / 1000, "std": 0.001, "ci_low": math.nan, "ci_high": math.nan},
-        {**base, **quality, "metric": "is", "value": 5 + g + steps / 8 + rng.normal(0, 0.05), "std": 0.1,
-         "ci_low": math.nan, "ci_high": math.nan},
-        {**base, **quality, "metric": "precision", "value": 0.9 - 1 / steps, "std": math.nan, "ci_low": math.nan,
-         "ci_high": math.nan},
-        {**base, **quality, "metric": "recall", "value": 0.8 - 1 / steps - g / 50, "std": math.nan,
-         "ci_low": math.nan, "ci_high": math.nan},
+        {
+            **base,
+            **quality,
+            "metric": "is",
+            "value": 5 + g + steps / 8 + rng.normal(0, 0.05),
+            "std": 0.1,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+        },
+        {
+            **base,
+            **quality,
+            "metric": "precision",
+            "value": 0.9 - 1 / steps,
+            "std": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+        },
+        {
+            **base,
+            **quality,
+            "metric": "recall",
+            "value": 0.8 - 1 / steps - g / 50,
+            "std": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+        },
     ]
-    through = {"images_per_s": 1 / spi, "s_per_image": spi, "model_calls": calls, "nfe": nfe,
-               "ms_per_model_call": 2.0, "peak_mem_mb": 120.0}
+    through = {
+        "images_per_s": 1 / spi,
+        "s_per_image": spi,
+        "model_calls": calls,
+        "nfe": nfe,
+        "ms_per_model_call": 2.0,
+        "peak_mem_mb": 120.0,
+    }
     nan = {"std": math.nan, "ci_low": math.nan, "ci_high": math.nan, "extractor": "", "weights_id": "", "mode": ""}
     rows += [{**base, **nan, "metric": m, "value": v} for m, v in through.items()]
     return rows
 
 
-def make_run(root: Path, *, run_id: str = "synthetic-20250101T000000Z", failed: bool = True,
-             fd_shift: float = 0.0) -> Path:
+def make_run(
+    root: Path, *, run_id: str = "synthetic-20250101T000000Z", failed: bool = True, fd_shift: float = 0.0
+) -> Path:
     """Write a synthetic but realistic run folder at ``root`` and return it."""
     rng = np.random.default_rng(0)
     store = RunStore(root)
@@ -79,34 +119,72 @@ def make_run(root: Path, *, run_id: str = "synthetic-20250101T000000Z", failed: 
                         r["value"] += fd_shift
                 all_rows += rows
                 digits = rng.integers(0, 256, size=(K, 1, 32, 32), dtype=np.uint8)
-                samples = {"images": np.repeat(digits, 3, axis=1), "indices": np.arange(K, dtype=np.int64),
-                           "labels": np.arange(K, dtype=np.int64) % 10, "prompts": prompts}
+                samples = {
+                    "images": np.repeat(digits, 3, axis=1),
+                    "indices": np.arange(K, dtype=np.int64),
+                    "labels": np.arange(K, dtype=np.int64) % 10,
+                    "prompts": prompts,
+                }
                 calls, nfe, spi = cost(sampler, steps, g)
-                record = {**cells[-1], "n": 200, "seed": 0, "batch_size": 200, "device": "cpu",
-                          "timings": {"generate_s": spi * 200, "extract_s": 0.1, "metrics_s": 0.1, "total_s": 1.0},
-                          "model_calls": calls, "nfe": nfe, "images_per_s": 1 / spi, "s_per_image": spi,
-                          "ms_per_model_call": 2.0, "peak_mem_mb": 120.0}
-                store.write_cell(cell_id, record, features={"mnist-net/features": np.zeros((2, 2))}, rows=rows,
-                                 samples=samples)
+                record = {
+                    **cells[-1],
+                    "n": 200,
+                    "seed": 0,
+                    "batch_size": 200,
+                    "device": "cpu",
+                    "timings": {"generate_s": spi * 200, "extract_s": 0.1, "metrics_s": 0.1, "total_s": 1.0},
+                    "model_calls": calls,
+                    "nfe": nfe,
+                    "images_per_s": 1 / spi,
+                    "s_per_image": spi,
+                    "ms_per_model_call": 2.0,
+                    "peak_mem_mb": 120.0,
+                }
+                store.write_cell(
+                    cell_id, record, features={"mnist-net/features": np.zeros((2, 2))}, rows=rows, samples=samples
+                )
     if failed:
-        cells.append({"cell_id": "mnist__unipc__s4__g1", "model": "mnist", "sampler": "unipc", "steps": 4,
-                      "guidance": 1.0})
-        store.write_failed_cell("mnist__unipc__s4__g1", cells[-1],
-                                "Traceback (most recent call last):\nRuntimeError: <b>boom</b> in unipc")
+        cells.append(
+            {"cell_id": "mnist__unipc__s4__g1", "model": "mnist", "sampler": "unipc", "steps": 4, "guidance": 1.0}
+        )
+        store.write_failed_cell(
+            "mnist__unipc__s4__g1", cells[-1], "Traceback (most recent call last):\nRuntimeError: <b>boom</b> in unipc"
+        )
     store.write_results(tidy_frame(all_rows))
-    store.write_manifest({
-        "run_id": run_id, "suite": "synthetic", "suite_file": "suites/synthetic.yaml",
-        "description": "A synthetic <em>study</em> for the report tests", "config_hash": "abc123",
-        "config": {"name": "synthetic", "seed": 0, "samples": 200, "conditions": {"classes": 10},
-                   "samplers": list(SAMPLERS), "steps": STEPS, "guidance": GUIDANCE},
-        "created_at": "2025-01-01T00:00:00+00:00", "updated_at": "2025-01-01T00:10:00+00:00",
-        "evalkit_version": "0.1.0", "git_commit": "deadbeef",
-        "environment": {"python": "3.11.2", "platform": "Linux", "device": "cpu (x86_64, 2 threads)",
-                        "torch": "2.14.1", "cpu_count": 2, "packages": {"torch": "2.14.1", "numpy": "2.4"}},
-        "cells": cells, "reference": {"name": "mnist-heldout", "fingerprint": "f00d", "n": 1000},
-        "extractors": {"mnist-net": {"weights_id": "sha256:" + "ab" * 32, "mode": "clean"}},
-        "status": {"done": 24, "failed": int(failed), "total": 24 + int(failed)},
-    })
+    store.write_manifest(
+        {
+            "run_id": run_id,
+            "suite": "synthetic",
+            "suite_file": "suites/synthetic.yaml",
+            "description": "A synthetic <em>study</em> for the report tests",
+            "config_hash": "abc123",
+            "config": {
+                "name": "synthetic",
+                "seed": 0,
+                "samples": 200,
+                "conditions": {"classes": 10},
+                "samplers": list(SAMPLERS),
+                "steps": STEPS,
+                "guidance": GUIDANCE,
+            },
+            "created_at": "2025-01-01T00:00:00+00:00",
+            "updated_at": "2025-01-01T00:10:00+00:00",
+            "evalkit_version": "0.1.0",
+            "git_commit": "deadbeef",
+            "environment": {
+                "python": "3.11.2",
+                "platform": "Linux",
+                "device": "cpu (x86_64, 2 threads)",
+                "torch": "2.14.1",
+                "cpu_count": 2,
+                "packages": {"torch": "2.14.1", "numpy": "2.4"},
+            },
+            "cells": cells,
+            "reference": {"name": "mnist-heldout", "fingerprint": "f00d", "n": 1000},
+            "extractors": {"mnist-net": {"weights_id": "sha256:" + "ab" * 32, "mode": "clean"}},
+            "status": {"done": 24, "failed": int(failed), "total": 24 + int(failed)},
+        }
+    )
     return root
 
 
@@ -188,10 +266,12 @@ def test_markdown_and_csv_export(run_dir, tmp_path):
 
 def test_baseline_json_and_run_folder(run_dir, tmp_path, tmp_path_factory):
     df = load_results(run_dir)
-    doc = {"cells": {"mnist__ddim__s4__g1": {"fd": {"value": fd_value("ddim", 4, 1.0) - 10, "noise": 1.0,
-                                                    "direction": "lower"}},
-                     "custom": {"model": "mnist", "sampler": "heun", "steps": 16, "guidance": 3.0,
-                                "metrics": {"is": 100.0}}}}
+    doc = {
+        "cells": {
+            "mnist__ddim__s4__g1": {"fd": {"value": fd_value("ddim", 4, 1.0) - 10, "noise": 1.0, "direction": "lower"}},
+            "custom": {"model": "mnist", "sampler": "heun", "steps": 16, "guidance": 3.0, "metrics": {"is": 100.0}},
+        }
+    }
     (tmp_path / "b.json").write_text(json.dumps(doc))
     base, _ = load_baseline(tmp_path / "b.json")
     d = deltas(df, base).set_index("metric")
@@ -213,7 +293,12 @@ def test_evalkit_baseline_file_is_read_from_its_entries():
     base, name = load_baseline(path)
     assert len(base) == len(doc["entries"]) > 0 and "ci" in name
     for e in doc["entries"]:
-        row = base[(base.sampler == e["sampler"]) & (base.steps == e["steps"]) & (base.metric == e["metric"])
-                   & (base.guidance == e["guidance"]) & (base.model == e["model"])]
+        row = base[
+            (base.sampler == e["sampler"])
+            & (base.steps == e["steps"])
+            & (base.metric == e["metric"])
+            & (base.guidance == e["guidance"])
+            & (base.model == e["model"])
+        ]
         assert len(row) == 1 and row.value.iloc[0] == e["value"] and row.direction.iloc[0] == e["direction"]
         assert row.noise.iloc[0] == max(e["sigma"], e.get("sigma_sampling", 0.0)) > 0

@@ -35,9 +35,19 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     run = shared_run(tmp_path_factory)
     base = root / "baseline.json"
-    base.write_text(json.dumps({"name": "ci <baseline>", "cells": {
-        f"mnist__heun__s{s}__g1": {"fd": {"value": fd_value("heun", s, 1.0) - 3, "noise": 0.5, "direction": "lower"}}
-        for s in (4, 8, 16)}}))
+    base.write_text(
+        json.dumps(
+            {
+                "name": "ci <baseline>",
+                "cells": {
+                    f"mnist__heun__s{s}__g1": {
+                        "fd": {"value": fd_value("heun", s, 1.0) - 3, "noise": 0.5, "direction": "lower"}
+                    }
+                    for s in (4, 8, 16)
+                },
+            }
+        )
+    )
     out = root / "reports" / "synthetic.html"
     rc = main(["report", str(run), "-o", str(out), "--baseline", str(base)])
     assert rc == 0
@@ -70,12 +80,18 @@ def test_report_is_self_contained(built):
 def test_cli_errors_exit_2(built, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["report", str(built["run"]), "-o", str(tmp_path / "r.html"), "--baseline",
-                 str(tmp_path / "missing.json")]) == 2
+    assert (
+        main(
+            ["report", str(built["run"]), "-o", str(tmp_path / "r.html"), "--baseline", str(tmp_path / "missing.json")]
+        )
+        == 2
+    )
     assert "baseline" in capsys.readouterr().err and not (tmp_path / "r.html").exists()
     (tmp_path / "bad.json").write_text("{not json")
-    assert main(["report", str(built["run"]), "-o", str(tmp_path / "r.html"), "--baseline",
-                 str(tmp_path / "bad.json")]) == 2
+    assert (
+        main(["report", str(built["run"]), "-o", str(tmp_path / "r.html"), "--baseline", str(tmp_path / "bad.json")])
+        == 2
+    )
 
 
 def test_two_runs_side_by_side(built, tmp_path_factory, monkeypatch):
@@ -88,8 +104,11 @@ def test_two_runs_side_by_side(built, tmp_path_factory, monkeypatch):
 
 def test_run_with_only_failed_cells(tmp_path):
     store = RunStore(tmp_path / "run")
-    store.write_failed_cell("m__ddim__s4__g1", {"cell_id": "m__ddim__s4__g1", "model": "m", "sampler": "ddim",
-                                                "steps": 4, "guidance": 1.0}, "Traceback\nValueError: <nope>")
+    store.write_failed_cell(
+        "m__ddim__s4__g1",
+        {"cell_id": "m__ddim__s4__g1", "model": "m", "sampler": "ddim", "steps": 4, "guidance": 1.0},
+        "Traceback\nValueError: <nope>",
+    )
     html, figures = render_report([tmp_path / "run"])
     assert figures == [] and "No finished cells" in html and "ValueError: &lt;nope&gt;" in html
 

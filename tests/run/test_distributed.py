@@ -54,9 +54,27 @@ def test_torchrun_two_ranks_equals_one_process_and_resumes(tmp_path):
     shutil.copytree(one, two, ignore=shutil.ignore_patterns(".lock"))
     shutil.rmtree(two / "cells" / "mnist__ddim__s3__g3")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "evalkit", "run", str(suite), "--out", str(two), "-q"],
-                         env=env, capture_output=True, text=True, timeout=240)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "evalkit",
+            "run",
+            str(suite),
+            "--out",
+            str(two),
+            "-q",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "1 cells computed, 1 reused" in res.stdout
     assert res.stdout.count("run folder:") == 1  # only rank 0 reports

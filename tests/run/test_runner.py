@@ -18,17 +18,23 @@ import pandas as pd
 import pytest
 import torch
 
-from evalkit.generate import GenerationRequest
-from evalkit.generate import zoo_adapter
 from evalkit.cli import main
+from evalkit.generate import GenerationRequest, zoo_adapter
 from evalkit.run.images import ImageContractError, check_images
 from evalkit.store import RESULT_COLUMNS, RunStore
 from evalkit.suite import load_suite
 
 
 def _collect(adapter, sampler, batch_size, n=32, guidance=3.0, steps=8):
-    req = GenerationRequest(indices=np.arange(n), seed=0, sampler=sampler, steps=steps, guidance=guidance,
-                            batch_size=batch_size, labels=np.arange(n) % 10)
+    req = GenerationRequest(
+        indices=np.arange(n),
+        seed=0,
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size,
+        labels=np.arange(n) % 10,
+    )
     return torch.cat([b.images for b in adapter.generate(req)])
 
 
@@ -102,8 +108,19 @@ def test_run_writes_tidy_results_and_provenance(tmp_path, capsys):
     assert main(["run", str(_suite(tmp_path, steps="3", n=30)), "--out", str(out), "-q"]) == 0
     df = pd.read_parquet(out / "results.parquet")
     assert list(df.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
-    assert set(df.metric) >= {"fd", "kid", "is", "precision", "recall", "images_per_s", "s_per_image",
-                              "model_calls", "nfe", "ms_per_model_call", "peak_mem_mb"}
+    assert set(df.metric) >= {
+        "fd",
+        "kid",
+        "is",
+        "precision",
+        "recall",
+        "images_per_s",
+        "s_per_image",
+        "model_calls",
+        "nfe",
+        "ms_per_model_call",
+        "peak_mem_mb",
+    }
     assert len(df[df.metric == "fd"]) == 4  # 2 samplers × 1 steps × 2 guidance
     nfe = df[df.metric == "nfe"].set_index("guidance")["value"]
     calls = df[df.metric == "model_calls"].set_index("guidance")["value"]
@@ -127,9 +144,15 @@ def test_run_json_and_cells_record_every_models_weights(tmp_path):
     from evalkit.zoo import model_card
 
     suite = tmp_path / "two.yaml"
-    suite.write_text(SMALL.format(steps=2, n=10).replace(
-        "models: [{name: mnist, adapter: zoo}]", "models: [{name: mnist, adapter: zoo}, {name: noise, adapter: noise}]"
-    ).replace("samplers: [ddim, dpmpp_2m]", "samplers: [ddim]").replace("guidance: [1, 3]", "guidance: [1]"))
+    suite.write_text(
+        SMALL.format(steps=2, n=10)
+        .replace(
+            "models: [{name: mnist, adapter: zoo}]",
+            "models: [{name: mnist, adapter: zoo}, {name: noise, adapter: noise}]",
+        )
+        .replace("samplers: [ddim, dpmpp_2m]", "samplers: [ddim]")
+        .replace("guidance: [1, 3]", "guidance: [1]")
+    )
     out = tmp_path / "run"
     assert main(["run", str(suite), "--out", str(out), "-q"]) == 0
     files = model_card()["models"]["mnist-unet"]["files"]
@@ -160,7 +183,8 @@ def test_resume_refuses_cells_made_by_other_weights(tmp_path, monkeypatch, capsy
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"first training run")
     suite = tmp_path / "w.yaml"
-    suite.write_text(textwrap.dedent(f"""\
+    suite.write_text(
+        textwrap.dedent(f"""\
         name: w
         models: [{{name: m, adapter: "{__name__}:weights_file_adapter", options: {{weights: "{weights}"}}}}]
         samplers: [ddim, euler]
@@ -169,7 +193,8 @@ def test_resume_refuses_cells_made_by_other_weights(tmp_path, monkeypatch, capsy
         reference: {{dataset: mnist-heldout, samples: 100}}
         extractor: mnist-net
         metrics: [fd]
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(os.path.dirname(__file__))
     out = tmp_path / "run"
     run = ["run", str(suite), "--out", str(out), "-q"]
@@ -193,16 +218,21 @@ def test_resume_refuses_cells_made_by_other_weights(tmp_path, monkeypatch, capsy
 
 
 def _cells_done(run_dir):
-    return sorted(p.parent.name for p in run_dir.glob("cells/*/cell.json")
-                  if json.loads(p.read_text()).get("status") == "done")
+    return sorted(
+        p.parent.name for p in run_dir.glob("cells/*/cell.json") if json.loads(p.read_text()).get("status") == "done"
+    )
 
 
 def test_killed_run_resumes_without_recomputing(tmp_path):
     suite = _suite(tmp_path, steps="2, 6", n=30)
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "evalkit", "run", str(suite), "--out", str(out), "-q"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evalkit", "run", str(suite), "--out", str(out), "-q"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and len(_cells_done(out)) < 2 and proc.poll() is None:
         time.sleep(0.05)
@@ -211,8 +241,13 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
     finished = _cells_done(out)
     assert 2 <= len(finished) < 8, "the kill must land mid-run"
     stamps = {c: (out / "cells" / c / "cell.json").stat().st_mtime_ns for c in finished}
-    res = subprocess.run([sys.executable, "-m", "evalkit", "run", str(suite), "--out", str(out), "-q"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "evalkit", "run", str(suite), "--out", str(out), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert f"{8 - len(finished)} cells computed, {len(finished)} reused" in res.stdout
     assert {c: (out / "cells" / c / "cell.json").stat().st_mtime_ns for c in finished} == stamps
@@ -245,7 +280,8 @@ def broken_adapter(device="cpu", fail_sampler="dpmpp_2m"):
 
 def test_a_failing_cell_does_not_stop_the_others(tmp_path, capsys):
     p = tmp_path / "s.yaml"
-    p.write_text(textwrap.dedent(f"""\
+    p.write_text(
+        textwrap.dedent(f"""\
         name: faulty
         models: [{{name: m, adapter: "{__name__}:broken_adapter"}}]
         samplers: [ddim, dpmpp_2m]
@@ -255,7 +291,8 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path, capsys):
         reference: {{dataset: mnist-heldout, samples: 100}}
         extractor: mnist-net
         metrics: [fd, throughput]
-    """))
+    """)
+    )
     sys.path.insert(0, os.path.dirname(__file__))
     out = tmp_path / "run"
     assert main(["run", str(p), "--out", str(out), "-q"]) == 1

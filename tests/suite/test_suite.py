@@ -55,13 +55,15 @@ BAD = {
     "wrong type": (GOOD.replace("steps: [2, 4, 8]", "steps: [2, four]"), "steps[1]", "expected an integer"),
     "unknown sampler": (GOOD.replace("[ddim,", "[dddim,"), "samplers[0]", "expected one of: ddim, ddpm"),
     "unknown metric": (GOOD.replace("[fd, throughput]", "[fid2, throughput]"), "metrics[0].name", "expected one of"),
-    "unknown model adapter": (GOOD.replace("adapter: noise", "adapter: nosie"), "models[0].adapter",
-                              "expected one of"),
+    "unknown model adapter": (GOOD.replace("adapter: noise", "adapter: nosie"), "models[0].adapter", "expected one of"),
     "missing required": (GOOD.replace("samples: 10\n", ""), "samples", "required"),
     "negative number": (GOOD.replace("samples: 10", "samples: -5"), "samples", "expected an integer ≥ 1"),
     "invalid yaml": (GOOD + "steps: [1\n", "yaml", "not valid YAML at line"),
-    "missing reference": (GOOD.replace("reference: {dataset: mnist-heldout}\n", ""), "reference",
-                          "compares with a reference set"),
+    "missing reference": (
+        GOOD.replace("reference: {dataset: mnist-heldout}\n", ""),
+        "reference",
+        "compares with a reference set",
+    ),
 }
 
 

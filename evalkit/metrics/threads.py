@@ -33,5 +33,15 @@ def single_thread_blas_when_oversubscribed() -> contextlib.AbstractContextManage
 
             _blas_controller = ThreadpoolController()
         return _blas_controller.limit(limits=1, user_api="blas")
-    except Exception:  # noqa: BLE001  (threadpoolctl missing or unable to inspect the BLAS: leave threads alone)
+    except Exception:
         return contextlib.nullcontext()
+
+
+def single_thread_blas() -> contextlib.AbstractContextManager:
+    """Replicates multiply tiny matrices (N×64); a multi-threaded BLAS spends more on waking threads than on
+    the work, 20× slower on a busy 2-core machine. threadpoolctl is optional."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")

@@ -12,13 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-EXIT_ERROR = 2
-
-
-def _err(msg: str) -> int:
-    print(f"evalkit: error: {msg}", file=sys.stderr)
-    return EXIT_ERROR
-
+from evalkit.errors import EXIT_OK, EXIT_USAGE
 
 # -- evalkit weights ---------------------------------------------------------------------------------
 
@@ -36,16 +30,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
         print(f"{'':<{width}}  {'':<8}  file {entry.filename}; used by {entry.used_by}")
         if r["status"] == "mismatch":
             print(f"{'':<{width}}  {'':<8}  sha256 {r['sha256']} != {entry.sha256 or entry.sha256_prefix + '…'}")
-    return 1 if any(r["status"] == "mismatch" for r in rows) else 0
-
-
-def _torch_hub(entry_url: str) -> Callable[[], object]:
-    def fetch() -> object:
-        import torch.hub
-
-        return torch.hub.load_state_dict_from_url(entry_url, progress=True, map_location="cpu")
-
-    return fetch
+    return EXIT_USAGE if any(r["status"] == "mismatch" for r in rows) else EXIT_OK
 
 
 def _downloaders() -> dict[str, Callable[[], object]]:
@@ -97,10 +82,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
     names = args.names or sorted(REGISTRY)
     failed = 0
     for name in names:
-        try:
-            entry = get_entry(name)
-        except KeyError as e:
-            return _err(str(e.args[0]))
+        entry = get_entry(name)  # an unknown name: UnknownNameError, exit 2
         if status(name)["status"] == "found" and not args.force:
             print(f"{name}: already present")
             continue
@@ -119,7 +101,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
             print(f"{name}: download failed: {e}", file=sys.stderr)
             continue
         print(f"{name}: {status(name)['status']}")
-    return 1 if failed else 0
+    return EXIT_USAGE if failed else EXIT_OK  # a download is I/O: exit 2, as every environment error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """Fréchet distance between Gaussian fits of feature sets (FID when the features are Inception's),
 and FD∞, its extrapolation to infinitely many samples (Chong & Forsyth, CVPR 2020).
 
-Convention (DESIGN.md): float64 statistics, ``np.cov`` with ddof=1 (as pytorch-fid, clean-fid,
+Convention: float64 statistics, ``np.cov`` with ddof=1 (as pytorch-fid, clean-fid,
 torch-fidelity and torchmetrics), and ``tr sqrt(Σ1 Σ2)`` from the eigenvalues of Σ1Σ2 cast to complex,
 taking the real part of the sum of square roots. This is what torchmetrics does; it agrees with the
 ``scipy.linalg.sqrtm`` path of pytorch-fid/clean-fid to ~1e-10 relative and is several times faster.
@@ -333,15 +333,6 @@ def _cached_reference(ref: dict[str, np.ndarray], key: str) -> _CachedReference:
     else:
         _REF_CACHE.move_to_end(digest)
     return hit
-
-
-def prepared_reference(ref: dict[str, np.ndarray], key: str) -> PreparedReference:
-    """The prepared reference for ``ref[key]`` (or its ``key.mu``/``key.sigma``), computed once per
-    distinct content and kept in a small LRU cache: the cells of a grid share one eigendecomposition."""
-    entry = _cached_reference(ref, key)
-    if entry.prepared is None:
-        entry.prepared = prepare_reference(entry.mu, entry.sigma)
-    return entry.prepared
 
 
 def reference_stats(ref: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-# The tidy results row (DESIGN.md). Throughput is reported as rows too (metric "images_per_s", ...);
+# The tidy results row. Throughput is reported as rows too (metric "images_per_s", ...);
 # every row also carries its cell's cost columns so quality can be joined with speed directly.
 RESULT_COLUMNS = [
     "run_id",

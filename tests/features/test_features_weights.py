@@ -81,7 +81,7 @@ def test_weights_command_lists_status(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setenv("EVALKIT_WEIGHTS_DIR", str(tmp_path))
     (tmp_path / REGISTRY["inception-torch-fidelity"].filename).write_bytes(b"bad")
-    assert _run_cli(cmd_weights_list) == 1  # a mismatch
+    assert _run_cli(cmd_weights_list) == 2  # a mismatch: an environment error, exit 2
     out = capsys.readouterr().out
     assert "mismatch" in out and "missing" in out and str(tmp_path) in out
     parser = argparse.ArgumentParser()

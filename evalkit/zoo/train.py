@@ -233,6 +233,64 @@ def _merge_card(card_path: Path, name: str, entry: dict) -> dict:
     return card
 
 
+def _train_net_entry(
+    split: MnistSplit, out: Path, *, steps: int, batch: int, seed: int, device: str, log: Log
+) -> tuple[str, dict, list[str], str, dict]:
+    """Train mnist-net and write it: (name, training stats, files, architecture, hyperparameters)."""
+    state, stats = train_net(split, steps=steps, batch_size=batch, seed=seed, device=device, log=log)
+    config = {
+        "model": NET_NAME,
+        "class": "evalkit.zoo.models.MnistNet",
+        "feature_dim": MnistNet.feature_dim,
+        "num_classes": MnistNet.num_classes,
+        "input": "MnistNet.preprocess(uint8 (B,C,H,W)) -> float (B,1,32,32) in [0,1]",
+    }
+    files = _write_model(out, NET_FILES, state, config, NET_NAME)
+    arch = (
+        "CNN: conv16-pool-conv32-conv32-pool-conv64-pool (3x3, BN, ReLU) -> fc 1024->64 (ReLU, "
+        "features) -> fc 64->10 (logits); augmentation: shifts +-2px, rotations +-10 deg"
+    )
+    name = NET_NAME
+    hyper = {"lr": NET_LR, "optimizer": "AdamW(wd=1e-4), warm-up + cosine to 10%"}
+    return name, stats, files, arch, hyper
+
+
+def _train_unet_entry(
+    split: MnistSplit, out: Path, *, steps: int, batch: int, seed: int, device: str, log: Log
+) -> tuple[str, dict, list[str], str, dict]:
+    """Train the MNIST UNet and write its EMA weights: (name, training stats, files, architecture, hyperparameters)."""
+    from diffusers import __version__ as diffusers_version
+
+    state, stats = train_unet(split, steps=steps, batch_size=batch, seed=seed, device=device, log=log)
+    config = {
+        "model": UNET_NAME,
+        "class": "diffusers.UNet2DModel",
+        "unet": UNET_ARCH,
+        "noise_schedule": NOISE_SCHEDULE,
+        "null_class": NULL_CLASS,
+        "pixel_range": [-1.0, 1.0],
+        "weights": "EMA",
+    }
+    files = _write_model(out, UNET_FILES, state, config, UNET_NAME)
+    n_params = sum(v.numel() for v in state.values())
+    arch = (
+        f"diffusers UNet2DModel, channels {UNET_ARCH['block_out_channels']}, layers_per_block "
+        f"{UNET_ARCH['layers_per_block']}, no attention, {NUM_CLASSES_TXT}, epsilon-prediction, "
+        f"{n_params} parameters"
+    )
+    name = UNET_NAME
+    hyper = {
+        "lr": UNET_LR,
+        "optimizer": "AdamW(wd=0), warm-up + cosine to 10%, grad clip 1.0",
+        "label_dropout": LABEL_DROPOUT,
+        "ema_decay": EMA_DECAY,
+        "shipped_weights": "EMA",
+        "noise_schedule": NOISE_SCHEDULE,
+        "diffusers": diffusers_version,
+    }
+    return name, stats, files, arch, hyper
+
+
 def train_mnist(
     out_dir: str | Path,
     *,
@@ -256,54 +314,12 @@ def train_mnist(
     common = _provenance(split, seed, device)
     for model in models:
         batch = batch_size or (NET_BATCH_SIZE if model == "net" else UNET_BATCH_SIZE)
-        if model == "net":
-            state, stats = train_net(split, steps=net_steps, batch_size=batch, seed=seed, device=device, log=log)
-            config = {
-                "model": NET_NAME,
-                "class": "evalkit.zoo.models.MnistNet",
-                "feature_dim": MnistNet.feature_dim,
-                "num_classes": MnistNet.num_classes,
-                "input": "MnistNet.preprocess(uint8 (B,C,H,W)) -> float (B,1,32,32) in [0,1]",
-            }
-            files = _write_model(out, NET_FILES, state, config, NET_NAME)
-            arch = (
-                "CNN: conv16-pool-conv32-conv32-pool-conv64-pool (3x3, BN, ReLU) -> fc 1024->64 (ReLU, "
-                "features) -> fc 64->10 (logits); augmentation: shifts +-2px, rotations +-10 deg"
-            )
-            name = NET_NAME
-            hyper = {"lr": NET_LR, "optimizer": "AdamW(wd=1e-4), warm-up + cosine to 10%"}
-        elif model == "unet":
-            from diffusers import __version__ as diffusers_version
-
-            state, stats = train_unet(split, steps=steps, batch_size=batch, seed=seed, device=device, log=log)
-            config = {
-                "model": UNET_NAME,
-                "class": "diffusers.UNet2DModel",
-                "unet": UNET_ARCH,
-                "noise_schedule": NOISE_SCHEDULE,
-                "null_class": NULL_CLASS,
-                "pixel_range": [-1.0, 1.0],
-                "weights": "EMA",
-            }
-            files = _write_model(out, UNET_FILES, state, config, UNET_NAME)
-            n_params = sum(v.numel() for v in state.values())
-            arch = (
-                f"diffusers UNet2DModel, channels {UNET_ARCH['block_out_channels']}, layers_per_block "
-                f"{UNET_ARCH['layers_per_block']}, no attention, {NUM_CLASSES_TXT}, epsilon-prediction, "
-                f"{n_params} parameters"
-            )
-            name = UNET_NAME
-            hyper = {
-                "lr": UNET_LR,
-                "optimizer": "AdamW(wd=0), warm-up + cosine to 10%, grad clip 1.0",
-                "label_dropout": LABEL_DROPOUT,
-                "ema_decay": EMA_DECAY,
-                "shipped_weights": "EMA",
-                "noise_schedule": NOISE_SCHEDULE,
-                "diffusers": diffusers_version,
-            }
-        else:
+        if model not in ("net", "unet"):
             raise ValueError(f"unknown zoo model {model!r} (expected 'unet' or 'net')")
+        train = _train_net_entry if model == "net" else _train_unet_entry
+        name, stats, files, arch, hyper = train(
+            split, out, steps=net_steps if model == "net" else steps, batch=batch, seed=seed, device=device, log=log
+        )
         entry = {
             "command": _command(out_dir, model, device, stats["steps"], batch, seed, threads),
             "batch_size": batch,

@@ -26,7 +26,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.weights and len(names) != 1:
         raise ConfigError("--weights applies to a single --extractor")
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    ref = open_reference(_reference_spec(args.ref, args.samples, BUILTIN_DATASETS, strict=args.strict))
+    strict = getattr(args, "strict", False)  # a Namespace built in code may predate --strict
+    ref = open_reference(_reference_spec(args.ref, args.samples, BUILTIN_DATASETS, strict=strict))
     options = {"weights": args.weights} if args.weights else {}
     extractors = [build_extractor(n, device=args.device, **options) for n in names]
     before = {e.name: cache_path(ref, e, cache_dir).is_file() for e in extractors}

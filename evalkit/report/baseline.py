@@ -19,8 +19,8 @@ A hand-written baselines JSON, as far as the report needs it::
 
     {"cells": {"<cell key>": {"<metric>": {"value": 12.3, "noise": 0.4, "direction": "lower", ...}}}}
 
-A cell entry may name its model/sampler/steps/guidance itself; otherwise the key is read as a cell
-id (``model__sampler__s<steps>__g<guidance>``). A metric entry may also be a bare number.
+A cell entry may name its model/sampler/steps/guidance itself; otherwise its key is a cell id, matched
+with the ``cell_id`` the run's rows carry (never parsed). A metric entry may also be a bare number.
 
 The gate's verdicts in the report's words: regression → ``worse``, improvement → ``better`` (``changed``
 where the direction is unknown), pass → ``within noise`` (``unchanged`` when Δ is exactly 0), error → ``error``.
@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,6 @@ from evalkit.store import RunData, read_run
 MATCH_KEYS = ["model", "sampler", "steps", "guidance", "metric"]
 GATE_BASELINE = "evalkit_baseline"  # attrs key of a frame loaded from an evalkit baseline: the Baseline itself
 DELTA_COLUMNS = ["delta", "rel", "z", "tolerance", "ci_low", "ci_high", "paired", "verdict"]
-_CELL_ID = re.compile(r"^(?P<model>.+?)__(?P<sampler>.+)__s(?P<steps>\d+)__g(?P<guidance>[-+0-9.eE]+)$")
 MatchKey = tuple[str, str, int, float, str]
 
 
@@ -125,8 +123,6 @@ def _from_json(cells: dict[str, Any]) -> pd.DataFrame:
         if not isinstance(entry, dict):
             continue
         ident = _cell_identity(key, entry)
-        if ident is None:
-            continue
         metrics = entry.get("metrics", entry)
         for metric, spec in metrics.items():
             if isinstance(spec, (int, float)) and not isinstance(spec, bool):
@@ -143,14 +139,27 @@ def _from_json(cells: dict[str, Any]) -> pd.DataFrame:
                     "direction": str(spec.get("direction", "")),
                 }
             )
-    return _typed(pd.DataFrame(rows, columns=[*MATCH_KEYS, "value", "noise", "direction"]))
+    return _typed(pd.DataFrame(rows, columns=[*MATCH_KEYS, "cell_id", "value", "noise", "direction"]))
 
 
-def _cell_identity(key: str, entry: dict[str, Any]) -> dict[str, Any] | None:
+def _cell_identity(key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The cell an entry names: its own model/sampler/steps/guidance, else its key as a cell id (looked up in
+    the run's rows by :func:`_resolve_cell_ids`, never parsed)."""
     if all(k in entry for k in ("model", "sampler", "steps", "guidance")):
         return {k: entry[k] for k in ("model", "sampler", "steps", "guidance")}
-    m = _CELL_ID.match(key)
-    return m.groupdict() if m else None
+    return {"cell_id": key}
+
+
+def _resolve_cell_ids(base: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """Baseline rows named only by a cell id get that cell's model/sampler/steps/guidance from the run's rows."""
+    if "cell_id" not in base or base["cell_id"].isna().all() or "cell_id" not in df:
+        return base
+    keys = ["model", "sampler", "steps", "guidance"]
+    cells = df[["cell_id", *keys]].drop_duplicates("cell_id").set_index("cell_id")
+    named = base["cell_id"].notna() & (base["model"].isna() | base["model"].isin(["", "nan", "None"]))
+    looked_up = cells.reindex(base.loc[named, "cell_id"].to_numpy()).reset_index(drop=True)
+    resolved = pd.concat([base[named].drop(columns=keys).reset_index(drop=True), looked_up], axis=1)
+    return _typed(pd.concat([base[~named], resolved[resolved["model"].notna()]], ignore_index=True))
 
 
 def _num(v: Any) -> float:
@@ -165,7 +174,7 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df["model"], df["sampler"], df["metric"] = (df[c].astype(str) for c in ("model", "sampler", "metric"))
     df["steps"] = pd.to_numeric(df["steps"], errors="coerce").astype("Int64")
     df["guidance"] = pd.to_numeric(df["guidance"], errors="coerce").astype(float)
-    return df.drop_duplicates(MATCH_KEYS, keep="first")
+    return df.drop_duplicates([*MATCH_KEYS, "cell_id"] if "cell_id" in df else MATCH_KEYS, keep="first")
 
 
 # -- judging ----------------------------------------------------------------------------------------
@@ -183,7 +192,7 @@ def deltas(
     :func:`~evalkit.gate.compare.compare` (paired CI included), the rest by the entry's tolerance alone.
     """
     gate = baseline if isinstance(baseline, Baseline) else baseline.attrs.get(GATE_BASELINE)
-    base = from_gate_baseline(gate) if isinstance(baseline, Baseline) else baseline
+    base = from_gate_baseline(gate) if isinstance(baseline, Baseline) else _resolve_cell_ids(baseline.copy(), df)
     now = df[[*MATCH_KEYS, "run_id", "seed", "n", "value"]].rename(columns={"value": "now"})
     m = now.merge(base.rename(columns={"value": "baseline"}), on=MATCH_KEYS, how="inner")
     if m.empty:

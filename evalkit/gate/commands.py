@@ -16,13 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evalkit.errors import EXIT_OK, EXIT_USAGE, EvalkitError
+from evalkit.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EvalkitError
 from evalkit.gate.baseline import Baseline, CheckConfigError, Tolerance, build_baseline, effective_k
 from evalkit.gate.compare import DEFAULT_RESAMPLES, CheckReport, compare, config_problems
 from evalkit.gate.render import config_error_markdown, junit_config_error, junit_xml, markdown_report, publish
 from evalkit.store import read_run
-
-EXIT_REGRESSION = 1
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -146,7 +144,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(f"evalkit check: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return EXIT_REGRESSION if report.exit_code else EXIT_OK
+    return EXIT_FAILED if report.exit_code else EXIT_OK
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:

@@ -63,6 +63,10 @@ class BaselineError(ConfigError):
     """A baseline that cannot be read."""
 
 
+class BaselineNotFoundError(BaselineError, FileNotFoundError):
+    """The baseline file or folder does not exist."""
+
+
 # -- loading ----------------------------------------------------------------------------------------
 def load_baseline(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     """(rows with MATCH_KEYS + value, noise, direction; a name) from a baselines JSON or a run folder.
@@ -70,7 +74,7 @@ def load_baseline(path: str | os.PathLike) -> tuple[pd.DataFrame, str]:
     For an evalkit baseline the frame's ``attrs["evalkit_baseline"]`` holds the gate's :class:`Baseline`."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"baseline {p} does not exist (expected a baselines JSON or a run folder)")
+        raise BaselineNotFoundError(f"baseline {p} does not exist (expected a baselines JSON or a run folder)")
     if p.is_dir():
         run = read_run(p)
         return _from_results(run.results), f"run {run.run_id} ({p})"

@@ -7,10 +7,9 @@ a run folder or the baseline is missing or unreadable.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_USAGE = 0, 2
+from evalkit.errors import EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,21 +46,15 @@ def default_out(run: str) -> Path:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """The command itself: bad input (missing run folder or baseline) → a message and exit 2."""
-    from evalkit.report.baseline import BaselineError
+    """The command itself; bad input (a missing run folder or baseline) raises an EvalkitError: exit 2."""
     from evalkit.report.data import load_results
     from evalkit.report.html import write_report
     from evalkit.report.tables import export
-    from evalkit.store import StoreError
 
-    try:
-        out = Path(args.out) if args.out else default_out(args.runs[0])
-        path = write_report(args.runs, out, baseline=args.baseline, title=args.title, save_plots=args.save_plots)
-        if args.export:
-            export(load_results(args.runs), args.export)
-    except (FileNotFoundError, BaselineError, StoreError) as e:
-        print(f"evalkit report: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    out = Path(args.out) if args.out else default_out(args.runs[0])
+    path = write_report(args.runs, out, baseline=args.baseline, title=args.title, save_plots=args.save_plots)
+    if args.export:
+        export(load_results(args.runs), args.export)
     print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
     if args.save_plots:
         print(f"plots: {path.with_name(path.stem + '_plots')}/")

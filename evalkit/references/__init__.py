@@ -7,17 +7,27 @@ from evalkit.references.cache import (
     reference_features,
     save_reference_stats,
 )
+from evalkit.references.open import open_reference
 from evalkit.references.sets import (
     BUILTIN_DATASETS,
     ArrayReference,
     FileReference,
     ReferenceSet,
     ReferenceSetError,
-    StatsReference,
-    open_reference,
 )
+from evalkit.references.stats import StatsReference
 
 __all__ = [
-    "BUILTIN_DATASETS", "ArrayReference", "FileReference", "ReferenceSet", "ReferenceSetError", "StatsReference",
-    "cache_key", "cache_path", "default_cache_dir", "open_reference", "reference_features", "save_reference_stats",
+    "BUILTIN_DATASETS",
+    "ArrayReference",
+    "FileReference",
+    "ReferenceSet",
+    "ReferenceSetError",
+    "StatsReference",
+    "cache_key",
+    "cache_path",
+    "default_cache_dir",
+    "open_reference",
+    "reference_features",
+    "save_reference_stats",
 ]

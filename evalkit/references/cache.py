@@ -47,8 +47,9 @@ def cache_path(ref: ReferenceSet, extractor: Any, cache_dir: Path) -> Path:
     return Path(cache_dir) / "reference-features" / name
 
 
-def _load_cached(path: Path, expected: dict[str, Any] | None = None
-                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def _load_cached(
+    path: Path, expected: dict[str, Any] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """``(arrays, meta)`` if the entry matches its sha256 sidecar and (when given) its recorded key
     equals ``expected``; else None, with a warning when an entry exists but cannot be trusted."""
     sidecar = path.with_suffix(".npz.sha256")
@@ -72,10 +73,17 @@ def _load_cached(path: Path, expected: dict[str, Any] | None = None
     if expected is not None:
         got = {k: meta.get(k) for k in expected}
         lengths = {len(v) for v in arrays.values() if getattr(v, "ndim", 0) >= 1}
-        if got != json.loads(json.dumps(expected)) or not arrays or len(lengths) != 1 \
-                or ("n" in meta and lengths != {meta["n"]}):
-            warnings.warn(f"reference feature cache {path} does not belong to this reference/extractor "
-                          "(its recorded key or sizes differ); recomputing", stacklevel=3)
+        if (
+            got != json.loads(json.dumps(expected))
+            or not arrays
+            or len(lengths) != 1
+            or ("n" in meta and lengths != {meta["n"]})
+        ):
+            warnings.warn(
+                f"reference feature cache {path} does not belong to this reference/extractor "
+                "(its recorded key or sizes differ); recomputing",
+                stacklevel=3,
+            )
             return None
     return arrays, meta
 
@@ -98,8 +106,9 @@ def _skipped_record(ref: ReferenceSet) -> list[dict[str, str]]:
     """What an entry records about skipped files: header-check failures (found again by every scan) and
     decode failures (found only by decoding, so replayed from this record on a hit)."""
     header = getattr(ref, "unreadable", {}) or {}
-    return ([{"file": n, "check": "header", "reason": r} for n, r in header.items()]
-            + [{"file": n, "check": "decode", "reason": r} for n, r in ref.undecodable.items()])
+    return [{"file": n, "check": "header", "reason": r} for n, r in header.items()] + [
+        {"file": n, "check": "decode", "reason": r} for n, r in ref.undecodable.items()
+    ]
 
 
 def _store_cached(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -133,48 +142,66 @@ def reference_features(
         return {e.name: _stats_for(ref, e) for e in extractors}
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out, todo = _cache_hits(ref, extractors, cache_dir) if use_cache else ({}, extractors)
+    if todo:
+        out.update(_one_pass(ref, todo, cache_dir if use_cache else None, batch_size))
+    return out
+
+
+def _cache_hits(ref: ReferenceSet, extractors: list[Any], cache_dir: Path) -> tuple[dict[str, Any], list[Any]]:
+    """(features of the extractors whose cache entries can be used, the extractors still to compute)."""
     out: dict[str, dict[str, np.ndarray]] = {}
     todo = []
     hits: dict[str, tuple[Any, dict[str, np.ndarray], dict[str, str]]] = {}
     for e in extractors:
         path = cache_path(ref, e, cache_dir)
-        loaded = _load_cached(path, cache_key(ref, e)) if use_cache else None
+        loaded = _load_cached(path, cache_key(ref, e))
         recorded = _recorded_undecodable(loaded[1]) if loaded is not None else None
         if loaded is not None and recorded is None:
-            warnings.warn(f"reference feature cache {path} has a malformed record of skipped files; recomputing",
-                          stacklevel=2)
+            warnings.warn(
+                f"reference feature cache {path} has a malformed record of skipped files; recomputing", stacklevel=3
+            )
         if loaded is not None and recorded is not None:
             hits[e.name] = (e, loaded[0], recorded)
         else:
             todo.append(e)
-    if hits:
-        # A hit decodes nothing: replay the undecodable files the entries recorded (strict -> error naming
-        # them; else the warning, and len(ref) drops them), once for all entries of this reference.
-        recorded = {}
-        for _, _, rec in hits.values():
-            recorded.update(rec)
-        ref.restore_undecodable(recorded)
-        for name, (e, arrays, _) in hits.items():
-            rows = {len(v) for v in arrays.values() if getattr(v, "ndim", 0) >= 1}
-            if rows != {len(ref)}:
-                warnings.warn(f"reference feature cache {cache_path(ref, e, cache_dir)} holds {sorted(rows)} rows "
-                              f"but the reference has {len(ref)} decodable images; recomputing", stacklevel=2)
-                todo.append(e)
-            else:
-                out[name] = arrays
-    if not todo:
-        return out
+    if not hits:
+        return out, todo
+    # A hit decodes nothing: replay the undecodable files the entries recorded (strict -> error naming
+    # them; else the warning, and len(ref) drops them), once for all entries of this reference.
+    recorded = {}
+    for _, _, rec in hits.values():
+        recorded.update(rec)
+    ref.restore_undecodable(recorded)
+    for name, (e, arrays, _) in hits.items():
+        rows = {len(v) for v in arrays.values() if getattr(v, "ndim", 0) >= 1}
+        if rows != {len(ref)}:
+            warnings.warn(
+                f"reference feature cache {cache_path(ref, e, cache_dir)} holds {sorted(rows)} rows "
+                f"but the reference has {len(ref)} decodable images; recomputing",
+                stacklevel=3,
+            )
+            todo.append(e)
+        else:
+            out[name] = arrays
+    return out, todo
 
-    parts: dict[str, dict[str, list[np.ndarray]]] = {e.name: {} for e in todo}
+
+def _one_pass(
+    ref: ReferenceSet, extractors: list[Any], cache_dir: Path | None, batch_size: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """ONE pass over the images feeding every extractor; each result cached (when ``cache_dir``) atomically."""
+    parts: dict[str, dict[str, list[np.ndarray]]] = {e.name: {} for e in extractors}
     for batch in ref.iter_batches(batch_size):
-        for e in todo:
+        for e in extractors:
             for k, v in e(batch).items():
                 parts[e.name].setdefault(k, []).append(np.asarray(v))
-    for e in todo:
+    out = {}
+    for e in extractors:
         arrays = {k: np.concatenate(v) for k, v in parts[e.name].items()}
-        if use_cache:
-            _store_cached(cache_path(ref, e, cache_dir), arrays, {**cache_key(ref, e), "reference": ref.name,
-                                                                  "n": len(ref), "skipped": _skipped_record(ref)})
+        if cache_dir is not None:
+            meta = {**cache_key(ref, e), "reference": ref.name, "n": len(ref), "skipped": _skipped_record(ref)}
+            _store_cached(cache_path(ref, e, cache_dir), arrays, meta)
         out[e.name] = arrays
     return out
 
@@ -184,19 +211,25 @@ def _stats_for(ref: ReferenceSet, extractor: Any) -> dict[str, np.ndarray]:
     for field in ("extractor", "mode", "weights_id"):
         want = {"extractor": extractor.name, "mode": extractor.mode, "weights_id": extractor.weights_id}[field]
         if field in meta and meta[field] != want:
-            raise ReferenceSetError(f"reference statistics {ref.name!r} were computed with {field}={meta[field]!r}, "
-                                 f"but the extractor has {field}={want!r}")
+            raise ReferenceSetError(
+                f"reference statistics {ref.name!r} were computed with {field}={meta[field]!r}, "
+                f"but the extractor has {field}={want!r}"
+            )
     return dict(ref.stats or {})
 
 
-def save_reference_stats(path: Path, features: np.ndarray, *, extractor: Any | None = None,
-                         output: str = "features") -> None:
+def save_reference_stats(
+    path: Path, features: np.ndarray, *, extractor: Any | None = None, output: str = "features"
+) -> None:
     """Write ``mu``/``sigma`` (float64, ddof=1) of ``features`` as a stats reference file."""
     x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    arrays: dict[str, np.ndarray] = {f"{output}.mu" if output != "features" else "mu": x.mean(axis=0),
-                                     f"{output}.sigma" if output != "features" else "sigma": np.cov(x, rowvar=False),
-                                     "n": np.array(x.shape[0])}
+    arrays: dict[str, np.ndarray] = {
+        f"{output}.mu" if output != "features" else "mu": x.mean(axis=0),
+        f"{output}.sigma" if output != "features" else "sigma": np.cov(x, rowvar=False),
+        "n": np.array(x.shape[0]),
+    }
     if extractor is not None:
-        arrays.update(extractor=np.array(extractor.name), mode=np.array(extractor.mode),
-                      weights_id=np.array(extractor.weights_id))
+        arrays.update(
+            extractor=np.array(extractor.name), mode=np.array(extractor.mode), weights_id=np.array(extractor.weights_id)
+        )
     atomic_write_bytes(Path(path), npz_bytes(arrays))

@@ -20,7 +20,8 @@ def _reference_spec(ref: str, samples: int | None, builtin: tuple[str, ...], str
 def cmd_stats(args: argparse.Namespace) -> int:
     from evalkit.features.base import build_extractor
     from evalkit.references.cache import cache_path, default_cache_dir, reference_features, save_reference_stats
-    from evalkit.references.sets import BUILTIN_DATASETS, open_reference
+    from evalkit.references.open import open_reference
+    from evalkit.references.sets import BUILTIN_DATASETS
 
     names = args.extractor or ["inception"]
     if args.weights and len(names) != 1:
@@ -47,7 +48,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `stats` to the CLI's subparsers."""
     s = subparsers.add_parser("stats", help="precompute and cache reference features (FID statistics etc.)")
@@ -55,9 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--extractor", "-e", action="append", help="extractor name; repeatable (default: inception)")
     s.add_argument("--weights", help="explicit weights file for the extractor")
     s.add_argument("--samples", type=int, help="use the first N images")
-    s.add_argument("--strict", action="store_true",
-                   help="a corrupt or undecodable image is an error naming the file (default: skipped with a "
-                        "warning); applies on a cache hit too")
+    s.add_argument(
+        "--strict",
+        action="store_true",
+        help="a corrupt or undecodable image is an error naming the file (default: skipped with a "
+        "warning); applies on a cache hit too",
+    )
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device", default="cpu")
     s.add_argument("--cache-dir", help="feature cache folder (default: $EVALKIT_CACHE_DIR or ~/.cache/evalkit)")

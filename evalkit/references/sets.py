@@ -19,7 +19,6 @@ files (name and reason) and every hit replays them: the same warning, ``len()`` 
 from __future__ import annotations
 
 import io
-import os
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from evalkit.errors import InputError
-from evalkit.store import sha256_bytes, sha256_file
+from evalkit.store import sha256_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 BUILTIN_DATASETS = ("mnist-heldout", "mnist-train")
@@ -76,8 +75,10 @@ class ReferenceSet:
     def restore_undecodable(self, entries: dict[str, str]) -> None:
         """Apply undecodable files recorded by the feature cache (a cache hit decodes nothing)."""
         if entries:
-            raise ReferenceSetError(f"reference {self.name!r} has no image files, but its cached features record "
-                                    f"undecodable files {sorted(entries)}")
+            raise ReferenceSetError(
+                f"reference {self.name!r} has no image files, but its cached features record "
+                f"undecodable files {sorted(entries)}"
+            )
 
 
 class ArrayReference(ReferenceSet):
@@ -92,8 +93,9 @@ class ArrayReference(ReferenceSet):
         elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
             images = np.moveaxis(images, -1, 1)
         if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ReferenceSetError(f"reference {name!r}: expected (N, H, W) or (N, 3, H, W) images, "
-                                    f"got {images.shape}")
+            raise ReferenceSetError(
+                f"reference {name!r}: expected (N, H, W) or (N, 3, H, W) images, got {images.shape}"
+            )
         if images.shape[1] == 1:
             images = np.repeat(images, 3, axis=1)
         self.name = name
@@ -115,7 +117,7 @@ class ArrayReference(ReferenceSet):
 
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, len(self), batch_size):
-            yield torch.from_numpy(self.images[start:start + batch_size].copy())
+            yield torch.from_numpy(self.images[start : start + batch_size].copy())
 
 
 class _FileSource:
@@ -126,8 +128,9 @@ class _FileSource:
         self.ignored: list[str] = []
         self.is_zip = path.is_file() and zipfile.is_zipfile(path)
         if path.is_file() and not self.is_zip:
-            raise ReferenceSetError(f"reference path {path} is a file but not a zip archive "
-                                    "(expected a folder or .zip)")
+            raise ReferenceSetError(
+                f"reference path {path} is a file but not a zip archive (expected a folder or .zip)"
+            )
 
     def names(self) -> list[str]:
         """Image files (by extension), sorted; other visible files are counted in ``self.ignored``."""
@@ -163,8 +166,9 @@ class FileReference(ReferenceSet):
     check its header (no decoding), so ``len()`` counts readable images and the fingerprint covers
     names and bytes."""
 
-    def __init__(self, path: Path, *, samples: int | None = None, strict: bool = False,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, path: Path, *, samples: int | None = None, strict: bool = False, name: str | None = None
+    ) -> None:
         if not path.exists():
             raise ReferenceSetError(f"reference path does not exist: {path}")
         self.source = _FileSource(path)
@@ -194,8 +198,9 @@ class FileReference(ReferenceSet):
                 _verify(data)
             except Exception as err:
                 if self.strict:
-                    raise ReferenceSetError(f"corrupt or unreadable image {n!r} in {self.source.path}: "
-                                            f"{_reason(err)}") from err
+                    raise ReferenceSetError(
+                        f"corrupt or unreadable image {n!r} in {self.source.path}: {_reason(err)}"
+                    ) from err
                 self.skipped.append(n)
                 self.unreadable[n] = _reason(err)
                 continue
@@ -208,8 +213,10 @@ class FileReference(ReferenceSet):
                 parts.append(f"skipped {len(self.skipped)} unreadable image file(s), e.g. {self.skipped[0]!r}")
             if ignored:
                 parts.append(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]!r}")
-            warnings.warn(f"reference {self.source.path}: {'; '.join(parts)} ({_STRICT_HINT} to make "
-                          "unreadable images an error)", stacklevel=3)
+            warnings.warn(
+                f"reference {self.source.path}: {'; '.join(parts)} ({_STRICT_HINT} to make unreadable images an error)",
+                stacklevel=3,
+            )
         if not valid:
             raise ReferenceSetError(f"no readable images under {self.source.path} ({len(self.skipped)} corrupt)")
         self._valid = valid
@@ -275,9 +282,11 @@ class FileReference(ReferenceSet):
         self.skipped.extend(b for b in broken if b not in self.skipped)
         self._valid = [n for n in self.files if n not in broken]
         first = next(iter(broken))
-        warnings.warn(f"reference {self.source.path}: skipped {len(broken)} image file(s) that cannot be "
-                      f"decoded, e.g. {first!r} ({broken[first]}) ({_STRICT_HINT} to make this an error)",
-                      stacklevel=stacklevel)
+        warnings.warn(
+            f"reference {self.source.path}: skipped {len(broken)} image file(s) that cannot be "
+            f"decoded, e.g. {first!r} ({broken[first]}) ({_STRICT_HINT} to make this an error)",
+            stacklevel=stacklevel,
+        )
 
 
 def _reason(err: BaseException) -> str:
@@ -291,14 +300,18 @@ def _undecodable_error(path: Path, broken: dict[str, str], *, cached: bool = Fal
     recorded by the reference feature cache, which decodes nothing on a hit)."""
     where = " (recorded in the reference feature cache when the features were computed)" if cached else ""
     if len(broken) == 1:
-        (n, reason), = broken.items()
-        return (f"image {n!r} in {path} passed the header check but cannot be decoded ({reason}){where}; "
-                "remove or replace it")
+        ((n, reason),) = broken.items()
+        return (
+            f"image {n!r} in {path} passed the header check but cannot be decoded ({reason}){where}; "
+            "remove or replace it"
+        )
     shown = list(broken.items())[:10]
     names = ", ".join(f"{n!r} ({reason})" for n, reason in shown)
     more = f" and {len(broken) - len(shown)} more" if len(broken) > len(shown) else ""
-    return (f"{len(broken)} images in {path} passed the header check but cannot be decoded: {names}{more}"
-            f"{where}; remove or replace them")
+    return (
+        f"{len(broken)} images in {path} passed the header check but cannot be decoded: {names}{more}"
+        f"{where}; remove or replace them"
+    )
 
 
 def _verify(data: bytes) -> None:
@@ -311,88 +324,3 @@ def _verify(data: bytes) -> None:
 
 def _stack(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-
-
-class StatsReference(ReferenceSet):
-    """Precomputed Gaussian statistics (``mu``/``sigma``, as clean-fid and pytorch-fid write them, or
-    ``<output>.mu``/``<output>.sigma``). Serves FD only; optional keys ``extractor``, ``mode``,
-    ``weights_id`` are checked against the extractor asked for."""
-
-    def __init__(self, path: Path, name: str | None = None) -> None:
-        if not path.is_file():
-            raise ReferenceSetError(f"reference statistics file does not exist: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                raw = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # truncated / corrupt / pickled
-            raise ReferenceSetError(f"cannot read reference statistics {path} (corrupt, truncated or not an .npz of "
-                                 f"plain arrays): {err}") from err
-        stats = {}
-        for k, v in raw.items():
-            if k in ("mu", "sigma"):
-                stats[f"features.{k}"] = v
-            elif k.endswith((".mu", ".sigma", ".n")):
-                stats[k] = v
-        if not any(k.endswith(".mu") for k in stats):
-            raise ReferenceSetError(f"reference statistics {path} hold no 'mu'/'sigma' arrays (keys: {sorted(raw)})")
-        self.name = name or path.stem
-        self.path = path
-        self.stats = stats
-        self.meta = {k: str(raw[k]) for k in ("extractor", "mode", "weights_id") if k in raw}
-        self.n = int(raw["n"]) if "n" in raw else int(stats.get("features.n", 0))
-        self._fingerprint = sha256_file(path)
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def __len__(self) -> int:
-        return self.n
-
-    def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-        raise ReferenceSetError(f"reference {self.name!r} is a statistics file ({self.path}); it has no images")
-
-
-def open_reference(spec: dict[str, Any], *, base_dir: Path | None = None) -> ReferenceSet:
-    """Open a reference from its spec; relative paths resolve against ``base_dir`` (the suite's folder)."""
-    if not isinstance(spec, dict):
-        raise ReferenceSetError(f"a reference spec must be a mapping, got {type(spec).__name__}")
-    unknown = set(spec) - _SPEC_KEYS
-    if unknown:
-        raise ReferenceSetError(f"unknown reference key(s) {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}")
-    kinds = [k for k in ("dataset", "path", "stats") if k in spec]
-    if len(kinds) != 1:
-        raise ReferenceSetError(f"a reference spec needs exactly one of 'dataset', 'path', 'stats'; got {sorted(spec)}")
-    samples = spec.get("samples")
-    if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 1):
-        raise ReferenceSetError(f"reference 'samples' must be a positive integer, got {samples!r}")
-
-    def resolve(p: str) -> Path:
-        path = Path(os.path.expanduser(str(p)))
-        return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
-
-    if "dataset" in spec:
-        return _open_dataset(str(spec["dataset"]), samples, spec.get("name"))
-    if "path" in spec:
-        return FileReference(resolve(spec["path"]), samples=samples, strict=bool(spec.get("strict", False)),
-                             name=spec.get("name"))
-    if samples is not None:
-        raise ReferenceSetError("'samples' cannot subset a statistics reference (it holds no images)")
-    return StatsReference(resolve(spec["stats"]), name=spec.get("name"))
-
-
-def _open_dataset(name: str, samples: int | None, display: str | None) -> ArrayReference:
-    if name not in BUILTIN_DATASETS:
-        raise ReferenceSetError(f"unknown dataset {name!r}; known datasets: {', '.join(BUILTIN_DATASETS)}")
-    from evalkit.zoo import data
-
-    split = data.mnist_split()
-    part = "heldout" if name == "mnist-heldout" else "train"
-    x, y = _field(split, f"{part}_x"), _field(split, f"{part}_y")
-    if samples is not None:
-        x, y = x[:samples], (None if y is None else y[:samples])
-    return ArrayReference(display or (name if samples is None else f"{name}[:{samples}]"), x, y)
-
-
-def _field(obj: Any, key: str) -> Any:
-    return obj[key] if isinstance(obj, dict) else getattr(obj, key)

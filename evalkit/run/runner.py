@@ -90,10 +90,10 @@ class Runner:
             self._ref_features = {}
             if self.suite.reference is not None and self.extractors():
                 ref = open_reference(self.suite.reference, base_dir=self.base_dir)
-                self.log(f"reference {ref.name}: {len(ref)} images")
                 self._ref_features = reference_features(
                     ref, list(self.extractors().values()), cache_dir=self.cache_dir, batch_size=self.batch_size
                 )
+                self.log(f"reference {ref.name}: {len(ref)} images")  # after: files skipped as unreadable are out
                 self._reference_info = {"name": ref.name, "fingerprint": ref.fingerprint, "n": len(ref)}
         return self._ref_features
 

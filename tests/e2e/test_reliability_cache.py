@@ -14,7 +14,7 @@ import pytest
 
 from evalkit.cli import main
 from evalkit.features.base import build_extractor
-from evalkit.references import ReferenceError, cache_path, open_reference, reference_features
+from evalkit.references import ReferenceSetError, cache_path, open_reference, reference_features
 from evalkit.run.cell import THROUGHPUT_ROWS
 from evalkit.store import RunStore, npz_bytes
 
@@ -215,7 +215,7 @@ def test_corrupt_reference_statistics_file_is_a_clean_error(damage, tmp_path, ca
         _flip(stats)
     else:
         stats.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ReferenceError, match="cannot read reference statistics"):
+    with pytest.raises(ReferenceSetError, match="cannot read reference statistics"):
         open_reference({"stats": str(stats)})
     suite = tmp_path / "s.yaml"
     suite.write_text(

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from evalkit.cli import main
-from evalkit.references import ReferenceError, open_reference
-from evalkit.suite import _TOP_KEYS, Suite, SuiteError, load_suite, parse_suite
+from evalkit.references import ReferenceSetError, open_reference
+from evalkit.suite import Suite, SuiteError, load_suite, parse_suite
+from evalkit.suite.validate import _TOP_KEYS
 
 BASE = {
     "name": "fuzz",
@@ -298,7 +299,7 @@ def test_folder_with_corrupt_and_non_image_files_counts_and_warns(messy_folder):
 
 
 def test_strict_folder_errors_name_the_file(messy_folder, tmp_path):
-    with pytest.raises(ReferenceError, match=r"'empty.png'"):
+    with pytest.raises(ReferenceSetError, match=r"'empty.png'"):
         len(open_reference({"path": str(messy_folder), "strict": True}))
     # only the decode-time failure left: strict makes it an error too
     for name in ("truncated.png", "empty.png", "text.jpg"):
@@ -306,7 +307,7 @@ def test_strict_folder_errors_name_the_file(messy_folder, tmp_path):
     ref = open_reference({"path": str(messy_folder), "strict": True})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(ReferenceError, match=r"'truncated.jpg'.*cannot be decoded"):
+        with pytest.raises(ReferenceSetError, match=r"'truncated.jpg'.*cannot be decoded"):
             list(ref.iter_batches(4))
 
 

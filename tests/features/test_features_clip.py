@@ -24,8 +24,16 @@ TINY_CFG = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-PROMPTS = ["a red square", "a photo of a cat", "blue sky over hills", "a handwritten digit seven",
-           "green noise", "two dogs playing", "an abstract painting", "a bowl of soup"]
+PROMPTS = [
+    "a red square",
+    "a photo of a cat",
+    "blue sky over hills",
+    "a handwritten digit seven",
+    "green noise",
+    "two dogs playing",
+    "an abstract painting",
+    "a bowl of soup",
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +75,11 @@ class _OpenClipProcessor:
         from PIL import Image
 
         if images is not None:
-            return {"pixel_values": torch.stack([self.preprocess(Image.fromarray(im.permute(1, 2, 0).numpy()))
-                                                 for im in images])}
+            return {
+                "pixel_values": torch.stack(
+                    [self.preprocess(Image.fromarray(im.permute(1, 2, 0).numpy())) for im in images]
+                )
+            }
         ids = self.tokenizer(text)
         return {"input_ids": ids, "attention_mask": (ids != 0).long()}
 
@@ -79,7 +90,9 @@ def _torchmetrics_clip_score(weights, images: np.ndarray, prompts: list[str]) ->
 
     model, _, preprocess = open_clip.create_model_and_transforms(TINY, pretrained=str(weights))
     model.eval()
-    metric = CLIPScore(model_name_or_path=lambda: (_OpenClipAsHF(model), _OpenClipProcessor(preprocess, open_clip.get_tokenizer(TINY))))
+    metric = CLIPScore(
+        model_name_or_path=lambda: (_OpenClipAsHF(model), _OpenClipProcessor(preprocess, open_clip.get_tokenizer(TINY)))
+    )
     with torch.no_grad():
         metric.update(torch.from_numpy(images), prompts)
     return float(metric.compute())
@@ -98,7 +111,9 @@ def test_clip_score_matches_torchmetrics(tiny_clip):
     ours = metric.compute(MetricInputs(gen=sub, seed=0))["clip_score"]
     theirs = _torchmetrics_clip_score(tiny_clip, images[keep], [PROMPTS[i] for i in keep])
     d = rel_diff(ours.value, theirs)
-    print(f"[agreement] clip_score vs torchmetrics CLIPScore: evalkit={ours.value:.8g} reference={theirs:.8g} rel={d:.3e}")
+    print(
+        f"[agreement] clip_score vs torchmetrics CLIPScore: evalkit={ours.value:.8g} reference={theirs:.8g} rel={d:.3e}"
+    )
     assert d <= 1e-4
     assert ours.ci_low <= ours.value <= ours.ci_high
     # the whole set: both clamp the mean at 0 (torchmetrics clamps the mean, not each sample)

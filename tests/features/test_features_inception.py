@@ -61,8 +61,11 @@ def evalkit_features(random_inception):
     """evalkit features per (mode, size, side), computed once and shared by the tests of a mode."""
     cache: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
     extractors: dict[str, InceptionExtractor] = {}
-    weights = {"clean": random_inception["clean"], "legacy_tensorflow": random_inception["tf"],
-               "legacy_pytorch": random_inception["pt"]}
+    weights = {
+        "clean": random_inception["clean"],
+        "legacy_tensorflow": random_inception["tf"],
+        "legacy_pytorch": random_inception["pt"],
+    }
 
     def get(mode: str, folder: Path, size: int, side: str) -> dict[str, np.ndarray]:
         key = (mode, size, side)
@@ -70,7 +73,9 @@ def evalkit_features(random_inception):
             if mode not in extractors:
                 extractors[mode] = InceptionExtractor(mode, weights=weights[mode])
             ref = open_reference({"path": str(folder)})
-            cache[key] = reference_features(ref, [extractors[mode]], use_cache=False, batch_size=N)[extractors[mode].name]
+            cache[key] = reference_features(ref, [extractors[mode]], use_cache=False, batch_size=N)[
+                extractors[mode].name
+            ]
         return cache[key]
 
     return get
@@ -84,7 +89,9 @@ def _evalkit(evalkit_features, mode: str, dirs: tuple[Path, Path], size: int, me
     if key not in _METRIC_CACHE:
         gen = evalkit_features(mode, dirs[0], size, "gen")
         ref = evalkit_features(mode, dirs[1], size, "ref")
-        _METRIC_CACHE[key] = get_metric(metric).compute(MetricInputs(gen=gen, ref=ref, options={"bootstrap": 0, **options}))
+        _METRIC_CACHE[key] = get_metric(metric).compute(
+            MetricInputs(gen=gen, ref=ref, options={"bootstrap": 0, **options})
+        )
     return _METRIC_CACHE[key]
 
 
@@ -114,13 +121,23 @@ def test_clean_matches_cleanfid(size, image_dirs, evalkit_features, random_incep
     gen, ref = image_dirs[size]
     model = InceptionV3W(str(random_inception["dir"]), download=False, resize_inside=False).eval()
     if not _whole_fid(size):
-        theirs_feats = cfid.get_folder_features(str(gen), model, num_workers=0, batch_size=N, mode="clean",
-                                                device=torch.device("cpu"), verbose=False)
+        theirs_feats = cfid.get_folder_features(
+            str(gen), model, num_workers=0, batch_size=N, mode="clean", device=torch.device("cpu"), verbose=False
+        )
         ours_feats = evalkit_features("clean", gen, size, "gen")["features"]
         assert _feature_diff(f"clean {size}px vs clean-fid", ours_feats, theirs_feats) <= TOL
         return
-    theirs = cfid.compute_fid(str(gen), str(ref), mode="clean", custom_feat_extractor=model, device=torch.device("cpu"),
-                              num_workers=0, batch_size=N, verbose=False, use_dataparallel=False)
+    theirs = cfid.compute_fid(
+        str(gen),
+        str(ref),
+        mode="clean",
+        custom_feat_extractor=model,
+        device=torch.device("cpu"),
+        num_workers=0,
+        batch_size=N,
+        verbose=False,
+        use_dataparallel=False,
+    )
     ours = _evalkit(evalkit_features, "clean", image_dirs[size], size)["fd"].value
     assert _report(f"clean {size}px vs clean-fid", ours, theirs) <= TOL
 
@@ -131,22 +148,48 @@ def test_legacy_tensorflow_matches_torch_fidelity(size, image_dirs, evalkit_feat
 
     gen, ref = image_dirs[size]
     theirs = torch_fidelity.calculate_metrics(
-        input1=str(gen), input2=str(ref), cuda=False, fid=True, kid=True, isc=True, verbose=False, cache=False,
-        feature_extractor_weights_path=str(random_inception["tf"]), kid_subset_size=KID_SUBSET, isc_splits=IS_SPLITS,
-        rng_seed=TF_SEED, batch_size=N)
+        input1=str(gen),
+        input2=str(ref),
+        cuda=False,
+        fid=True,
+        kid=True,
+        isc=True,
+        verbose=False,
+        cache=False,
+        feature_extractor_weights_path=str(random_inception["tf"]),
+        kid_subset_size=KID_SUBSET,
+        isc_splits=IS_SPLITS,
+        rng_seed=TF_SEED,
+        batch_size=N,
+    )
     dirs = image_dirs[size]
     fd = _evalkit(evalkit_features, "legacy_tensorflow", dirs, size)["fd"].value
-    kid = _evalkit(evalkit_features, "legacy_tensorflow", dirs, size, "kid", subset_size=KID_SUBSET, kid_seed=TF_SEED)["kid"]
+    kid = _evalkit(evalkit_features, "legacy_tensorflow", dirs, size, "kid", subset_size=KID_SUBSET, kid_seed=TF_SEED)[
+        "kid"
+    ]
     is_ = _evalkit(evalkit_features, "legacy_tensorflow", dirs, size, "is", splits=IS_SPLITS, is_seed=TF_SEED)["is"]
     assert _report(f"legacy_tensorflow {size}px FID vs torch-fidelity", fd, theirs["frechet_inception_distance"]) <= TOL
-    assert _report(f"legacy_tensorflow {size}px KID mean vs torch-fidelity", kid.value,
-                   theirs["kernel_inception_distance_mean"]) <= TOL
-    assert _report(f"legacy_tensorflow {size}px KID std vs torch-fidelity", kid.std,
-                   theirs["kernel_inception_distance_std"]) <= TOL
-    assert _report(f"legacy_tensorflow {size}px IS mean vs torch-fidelity", is_.value,
-                   theirs["inception_score_mean"]) <= TOL
-    assert _report(f"legacy_tensorflow {size}px IS std vs torch-fidelity", is_.std,
-                   theirs["inception_score_std"]) <= TOL
+    assert (
+        _report(
+            f"legacy_tensorflow {size}px KID mean vs torch-fidelity",
+            kid.value,
+            theirs["kernel_inception_distance_mean"],
+        )
+        <= TOL
+    )
+    assert (
+        _report(
+            f"legacy_tensorflow {size}px KID std vs torch-fidelity", kid.std, theirs["kernel_inception_distance_std"]
+        )
+        <= TOL
+    )
+    assert (
+        _report(f"legacy_tensorflow {size}px IS mean vs torch-fidelity", is_.value, theirs["inception_score_mean"])
+        <= TOL
+    )
+    assert (
+        _report(f"legacy_tensorflow {size}px IS std vs torch-fidelity", is_.std, theirs["inception_score_std"]) <= TOL
+    )
 
 
 @pytest.mark.parametrize("size", SECOND_SIZES)
@@ -157,8 +200,9 @@ def test_legacy_tensorflow_matches_torchmetrics(size, image_dirs, evalkit_featur
     ref_np = smooth_images(N, size, seed=200 + size, shift=0.2)
     # antialias=False: torchmetrics defaults to an antialiased resize, its own deviation from TF / torch-fidelity
     # (identical at 299 px, 8% and 7x apart here at 32 / 512 px); legacy_tensorflow is the TF1 resize.
-    metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(random_inception["tf"]),
-                                      antialias=False)
+    metric = FrechetInceptionDistance(
+        feature=2048, feature_extractor_weights_path=str(random_inception["tf"]), antialias=False
+    )
     metric.update(torch.from_numpy(ref_np), real=True)
     metric.update(torch.from_numpy(gen_np), real=False)
     theirs = float(metric.compute())
@@ -192,7 +236,15 @@ def test_legacy_pytorch_matches_cleanfid(size, image_dirs, evalkit_features, ran
 
     monkeypatch.setenv("TORCH_HOME", str(random_inception["torch_home"]))  # clean-fid's copy of pytorch-fid, too
     gen, ref = image_dirs[size]
-    theirs = cfid.compute_fid(str(gen), str(ref), mode="legacy_pytorch", device=torch.device("cpu"), num_workers=0,
-                              batch_size=N, verbose=False, use_dataparallel=False)
+    theirs = cfid.compute_fid(
+        str(gen),
+        str(ref),
+        mode="legacy_pytorch",
+        device=torch.device("cpu"),
+        num_workers=0,
+        batch_size=N,
+        verbose=False,
+        use_dataparallel=False,
+    )
     ours = _evalkit(evalkit_features, "legacy_pytorch", image_dirs[size], size)["fd"].value
     assert _report(f"legacy_pytorch {size}px vs clean-fid legacy_pytorch", ours, theirs) <= TOL

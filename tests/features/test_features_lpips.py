@@ -25,7 +25,7 @@ def _lpips_reference(model, images: np.ndarray) -> dict[tuple[int, int], float]:
 
     x = torch.cat([lpips.im2tensor(np.ascontiguousarray(im.transpose(1, 2, 0))) for im in images])
     with torch.no_grad():
-        return {(i, j): float(model(x[i:i + 1], x[j:j + 1])) for i, j in itertools.combinations(range(len(x)), 2)}
+        return {(i, j): float(model(x[i : i + 1], x[j : j + 1])) for i, j in itertools.combinations(range(len(x)), 2)}
 
 
 def _max_rel(phi: np.ndarray, ref: dict[tuple[int, int], float]) -> float:
@@ -78,7 +78,9 @@ def test_lpips_metrics_from_features(images):
     ex = LpipsExtractor("alex", random_seed=5)
     phi = ex(torch.from_numpy(images))["lpips"]
     labels = np.array([0, 0, 1, 1, 1])
-    div = get_metric("lpips_diversity").compute(MetricInputs(gen={"lpips": phi}, labels=labels, seed=1))["lpips_diversity"]
+    div = get_metric("lpips_diversity").compute(MetricInputs(gen={"lpips": phi}, labels=labels, seed=1))[
+        "lpips_diversity"
+    ]
     d = lambda i, j: float(((phi[i].astype(np.float64) - phi[j]) ** 2).sum())  # noqa: E731
     expected = np.mean([d(0, 1), np.mean([d(2, 3), d(2, 4), d(3, 4)])])
     assert div.value == pytest.approx(expected, rel=1e-9)

@@ -17,7 +17,7 @@ def extractor():
 
     try:
         zoo.model_card()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         pytest.skip(f"zoo weights not available: {e}")
     return build_extractor("mnist-net")
 

@@ -7,7 +7,6 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from evalkit.features import weights as W
@@ -39,8 +38,9 @@ def test_mismatched_weights_in_weights_dir_is_an_error(tmp_path, monkeypatch):
 
 
 def test_lookup_order_explicit_then_env_then_library_cache(tmp_path, monkeypatch):
-    entry = W.WeightsFile("t", "t.bin", "https://example.invalid/t.bin", None, None, None, "test",
-                          (lambda: tmp_path / "libcache",))
+    entry = W.WeightsFile(
+        "t", "t.bin", "https://example.invalid/t.bin", None, None, None, "test", (lambda: tmp_path / "libcache",)
+    )
     monkeypatch.setitem(REGISTRY, "t", entry)
     (tmp_path / "libcache").mkdir()
     (tmp_path / "libcache" / "t.bin").write_bytes(b"lib")
@@ -87,32 +87,6 @@ def test_weights_command_lists_status(capsys, tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     assert parser.parse_args(["weights", "download", "--dir", "x"]).func.__name__ == "cmd_weights_download"
-    assert parser.parse_args(["stats", "mnist-heldout", "-e", "mnist-net"]).extractor == ["mnist-net"]
-
-
-def test_stats_command_caches_then_hits(capsys, tmp_path, monkeypatch):
-    from evalkit.features.base import _EXTRACTORS
-    from evalkit.features.commands import cmd_stats
-
-    class Fake:
-        name, weights_id, mode, outputs = "fake", "random:0", "native", ("features",)
-
-        def __init__(self, **_):
-            pass
-
-        def __call__(self, images):
-            return {"features": images.float().mean(dim=(2, 3)).numpy()}
-
-    monkeypatch.setitem(_EXTRACTORS, "fake", lambda **kw: Fake(**kw))
-    kw = dict(ref="mnist-heldout", extractor=["fake"], weights=None, samples=20, batch_size=8, device="cpu",
-              cache_dir=str(tmp_path / "c"), out=str(tmp_path / "s.npz"))
-    assert _run_cli(cmd_stats, **kw) == 0
-    assert "computed" in capsys.readouterr().out
-    assert _run_cli(cmd_stats, **kw) == 0
-    assert "cache hit" in capsys.readouterr().out
-    with np.load(tmp_path / "s.npz") as z:
-        assert z["mu"].shape == (3,) and int(z["n"]) == 20
-    assert _run_cli(cmd_stats, **{**kw, "ref": str(tmp_path / "missing")}) == 2
 
 
 # -- real weights: skipped unless EVALKIT_WEIGHTS_DIR holds the published files -------------------------
@@ -137,8 +111,9 @@ def test_real_weights_verify_sha256(name):
 
 
 @pytest.mark.real_weights
-@pytest.mark.parametrize("mode,reference", [("legacy_tensorflow", "torchmetrics"), ("legacy_pytorch", "pytorch-fid"),
-                                            ("clean", "clean-fid")])
+@pytest.mark.parametrize(
+    "mode,reference", [("legacy_tensorflow", "torchmetrics"), ("legacy_pytorch", "pytorch-fid"), ("clean", "clean-fid")]
+)
 def test_real_inception_matches_reference_library(mode, reference, tmp_path, monkeypatch):
     """With the real files: evalkit FID equals the library's on a few images (standard weights_id)."""
     import torch
@@ -175,8 +150,16 @@ def test_real_inception_matches_reference_library(mode, reference, tmp_path, mon
         from cleanfid.inception_torchscript import InceptionV3W
 
         model = InceptionV3W(str(path.parent), download=False)
-        theirs = cfid.compute_fid(str(tmp_path / "g"), str(tmp_path / "r"), mode="clean", custom_feat_extractor=model,
-                                  device=torch.device("cpu"), num_workers=0, verbose=False, use_dataparallel=False)
+        theirs = cfid.compute_fid(
+            str(tmp_path / "g"),
+            str(tmp_path / "r"),
+            mode="clean",
+            custom_feat_extractor=model,
+            device=torch.device("cpu"),
+            num_workers=0,
+            verbose=False,
+            use_dataparallel=False,
+        )
     assert abs(ours - theirs) / abs(theirs) <= 1e-4
 
 
@@ -197,8 +180,12 @@ def test_real_lpips_alex_matches_package(tmp_path, monkeypatch):
     (hub / path.name).symlink_to(path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     images = smooth_images(4, 64, seed=3)
-    assert _max_rel(ex(torch.from_numpy(images))["lpips"], _lpips_reference(lpips.LPIPS(net="alex", verbose=False),
-                                                                            images)) <= 1e-5
+    assert (
+        _max_rel(
+            ex(torch.from_numpy(images))["lpips"], _lpips_reference(lpips.LPIPS(net="alex", verbose=False), images)
+        )
+        <= 1e-5
+    )
 
 
 @pytest.mark.real_weights
@@ -219,8 +206,12 @@ def test_real_clip_matches_torchmetrics_definition():
     gen = {"image_embeds": ex(torch.from_numpy(images))["image_embeds"], "text_embeds": ex.encode_text(prompts)}
     ours = get_metric("clip_score").compute(MetricInputs(gen=gen, options={"bootstrap": 0}))["clip_score"].value
     model, _, pre = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(path), force_quick_gelu=True)
-    metric = CLIPScore(model_name_or_path=lambda: (_OpenClipAsHF(model.eval()),
-                                                   _OpenClipProcessor(pre, open_clip.get_tokenizer("ViT-B-32"))))
+    metric = CLIPScore(
+        model_name_or_path=lambda: (
+            _OpenClipAsHF(model.eval()),
+            _OpenClipProcessor(pre, open_clip.get_tokenizer("ViT-B-32")),
+        )
+    )
     with torch.no_grad():
         metric.update(torch.from_numpy(images), prompts)
     assert ours == pytest.approx(float(metric.compute()), rel=1e-4, abs=1e-4)

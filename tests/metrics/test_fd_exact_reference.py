@@ -43,8 +43,11 @@ def test_fd_equals_the_exact_value_and_sqrtm_is_the_less_accurate_below_d(n):
     d = 256
     rng = np.random.default_rng(n)
     ref, x = _features(rng, 3 * d, d), _features(rng, n, d, shift=0.05)
-    ours = get_metric("fd").compute(MetricInputs(gen={"features": x}, ref={"features": ref},
-                                                 options={"bootstrap": 0}))["fd"].value
+    ours = (
+        get_metric("fd")
+        .compute(MetricInputs(gen={"features": x}, ref={"features": ref}, options={"bootstrap": 0}))["fd"]
+        .value
+    )
     exact, by_sqrtm = _exact_and_sqrtm(x, ref)
     err_ours, err_sqrtm = abs(ours - exact) / exact, abs(by_sqrtm - exact) / exact
     print(f"[agreement] fd N={n} d={d}: evalkit {err_ours:.2e}, scipy sqrtm {err_sqrtm:.2e} from the exact value")

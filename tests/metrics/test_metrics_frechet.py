@@ -77,8 +77,9 @@ def test_fd_metric_with_stats_reference_equals_feature_reference():
     mu, sigma = gaussian_stats(ref)
     fd = get_metric("fd")
     a = fd.compute(MetricInputs(gen={"features": gen}, ref={"features": ref}, options={"bootstrap": 0}))["fd"]
-    b = fd.compute(MetricInputs(gen={"features": gen}, ref={"features.mu": mu, "features.sigma": sigma},
-                                options={"bootstrap": 0}))["fd"]
+    b = fd.compute(
+        MetricInputs(gen={"features": gen}, ref={"features.mu": mu, "features.sigma": sigma}, options={"bootstrap": 0})
+    )["fd"]
     assert a.value == pytest.approx(b.value, rel=1e-12)
     with pytest.raises(ValueError, match="only mean/covariance"):
         get_metric("kid").compute(MetricInputs(gen={"features": gen}, ref={"features.mu": mu, "features.sigma": sigma}))
@@ -105,8 +106,9 @@ def test_fd_inf_extrapolates_towards_the_population_value():
     ref = rng.normal(size=(200_000 // d, d))
     mu_r, sig_r = np.zeros(d), np.eye(d)
     gen = rng.normal(size=(n, d)) + 0.25
-    inputs = MetricInputs(gen={"features": gen}, ref={"features.mu": mu_r, "features.sigma": sig_r}, seed=0,
-                          options={"bootstrap": 0})
+    inputs = MetricInputs(
+        gen={"features": gen}, ref={"features.mu": mu_r, "features.sigma": sig_r}, seed=0, options={"bootstrap": 0}
+    )
     at_n = get_metric("fd").compute(inputs)["fd"].value
     inf = get_metric("fd_inf").compute(inputs)["fd_inf"]
     assert abs(inf.value - true_fd) < abs(at_n - true_fd)
@@ -147,8 +149,12 @@ def test_prepared_reference_matches_sqrtm_and_eigenvalue_form(n):
     eigenvalues that should be 0: up to 107·2·sqrt(eps·‖Σ1Σ2‖)/FD ≈ 6e-7 relative (measured 1.5e-7; their size
     depends on the CPU's LAPACK/BLAS). The exact paths (prepared vs from_samples) differ by the one
     rounding-level eigenvalue each keeps from centring (rank N−1): ≲ 1.2e-8 (measured 3e-10)."""
-    from evalkit.metrics.frechet import (frechet_distance_from_samples, frechet_distance_prepared,
-                                         frechet_distance_to_reference, prepare_reference)
+    from evalkit.metrics.frechet import (
+        frechet_distance_from_samples,
+        frechet_distance_prepared,
+        frechet_distance_to_reference,
+        prepare_reference,
+    )
 
     rng = np.random.default_rng(10 + n)
     d = 256

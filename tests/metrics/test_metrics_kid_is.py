@@ -12,8 +12,14 @@ from evalkit.metrics import MetricInputs, get_metric
 def _tf_kid(gen: np.ndarray, ref: np.ndarray, seed: int, subset: int) -> dict:
     from torch_fidelity.metric_kid import kid_features_to_metric
 
-    return kid_features_to_metric(torch.from_numpy(gen), torch.from_numpy(ref), kid_subsets=100,
-                                  kid_subset_size=subset, rng_seed=seed, verbose=False)
+    return kid_features_to_metric(
+        torch.from_numpy(gen),
+        torch.from_numpy(ref),
+        kid_subsets=100,
+        kid_subset_size=subset,
+        rng_seed=seed,
+        verbose=False,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -22,8 +28,9 @@ def test_kid_matches_torch_fidelity(dtype):
     gen = (rng.normal(size=(260, 48)) + 0.3).astype(dtype)
     ref = rng.normal(size=(300, 48)).astype(dtype)
     theirs = _tf_kid(gen, ref, seed=2020, subset=200)
-    ours = get_metric("kid").compute(MetricInputs(gen={"features": gen}, ref={"features": ref},
-                                                  options={"subset_size": 200, "kid_seed": 2020}))["kid"]
+    ours = get_metric("kid").compute(
+        MetricInputs(gen={"features": gen}, ref={"features": ref}, options={"subset_size": 200, "kid_seed": 2020})
+    )["kid"]
     tol = 1e-12 if dtype == np.float64 else 1e-4  # torch-fidelity keeps float32 kernels; evalkit float64
     for ours_v, key in ((ours.value, "kernel_inception_distance_mean"), (ours.std, "kernel_inception_distance_std")):
         rel = abs(ours_v - theirs[key]) / abs(theirs[key])
@@ -33,8 +40,9 @@ def test_kid_matches_torch_fidelity(dtype):
 
 def test_kid_subset_size_is_capped_by_the_smaller_set():
     rng = np.random.default_rng(1)
-    out = get_metric("kid").compute(MetricInputs(gen={"features": rng.normal(size=(50, 8))},
-                                                 ref={"features": rng.normal(size=(80, 8))}))["kid"]
+    out = get_metric("kid").compute(
+        MetricInputs(gen={"features": rng.normal(size=(50, 8))}, ref={"features": rng.normal(size=(80, 8))})
+    )["kid"]
     assert out.extra["subset_size"] == 50 and out.extra["subsets"] == 100
 
 

@@ -11,6 +11,7 @@ from evalkit.metrics import MetricInputs, get_metric
 
 def _brute(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
     """Definitions written out with explicit loops over full distance matrices."""
+
     def dist(a, b):
         return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
 

@@ -21,7 +21,8 @@ def test_bootstrap_mean_ci_is_seeded_and_covers_the_mean():
 def test_bootstrap_ci_general_statistic_matches_vectorised_mean():
     x = np.random.default_rng(3).normal(size=100)
     assert bootstrap_ci(lambda idx: x[idx].mean(), x.size, seed=5, n_resamples=300) == pytest.approx(
-        bootstrap_mean_ci(x, seed=5, n_resamples=300))
+        bootstrap_mean_ci(x, seed=5, n_resamples=300)
+    )
 
 
 def test_percentile_interval_recentring():

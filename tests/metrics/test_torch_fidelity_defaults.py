@@ -42,8 +42,9 @@ def test_kid_with_kid_seed_2020_equals_torch_fidelity_defaults(kid_features):
 
     gen, ref = kid_features
     theirs = kid_features_to_metric(torch.from_numpy(gen), torch.from_numpy(ref), verbose=False)  # all defaults
-    ours = get_metric("kid").compute(MetricInputs(gen={"features": gen}, ref={"features": ref},
-                                                  options={"kid_seed": 2020}))["kid"]
+    ours = get_metric("kid").compute(
+        MetricInputs(gen={"features": gen}, ref={"features": ref}, options={"kid_seed": 2020})
+    )["kid"]
     assert ours.extra == {"subsets": 100, "subset_size": 1000}
     rel_m = _rel(ours.value, theirs["kernel_inception_distance_mean"])
     rel_s = _rel(ours.std, theirs["kernel_inception_distance_std"])

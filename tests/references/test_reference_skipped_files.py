@@ -39,8 +39,8 @@ def corrupt_idat(png: bytes) -> bytes:
     header and chunk check (PIL ``verify``) passes, decoding the pixels fails."""
     out, pos = [png[:8]], 8
     while pos < len(png):
-        (length,) = struct.unpack(">I", png[pos:pos + 4])
-        ctype, data = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        ctype, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
         if ctype == b"IDAT":
             data = bytes(len(data))
         out.append(struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data)))
@@ -116,8 +116,9 @@ def test_strict_on_a_cache_hit_raises_naming_the_file(folder, tmp_path):
     assert hit.images == 0 and "\n" not in str(err.value)
     # without the cache, strict fails in the decoding pass, naming the same file
     with pytest.raises(ReferenceSetError, match=rf"'{BAD}'.*cannot be decoded"):
-        reference_features(open_reference({"path": str(folder), "strict": True}), [CountingExtractor()],
-                           use_cache=False)
+        reference_features(
+            open_reference({"path": str(folder), "strict": True}), [CountingExtractor()], use_cache=False
+        )
 
 
 def test_mixed_hit_and_miss_warns_once_and_every_entry_has_the_same_rows(folder, tmp_path):

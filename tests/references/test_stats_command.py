@@ -19,8 +19,18 @@ def test_stats_arguments():
 
 
 def test_stats_computes_then_hits_the_cache_and_writes_fd_statistics(tmp_path, capsys):
-    argv = ["stats", "mnist-heldout", "-e", "mnist-net", "--samples", "20", "--cache-dir", str(tmp_path / "c"),
-            "--out", str(tmp_path / "s.npz")]
+    argv = [
+        "stats",
+        "mnist-heldout",
+        "-e",
+        "mnist-net",
+        "--samples",
+        "20",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--out",
+        str(tmp_path / "s.npz"),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "20 images" in out and "computed" in out

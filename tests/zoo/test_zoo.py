@@ -100,7 +100,8 @@ def test_mnist_net_heldout_accuracy_and_outputs() -> None:
     assert feats.shape == (1000, 64) and logits.shape == (1000, 10) and feats.dtype == torch.float32
     acc = (logits.argmax(1).numpy() == s.heldout_y).mean()
     assert acc >= 0.97
-    assert acc == pytest.approx(model_card()["models"]["mnist-net"]["heldout_accuracy"], abs=1e-3)
+    # one prediction is 1e-3 of 1000; 1.5e-3 so that a single flip on another CPU's float32 sums still passes
+    assert acc == pytest.approx(model_card()["models"]["mnist-net"]["heldout_accuracy"], abs=1.5e-3)
 
 
 def test_mnist_net_preprocess() -> None:

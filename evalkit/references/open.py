@@ -1,0 +1,63 @@
+"""Open a reference set from its suite spec: a built-in dataset, a folder/zip of images, or a stats file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from evalkit.references.sets import (
+    _SPEC_KEYS,
+    BUILTIN_DATASETS,
+    ArrayReference,
+    FileReference,
+    ReferenceSet,
+    ReferenceSetError,
+)
+from evalkit.references.stats import StatsReference
+
+
+def open_reference(spec: dict[str, Any], *, base_dir: Path | None = None) -> ReferenceSet:
+    """Open a reference from its spec; relative paths resolve against ``base_dir`` (the suite's folder)."""
+    if not isinstance(spec, dict):
+        raise ReferenceSetError(f"a reference spec must be a mapping, got {type(spec).__name__}")
+    unknown = set(spec) - _SPEC_KEYS
+    if unknown:
+        raise ReferenceSetError(f"unknown reference key(s) {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}")
+    kinds = [k for k in ("dataset", "path", "stats") if k in spec]
+    if len(kinds) != 1:
+        raise ReferenceSetError(f"a reference spec needs exactly one of 'dataset', 'path', 'stats'; got {sorted(spec)}")
+    samples = spec.get("samples")
+    if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 1):
+        raise ReferenceSetError(f"reference 'samples' must be a positive integer, got {samples!r}")
+
+    def resolve(p: str) -> Path:
+        path = Path(os.path.expanduser(str(p)))
+        return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+
+    if "dataset" in spec:
+        return _open_dataset(str(spec["dataset"]), samples, spec.get("name"))
+    if "path" in spec:
+        return FileReference(
+            resolve(spec["path"]), samples=samples, strict=bool(spec.get("strict", False)), name=spec.get("name")
+        )
+    if samples is not None:
+        raise ReferenceSetError("'samples' cannot subset a statistics reference (it holds no images)")
+    return StatsReference(resolve(spec["stats"]), name=spec.get("name"))
+
+
+def _open_dataset(name: str, samples: int | None, display: str | None) -> ArrayReference:
+    if name not in BUILTIN_DATASETS:
+        raise ReferenceSetError(f"unknown dataset {name!r}; known datasets: {', '.join(BUILTIN_DATASETS)}")
+    from evalkit.zoo import data
+
+    split = data.mnist_split()
+    part = "heldout" if name == "mnist-heldout" else "train"
+    x, y = _field(split, f"{part}_x"), _field(split, f"{part}_y")
+    if samples is not None:
+        x, y = x[:samples], (None if y is None else y[:samples])
+    return ArrayReference(display or (name if samples is None else f"{name}[:{samples}]"), x, y)
+
+
+def _field(obj: Any, key: str) -> Any:
+    return obj[key] if isinstance(obj, dict) else getattr(obj, key)

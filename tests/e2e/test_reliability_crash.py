@@ -210,14 +210,15 @@ def test_second_run_on_a_locked_folder_exits_2_and_writes_nothing(tmp_path):
 def test_stale_temporaries_are_removed_when_the_lock_is_taken(tmp_path):
     out = tmp_path / "run"
     (out / "cells" / "c").mkdir(parents=True)
-    litter = [out / ".run.json.abc.tmp", out / "cells" / "c" / ".features.npz.x1y2.tmp"]
+    litter = [out / ".evalkit-run.json.abc.tmp", out / "cells" / "c" / ".evalkit-features.npz.x1y2.tmp"]
     for p in litter:
         p.write_bytes(b"half")
-    keep = out / "cells" / "c" / "features.npz"
-    keep.write_bytes(b"x")
+    keep = [out / "cells" / "c" / "features.npz", out / ".notes.tmp", out / "cells" / "c" / ".draft.tmp"]
+    for p in keep:  # a user's own dot-files ending in .tmp are not evalkit's to remove
+        p.write_bytes(b"x")
     with RunStore(out):
         pass
-    assert not any(p.exists() for p in litter) and keep.exists()
+    assert not any(p.exists() for p in litter) and all(p.exists() for p in keep)
 
 
 _WRITER = """\

@@ -212,8 +212,11 @@ def test_incompatible_scheduler_lists_the_compatible_samplers(tiny_sd, tmp_path,
     folder = tmp_path / "flow"
     shutil.copytree(tiny_sd, folder)
     FlowMatchEulerDiscreteScheduler().save_pretrained(folder / "scheduler")
+    from evalkit.registry import SAMPLERS
+
+    SAMPLERS.names()  # the built-ins first, then the test's own entry, removed again after the test
     monkeypatch.setitem(
-        samplers._SAMPLERS, "flow_euler", samplers.SamplerDef("flow_euler", "FlowMatchEulerDiscreteScheduler")
+        SAMPLERS._items, "flow_euler", samplers.SamplerDef("flow_euler", "FlowMatchEulerDiscreteScheduler")
     )
     adapter = build_adapter("diffusers", path=str(folder))
     with pytest.raises(

@@ -64,7 +64,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "Metadata-Version: 2.1\nName: evalkit-flat-plugin\nVersion: 1.0\n"
     )
     (site / "evalkit_flat_plugin-1.0.dist-info" / "entry_points.txt").write_text(
-        "[evalkit.generate]\nflat = evalkit_flat_plugin:make\n"
+        "[evalkit.adapters]\nflat = evalkit_flat_plugin:make\n"
     )
     monkeypatch.syspath_prepend(str(site))
     return site

@@ -2,97 +2,37 @@
 
 One argparse tree; each stage package adds its commands with ``register(subparsers)``. Exit codes are
 defined once in :mod:`evalkit.errors`: 0 success; 1 some cells failed (run) or a regression (check);
-2 bad usage, input, configuration or I/O; 130 interrupted.
+2 bad usage, input, configuration, environment or I/O; 130 interrupted (143 terminated). Every error is
+one line on stderr; ``--debug`` adds the traceback. Imports stay light until a command runs, so an
+interrupt at any moment ends with one line, not a library's traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from pathlib import Path
+import traceback
+from typing import NoReturn
 
-import pandas as pd
+from evalkit.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, EvalkitError
 
-from evalkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EvalkitError
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from evalkit.run import distributed
-    from evalkit.run.runner import Runner
-    from evalkit.suite import load_suite
-
-    suite = load_suite(args.suite)
-    out = Path(args.out) if args.out else Path("runs") / suite.name
-    runner = Runner(suite, out, device=args.device, batch_size=args.batch_size, progress=not args.quiet)
-    try:
-        if args.dry_run:
-            return _dry_run(runner) if runner.dist.is_main else EXIT_OK
-        summary = runner.run()
-    except distributed.PeerFailed:
-        return EXIT_FAILED  # rank 0 prints the error
-    finally:
-        distributed.shutdown()
-    if not runner.dist.is_main:  # under torchrun only rank 0 reports
-        return summary.exit_code
-    df = runner.store.results()
-    print(summary_table(df))
-    print(
-        f"\nrun folder: {out}  ({len(summary.done)} cells computed, {len(summary.reused)} reused, "
-        f"{len(summary.failed)} failed)"
-    )
-    for cell_id, err in summary.failed.items():
-        print(
-            f"FAILED {cell_id}: {err}  (traceback in {runner.store.cell_dir(cell_id) / 'cell.json'})", file=sys.stderr
-        )
-    return summary.exit_code
+RESUME_HINT = "finished cells are kept, run the same command again to resume"
 
 
-def _dry_run(runner) -> int:
-    suite = runner.suite
-    total_calls = 0
-    print(f"suite {suite.name}: {len(suite.cells())} cells × {suite.samples} samples, batch {runner.batch_size}")
-    notes, errors = {}, 0
-    for cell in suite.cells():
-        adapter = runner.adapter(cell)
-        try:
-            per = adapter.expected_model_calls(cell.sampler.name, cell.steps, cell.sampler.options)
-        except ValueError as e:  # e.g. a sampler the pipeline's scheduler is not compatible with
-            print(f"  {cell.cell_id:<40} error: {e}")
-            errors += 1
-            continue
-        batches = -(-cell.n // runner.batch_size)
-        calls = per * batches if per is not None else None
-        total_calls += calls or 0
-        print(
-            f"  {cell.cell_id:<40} model calls/sample {per if per is not None else '?':>4}   "
-            f"batched calls {calls if calls is not None else '?'}"
-        )
-        note = getattr(adapter, "dry_run_note", lambda: None)()  # e.g. the weights are not on this machine
-        if note:
-            notes[cell.model.name] = note
-    print(f"total batched model calls (estimate): {total_calls}{' + unknown' if notes else ''}")
-    for model, note in notes.items():
-        print(f"note: model {model}: {note}")
-    return EXIT_USAGE if errors else EXIT_OK
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the command's --help has the rest), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"evalkit: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def summary_table(df: pd.DataFrame) -> str:
-    """FD (or the first quality metric) and seconds per image, sampler × steps, one block per guidance."""
-    if df.empty:
-        return "(no results)"
-    quality = [m for m in ("fd", "kid", "is", "precision") if m in set(df.metric)]
-    shown = quality[:1] + ["s_per_image", "nfe"]
-    blocks = []
-    for metric in shown:
-        sub = df[df.metric == metric]
-        if sub.empty:
-            continue
-        pivot = sub.pivot_table(index=["model", "sampler"], columns=["guidance", "steps"], values="value")
-        blocks.append(
-            f"{metric} (rows: model/sampler; columns: guidance/steps; n={int(sub.n.iloc[0])})\n"
-            + pivot.to_string(float_format=lambda v: f"{v:.4g}")
-        )
-    return "\n\n".join(blocks)
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that the same cleanup runs as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise Terminated()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -120,17 +60,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evalkit", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    r = sub.add_parser("run", help="run a suite (resumes an existing run folder)")
-    r.add_argument("suite", help="suite YAML file, or the name of an embedded suite (e.g. smoke)")
-    r.add_argument("--out", help="run folder (default: runs/<suite name>)")
-    r.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    r.add_argument("--batch-size", type=int, help="override the suite's batch size")
-    r.add_argument("--dry-run", action="store_true", help="print cells, samples and estimated model calls; run nothing")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    r.set_defaults(func=_cmd_run)
+    p = _Parser(prog="evalkit", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     ls = sub.add_parser("list", help="list adapters, samplers, metrics, extractors, suites")
     ls.add_argument("what", nargs="?", choices=["models", "adapters", "samplers", "metrics", "extractors", "suites"])
@@ -140,23 +72,42 @@ def build_parser() -> argparse.ArgumentParser:
     from evalkit.gate import commands as gate_commands
     from evalkit.references import commands as reference_commands
     from evalkit.report import commands as report_commands
+    from evalkit.run import commands as run_commands
     from evalkit.zoo import commands as zoo_commands
 
-    for module in (report_commands, gate_commands, reference_commands, feature_commands, zoo_commands):
+    for module in (run_commands, report_commands, gate_commands, reference_commands, feature_commands, zoo_commands):
         module.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, before or after the command
+    argv = [a for a in argv if a != "--debug"]
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except EvalkitError as e:
-        print(f"evalkit: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _fail(str(e), e.exit_code, debug)
+    except OSError as e:  # I/O outside evalkit's own checks: disk full, permissions, a folder where a file goes
+        where = f" ({e.filename})" if getattr(e, "filename", None) and str(e.filename) not in str(e) else ""
+        return _fail(f"{e}{where}", EXIT_USAGE, debug)
     except KeyboardInterrupt:
-        print("evalkit: interrupted; finished cells are kept, run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(f"interrupted; {RESUME_HINT}", EXIT_INTERRUPTED, debug)
+    except Terminated:
+        return _fail(f"terminated; {RESUME_HINT}", EXIT_TERMINATED, debug)
+    except Exception as e:  # a bug, not the user's input: still one line, with the way to the traceback
+        return _fail(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", 2, debug)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"evalkit: error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message
+    return code
 
 
 if __name__ == "__main__":

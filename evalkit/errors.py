@@ -6,7 +6,7 @@ CLI returns for it; ``cli.main`` has a single ``except EvalkitError``. Exit code
 - 0: success (a check that passed, improvements included)
 - 1: the work ran and found a problem: some cell failed (``run``) or a regression (``check``)
 - 2: bad usage, input, configuration, environment or I/O: nothing was judged
-- 130: interrupted (finished cells are kept; the same command resumes)
+- 130: interrupted, 143: terminated (finished cells are kept; the same command resumes)
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # some cell failed (run) or a regression (check)
 EXIT_USAGE = 2  # bad usage, input, configuration, environment or I/O
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C): finished cells are kept
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 class EvalkitError(Exception):

@@ -91,7 +91,7 @@ class MyUNetAdapter(Adapter):
                 generators=gens,
             )
             nfe = counter.calls * (2 if uncond is not None else 1)  # CFG: cond + uncond in one batched call
-            yield GeneratedBatch(to_uint8(x), idx, counter.calls, nfe)
+            yield GeneratedBatch(to_uint8(x, idx), idx, counter.calls, nfe)
 
 
 def make_adapter(device: str = "cpu", **options: Any) -> Adapter:

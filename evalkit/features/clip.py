@@ -14,6 +14,7 @@ Embeddings are returned as the model gives them (not normalised); metrics normal
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +22,31 @@ import torch
 
 from evalkit.errors import DependencyError
 from evalkit.features.base import register_extractor
-from evalkit.features.weights import resolve_weights
+from evalkit.features.safe_load import library_loader, load_state_dict, mismatch
+from evalkit.features.weights import WeightsNotFoundError, file_sha256, resolve_weights
 
 # (model, tag) → (weights registry entry, open_clip options that the tag would have implied)
 REGISTERED = {("ViT-B-32", "openai"): ("clip-vit-b-32-openai", {"force_quick_gelu": True})}
+
+
+def _weights_source(
+    model: str, pretrained: str | None, weights: str | os.PathLike | None, seed: int
+) -> tuple[str | None, str, bool, dict[str, Any]]:
+    """(open_clip ``pretrained`` argument, weights_id, whether it is a local file, open_clip options)."""
+    if weights is None and pretrained and os.path.isfile(os.path.expanduser(pretrained)):
+        weights, pretrained = os.path.expanduser(pretrained), None  # a file given as the tag: custom weights
+    entry, extra = REGISTERED.get((model, pretrained or ""), (None, {}))
+    if weights is not None or entry is not None:
+        resolved = resolve_weights(entry, weights) if entry else None
+        if resolved is None:  # explicit file for a model evalkit has no registry entry for
+            path = os.fspath(weights)  # type: ignore[arg-type]
+            if not os.path.isfile(path):
+                raise WeightsNotFoundError(f"weights file for clip model {model} not found at the given path {path}")
+            return path, f"custom:{file_sha256(Path(path))}", True, extra
+        return os.fspath(resolved.path), resolved.weights_id, True, extra
+    if pretrained is None:
+        return None, f"random:{seed}", False, extra
+    return pretrained, f"open_clip:{model}/{pretrained}", False, extra
 
 
 class ClipExtractor:
@@ -48,26 +70,17 @@ class ClipExtractor:
         self.name = name
         self.model_name = model
         self.device = torch.device(device)
-        entry, extra = REGISTERED.get((model, pretrained or ""), (None, {}))
-        if weights is not None or entry is not None:
-            resolved = resolve_weights(entry, weights) if entry else None
-            if resolved is None:  # explicit file for a model evalkit has no registry entry for
-                from evalkit.features.weights import file_sha256
-
-                path = os.fspath(weights)
-                self.weights_id = f"custom:{file_sha256(path)}"  # type: ignore[arg-type]
-            else:
-                path, self.weights_id = os.fspath(resolved.path), resolved.weights_id
-            source: str | None = path
-        elif pretrained is None:
-            source, self.weights_id = None, f"random:{seed}"
-        else:
-            source, self.weights_id = pretrained, f"open_clip:{model}/{pretrained}"
-        with torch.random.fork_rng(devices=[]):
+        source, self.weights_id, local, extra = _weights_source(model, pretrained, weights, seed)
+        with torch.random.fork_rng(devices=[]), safe_open_clip_loading():
             torch.manual_seed(seed)  # random init (pretrained=None) is reproducible from the seed
-            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=source, device=self.device, **extra
-            )
+            try:
+                self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+                    model, pretrained=source, device=self.device, **extra
+                )
+            except RuntimeError as err:  # open_clip's strict load_state_dict: the file is another model
+                if not local:
+                    raise
+                raise mismatch(Path(source), f"open_clip model {model}", err) from err
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         self.mode = f"open_clip:{model}"
@@ -87,6 +100,25 @@ class ClipExtractor:
 
     def info(self) -> dict[str, Any]:
         return {"model": self.model_name, "weights_id": self.weights_id}
+
+
+def _open_clip_state_dict(checkpoint_path: str, device: Any = "cpu", weights_only: bool = True) -> dict:
+    """``open_clip.factory.load_state_dict`` without unpickling: the same unwrapping of a checkpoint, but the
+    file is read by :func:`evalkit.features.safe_load.load_state_dict` whatever ``weights_only`` says."""
+    state = load_state_dict(checkpoint_path)
+    for key in ("input_resolution", "context_length", "vocab_size"):  # scalars of OpenAI's TorchScript files
+        state.pop(key, None)
+    if next(iter(state)).startswith("module"):
+        state = {k[7:]: v for k, v in state.items()}
+    return {k: v.to(device) for k, v in state.items()}
+
+
+def safe_open_clip_loading():
+    """Within the block every checkpoint open_clip loads (a ``pretrained`` file, hub or cache download, tower
+    weights) goes through :func:`_open_clip_state_dict`, never ``torch.load`` of a pickle."""
+    import open_clip.factory
+
+    return library_loader(open_clip.factory, "load_state_dict", _open_clip_state_dict)
 
 
 @register_extractor("clip")

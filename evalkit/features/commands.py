@@ -34,29 +34,24 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
 
 
 def _downloaders() -> dict[str, Callable[[], object]]:
-    """Each file through its library's own downloader, into that library's cache."""
-    from evalkit.features.weights import REGISTRY
+    """Each file into its library's cache, downloaded only: nothing is loaded (the torch-hub helpers the
+    libraries use, ``load_state_dict_from_url``, would unpickle the file, or a file planted in the cache)."""
+    from evalkit.features.weights import REGISTRY, _torch_hub_dir
 
     def clean() -> object:
         from cleanfid.downloads_helper import check_download_inception
 
         return check_download_inception(fpath="/tmp")
 
-    def torch_fidelity() -> object:
-        import torch_fidelity.feature_extractor_inceptionv3 as fe
-
-        return fe.load_state_dict_from_url(fe.URL_INCEPTION_V3, progress=True)
-
-    def pytorch_fid() -> object:
-        import pytorch_fid.inception as inc
-
-        return inc.load_state_dict_from_url(inc.FID_WEIGHTS_URL, progress=True)
-
-    def tv(weights_enum: str) -> Callable[[], object]:
+    def hub(name: str) -> Callable[[], object]:
         def fetch() -> object:
-            import torchvision.models as m
+            import torch.hub
 
-            return getattr(m, weights_enum).IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+            entry = REGISTRY[name]
+            target = _torch_hub_dir() / entry.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(entry.url, str(target), hash_prefix=entry.sha256_prefix, progress=True)
+            return target
 
         return fetch
 
@@ -65,15 +60,10 @@ def _downloaders() -> dict[str, Callable[[], object]]:
 
         return download_pretrained_from_url(REGISTRY["clip-vit-b-32-openai"].url)
 
-    return {
-        "inception-clean": clean,
-        "inception-torch-fidelity": torch_fidelity,
-        "inception-pytorch-fid": pytorch_fid,
-        "lpips-alex-backbone": tv("AlexNet_Weights"),
-        "lpips-vgg-backbone": tv("VGG16_Weights"),
-        "lpips-squeeze-backbone": tv("SqueezeNet1_1_Weights"),
-        "clip-vit-b-32-openai": clip_openai,
-    }
+    hub_files = ("inception-torch-fidelity", "inception-pytorch-fid") + tuple(
+        f"lpips-{n}-backbone" for n in ("alex", "vgg", "squeeze")
+    )
+    return {"inception-clean": clean, **{n: hub(n) for n in hub_files}, "clip-vit-b-32-openai": clip_openai}
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:

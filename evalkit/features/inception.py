@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from evalkit.errors import ConfigError, DependencyError
 from evalkit.features.base import register_extractor
+from evalkit.features.safe_load import check_torchscript, library_loader, load_state_dict, mismatch
 from evalkit.features.weights import resolve_weights
 
 MODES = ("clean", "legacy_tensorflow", "legacy_pytorch")
@@ -94,8 +95,13 @@ class InceptionExtractor:
     def _build_clean(self, path: Path) -> None:
         tsmod = _need("cleanfid.inception_torchscript", "clean-fid")
         resize = _need("cleanfid.resize", "clean-fid")
+        check_torchscript(path)  # clean-fid calls torch.jit.load on it: a TorchScript archive, nothing else
         with _as_named(path, CLEANFID_FILENAME) as folder:
-            self.net = tsmod.InceptionV3W(str(folder), download=False, resize_inside=False).to(self.device).eval()
+            try:
+                net = tsmod.InceptionV3W(str(folder), download=False, resize_inside=False)
+            except (RuntimeError, AttributeError) as err:
+                raise mismatch(path, "clean-fid's TorchScript Inception", err) from err
+        self.net = net.to(self.device).eval()
         self._resizer = resize.build_resizer("clean")
         out = getattr(self.net.base, "output", None)
         self._fc_weight = None if out is None else out.weight.detach().float()
@@ -114,26 +120,30 @@ class InceptionExtractor:
     # -- torch-fidelity --------------------------------------------------------------------------
     def _build_tf(self, path: Path) -> None:
         fe = _need("torch_fidelity.feature_extractor_inceptionv3", "torch-fidelity")
-        self.net = fe.FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
-        ).to(self.device)
+        # torch-fidelity unpickles ``feature_extractor_weights_path`` with weights_only=False (a weights file could
+        # run code): read the tensors ourselves and hand them to it through the loader it calls without a path.
+        state = load_state_dict(path)
+        try:
+            with library_loader(fe, "load_state_dict_from_url", lambda *a, **k: state):
+                net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+        except RuntimeError as err:  # load_state_dict: missing / unexpected keys, shape mismatch
+            raise mismatch(path, "torch-fidelity's Inception-v3", err) from err
+        self.net = net.to(self.device)
         self._fc_weight = None  # torch-fidelity returns logits_unbiased itself
 
     # -- pytorch-fid -----------------------------------------------------------------------------
     def _build_pt(self, path: Path) -> None:
         inc = _need("pytorch_fid.inception", "pytorch-fid")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        # pytorch-fid only loads from its release URL via the torch hub cache; hand it our file instead.
-        real = inc.load_state_dict_from_url
-        inc.load_state_dict_from_url = lambda *a, **k: state
+        state = load_state_dict(path)
+        # pytorch-fid only loads from its release URL via the torch hub cache; hand it our tensors instead.
         try:
-            self.net = (
-                inc.InceptionV3([inc.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True)
-                .to(self.device)
-                .eval()
-            )
-        finally:
-            inc.load_state_dict_from_url = real
+            with library_loader(inc, "load_state_dict_from_url", lambda *a, **k: state):
+                net = inc.InceptionV3(
+                    [inc.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True
+                )
+        except RuntimeError as err:
+            raise mismatch(path, "pytorch-fid's Inception-v3", err) from err
+        self.net = net.to(self.device).eval()
         self._fc_weight = state["fc.weight"].float() if "fc.weight" in state else None
         if self._fc_weight is None:
             self.outputs = ("features",)

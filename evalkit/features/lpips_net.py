@@ -14,12 +14,14 @@ The backbone, the scaling layer, the heads and the normalisation are the lpips p
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from evalkit.errors import ConfigError, DependencyError, WeightsError
 from evalkit.features.base import register_extractor
+from evalkit.features.safe_load import load_state_dict, mismatch
 from evalkit.features.weights import resolve_weights
 
 NETS = {"alex": "lpips-alex-backbone", "vgg": "lpips-vgg-backbone", "squeeze": "lpips-squeeze-backbone"}
@@ -28,7 +30,7 @@ NETS = {"alex": "lpips-alex-backbone", "vgg": "lpips-vgg-backbone", "squeeze": "
 def load_backbone_file(model: torch.nn.Module, path: os.PathLike) -> None:
     """Copy a torchvision ``features.*`` state dict (AlexNet / VGG16 / SqueezeNet 1.1) into lpips' slices,
     which hold the same modules under their ``features`` index."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state_dict(path)
     feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     if not feats:
         raise WeightsError(f"{path} is not a torchvision backbone state dict (no 'features.*' keys)")
@@ -38,7 +40,19 @@ def load_backbone_file(model: torch.nn.Module, path: os.PathLike) -> None:
         for idx, layer in block.named_children():
             wanted = layer.state_dict()
             if wanted:
-                layer.load_state_dict({p: feats[f"{idx}.{p}"] for p in wanted})
+                try:
+                    layer.load_state_dict({p: feats[f"{idx}.{p}"] for p in wanted})
+                except (KeyError, RuntimeError) as err:
+                    raise mismatch(Path(path), "this LPIPS backbone (torchvision 'features.*')", err) from err
+
+
+def load_heads(model: torch.nn.Module, net: str) -> None:
+    """The v0.1 linear heads that ship in the lpips wheel, read as plain tensors (``lpips.LPIPS(pretrained=True)``
+    would ``torch.load`` them with the library's default, which an environment variable can turn into unpickling)."""
+    import lpips
+
+    path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    model.load_state_dict(load_state_dict(path), strict=False)  # as lpips does: the heads only
 
 
 class LpipsExtractor:
@@ -68,8 +82,9 @@ class LpipsExtractor:
         with torch.random.fork_rng(devices=[]):
             if random_seed is not None:
                 torch.manual_seed(random_seed)
-            # pnet_rand=True: build the backbone without torchvision's download; weights are loaded below.
-            self.model = lpips.LPIPS(net=net, pnet_rand=True, pretrained=True, verbose=False)
+            # pnet_rand=True: build the backbone without torchvision's download; heads and backbone are loaded below.
+            self.model = lpips.LPIPS(net=net, pnet_rand=True, pretrained=False, verbose=False)
+        load_heads(self.model, net)
         if random_seed is not None and weights is None:
             self.weights_id = f"random:{random_seed}"
         else:

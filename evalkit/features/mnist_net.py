@@ -43,8 +43,13 @@ class MnistNetExtractor:
         from evalkit import zoo
 
         self.device = torch.device(device)
-        self.net = zoo.load_mnist_net(weights).to(self.device).eval()  # verifies sha256s against the card
-        sha = card_sha256(zoo.model_card(weights))
+        try:  # safetensors only (no pickle), each file's sha256 checked against the card first
+            self.net = zoo.load_mnist_net(weights).to(self.device).eval()
+            sha = card_sha256(zoo.model_card(weights))
+        except WeightsError:
+            raise
+        except Exception as err:  # a card that is not JSON, a file that is not safetensors / not this network
+            raise WeightsError(f"cannot load mnist-net weights from {weights}: {type(err).__name__}: {err}") from err
         shipped = card_sha256(zoo.model_card()) if weights is not None else sha
         self.weights_id = sha if sha == shipped else f"custom:{sha}"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,7 @@ import pandas as pd
 
 import evalkit
 from evalkit.errors import ConfigError
+from evalkit.gate.schema import baseline_problems, shown
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.store import RunData, atomic_write_bytes, atomic_write_json, join_features, sha256_bytes, split_features
 from evalkit.suite.identity import protocol_hash, protocol_of
@@ -162,12 +164,18 @@ class Baseline:
 
     @classmethod
     def load(cls, path: str | Path) -> Baseline:
-        """Read a baseline file; every way it can be unusable is a :class:`CheckConfigError` (exit 2)."""
+        """Read a baseline file; every way it can be unusable is a :class:`CheckConfigError` (exit 2):
+        not a file, not JSON, another format, or any field of the wrong type or range
+        (:func:`evalkit.gate.schema.baseline_problems`)."""
         path = Path(path)
+        if path.is_dir():
+            raise CheckConfigError([f"baseline {path} is a directory (expected the baseline JSON file in it)"])
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             raise CheckConfigError([f"baseline {path} does not exist (make one with `evalkit baseline`)"]) from None
+        except OSError as e:
+            raise CheckConfigError([f"baseline {path} cannot be read: {e.strerror or e}"]) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckConfigError([f"baseline {path} is not valid JSON: {e}"]) from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -179,14 +187,15 @@ class Baseline:
                 ]
             )
         doc.pop("format")
-        try:
-            entries = [BaselineEntry.from_json(e) for e in doc.pop("entries")]
-            return cls(**doc, entries=entries, path=path)
-        except (TypeError, KeyError, ValueError, AttributeError) as e:
-            raise CheckConfigError([f"baseline {path} is malformed: {type(e).__name__}: {e}"]) from None
+        problems = baseline_problems(doc)
+        if problems:
+            raise CheckConfigError(shown([f"baseline {path} is malformed: {p}" for p in problems]))
+        entries = [BaselineEntry.from_json(e) for e in doc.pop("entries")]
+        return cls(**doc, entries=entries, path=path)
 
     def features(self) -> dict[str, np.ndarray] | None:
-        """The sidecar's arrays (checksum verified), or None when the baseline has no sidecar."""
+        """The sidecar's arrays (checksum verified; a plain npz of numeric arrays, never pickles), or None
+        when the baseline has no sidecar."""
         if self._features is None and self.features_file and self.path is not None:
             p = self.path.parent / self.features_file
             if not p.is_file():
@@ -194,8 +203,7 @@ class Baseline:
             data = p.read_bytes()
             if sha256_bytes(data) != self.features_sha256:
                 raise CheckConfigError([f"baseline features {p} do not match their sha256 in {self.path}"])
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                self._features = {k: z[k] for k in z.files}
+            self._features = _plain_npz(p, data)
         return self._features
 
     def cell_features(self, cell: str) -> dict[str, dict[str, np.ndarray]]:
@@ -205,6 +213,20 @@ class Baseline:
     def reference_features(self, extractor: str) -> dict[str, np.ndarray] | None:
         """The sidecar's reference features of one extractor, ``{output: array}``, or None."""
         return _under(self.features() or {}, f"reference/{extractor}/") or None
+
+
+def _plain_npz(path: Path, data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of an npz holding only numeric/bool arrays; anything else (a pickle, object arrays, a bare
+    .npy, not a zip at all) is a :class:`CheckConfigError`."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+        raise CheckConfigError([f"baseline features {path} are not a plain npz of arrays: {e}"]) from None
+    odd = sorted(k for k, a in arrays.items() if a.dtype.kind not in "biuf")
+    if odd:
+        raise CheckConfigError([f"baseline features {path}: arrays that are not numbers: {', '.join(odd[:5])}"])
+    return arrays
 
 
 def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -9,18 +9,73 @@ Exit codes of ``check``: 0 pass (improvements included), 1 regression (or a cell
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import math
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from evalkit.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EvalkitError
+from evalkit.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, EvalkitError
 from evalkit.gate.baseline import Baseline, CheckConfigError, Tolerance, build_baseline, effective_k
 from evalkit.gate.compare import DEFAULT_RESAMPLES, CheckReport, compare, config_problems
-from evalkit.gate.render import config_error_markdown, junit_config_error, junit_xml, markdown_report, publish
+from evalkit.gate.render import (
+    config_error_markdown,
+    junit_config_error,
+    junit_xml,
+    markdown_report,
+    md_text,
+    publish,
+)
 from evalkit.store import read_run
+
+
+# -- arguments, checked before any work ------------------------------------------------------------
+def option_problems(*, k: float | None, n_resamples: int, confidence: float) -> list[str]:
+    """What is wrong with check's numeric options (empty: nothing)."""
+    problems = []
+    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
+        problems.append(f"--confidence {confidence}: must be between 0 and 1 (exclusive), e.g. 0.95")
+    if not isinstance(n_resamples, int) or n_resamples < 1:
+        problems.append(f"--bootstrap {n_resamples}: must be at least 1")
+    if k is not None and not (math.isfinite(k) and k > 0):
+        problems.append(f"--k {k}: must be a finite number > 0")
+    return problems
+
+
+def unwritable(path: str | Path) -> str | None:
+    """Why ``path`` cannot be written (None: it can). Probes by opening it for appending — the only test that
+    holds for root, read-only mounts and paths under a file — and removes a file it had to create."""
+    p = Path(path)
+    if p.is_dir():
+        return "is a directory"
+    blocking = next((a for a in p.parents if a.exists() and not a.is_dir()), None)
+    if blocking is not None:
+        return f"{blocking} is not a directory"
+    existed = p.exists()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "a"):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    if not existed:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return None
+
+
+def output_problems(junit: str | None, markdown: str | None) -> list[str]:
+    """The output files asked for (and ``$GITHUB_STEP_SUMMARY``) that cannot be written."""
+    outputs = [
+        ("--junit", junit),
+        ("--markdown", markdown),
+        ("GITHUB_STEP_SUMMARY", os.environ.get("GITHUB_STEP_SUMMARY")),
+    ]
+    return [f"{flag} {path}: cannot be written ({why})" for flag, path in outputs if path and (why := unwritable(path))]
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -54,6 +109,9 @@ def run_check(
     A suite runs in a fresh temporary folder unless ``out`` is given (then finished cells are reused:
     only do that when the model cannot have changed in between). Raises :class:`CheckConfigError`.
     """
+    bad = option_problems(k=k, n_resamples=n_resamples, confidence=confidence)
+    if bad:
+        raise CheckConfigError(bad)
     baseline = Baseline.load(baseline_path)
     judge = {"k": k, "allow_other_seed": seed is not None, "n_resamples": n_resamples, "confidence": confidence}
     if is_run_folder(target):
@@ -111,6 +169,10 @@ def make_baseline(
 # -- commands ---------------------------------------------------------------------------------------
 def _cmd_check(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    bad = option_problems(k=args.k, n_resamples=args.bootstrap, confidence=args.confidence)
+    bad += output_problems(args.junit, args.markdown)
+    if bad:  # before any work, and one line: the outputs may be what cannot be written
+        raise ConfigError("; ".join(bad))
     try:
         report = run_check(
             args.target,
@@ -124,16 +186,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
             confidence=args.confidence,
             progress=not args.quiet,
         )
-    except EvalkitError as e:  # nothing was judged: say why in every output CI reads
-        if e.exit_code != EXIT_USAGE:
-            raise
-        problems = getattr(e, "problems", None) or [str(e)]
-        md = config_error_markdown(problems, args.baseline)
-        print(md, file=sys.stderr)
-        publish(
-            md, junit=junit_config_error(problems, args.baseline), junit_path=args.junit, markdown_path=args.markdown
-        )
-        return EXIT_USAGE
+    except EvalkitError as e:  # nothing was judged: say why in every output CI reads, one line on stderr
+        if e.exit_code == EXIT_USAGE:
+            problems = getattr(e, "problems", None) or [str(e)]
+            md = config_error_markdown(problems, args.baseline)
+            junit = junit_config_error(problems, args.baseline)
+            publish(md, junit=junit, junit_path=args.junit, markdown_path=args.markdown)
+        raise
     md = markdown_report(report)
     print(md)
     publish(
@@ -148,9 +207,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    if args.seeds < 2:
-        print("evalkit baseline: --seeds must be at least 2 (noise is measured across seed sets)", file=sys.stderr)
-        return EXIT_USAGE
+    bad = ["--seeds must be at least 2 (noise is measured across seed sets)"] if args.seeds < 2 else []
+    bad += [
+        f"--{n} {v}: must be a finite non-negative number"
+        for n in ("k", "rel", "abs")
+        if not math.isfinite(v := getattr(args, n)) or v < 0
+    ]
+    if bad:
+        raise ConfigError("; ".join(bad))
     try:
         b = make_baseline(
             args.suite,
@@ -164,15 +228,16 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     except CheckConfigError as e:
-        print("evalkit baseline: " + "\n  ".join(["cannot make a baseline:", *e.problems]), file=sys.stderr)
-        return EXIT_USAGE
+        raise ConfigError("cannot make a baseline: " + "; ".join(e.problems)) from None
     print(
         f"| cell | metric | value (seed {b.seed}) | mean | σ over {len(b.seeds)} seed sets | sampling σ |\n"
         "|---|---|---:|---:|---:|---:|"
     )
     for e in b.entries:
         sampling = f"{e.sigma_sampling:.3g}" if e.sigma_sampling else ""
-        print(f"| {e.cell} | {e.metric} | {e.value:.4g} | {e.mean:.4g} | {e.sigma:.3g} | {sampling} |")
+        print(
+            f"| {md_text(e.cell)} | {md_text(e.metric)} | {e.value:.4g} | {e.mean:.4g} | {e.sigma:.3g} | {sampling} |"
+        )
     k_eff = effective_k(args.k, len(b.seeds))
     print(
         f"\ntolerance: k={args.k:g} → k_eff={k_eff:.2f}σ with {len(b.seeds)} seed sets"

@@ -39,6 +39,7 @@ from evalkit.gate.baseline import (
     metric_specs,
     quality_values,
 )
+from evalkit.gate.integrity import check_lengths, integrity_problems
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.metrics.resampling import bootstrap_indices, metric_replicates, percentile_interval
 from evalkit.metrics.threads import single_thread_blas
@@ -126,7 +127,8 @@ def is_paired(baseline: Baseline, seed: int, n: int) -> bool:
 # -- compatibility ----------------------------------------------------------------------------------
 def compatibility_problems(baseline: Baseline, run: RunData, *, allow_other_seed: bool = False) -> list[str]:
     """Every reason the run cannot be judged against the baseline (empty list: it can)."""
-    problems = config_problems(baseline, run.config, allow_other_seed=allow_other_seed)
+    problems = integrity_problems(run)
+    problems += config_problems(baseline, run.config, allow_other_seed=allow_other_seed)
     for ex, info in baseline.extractors.items():
         got = run.manifest.get("extractors", {}).get(ex)
         if got is not None and got.get("weights_id") != info.get("weights_id"):
@@ -212,6 +214,8 @@ def paired_intervals(
             todo = [e for e in baseline.entries if e.cell == cell and e.metric_def == mdef and e.extractor == ex]
             if not todo:
                 continue
+            check_lengths(cell, {ex: new_all.get(ex, {})}, run.n, f"run {run.root}")
+            check_lengths(cell, {ex: old_all.get(ex, {})}, baseline.n, f"baseline {baseline.path}")
             arms = [
                 MetricInputs(
                     gen=feats.get(ex, {}),

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from evalkit.errors import RunError
+
 
 @dataclass
 class GenerationRequest:
@@ -58,6 +60,27 @@ class Adapter(ABC):
 
     def close(self) -> None:
         """Free memory held by the model."""
+
+
+class GenerationError(RunError):
+    """A model produced unusable images (NaN/Inf, e.g. from a guidance scale that overflows): the cell fails."""
+
+
+def check_finite(images: torch.Tensor | np.ndarray, indices: np.ndarray | None = None) -> None:
+    """Raise :class:`GenerationError` naming the samples whose images hold NaN or Inf. Call it on the model's
+    float output before converting to uint8 (a clamp would turn NaN into black pixels that metrics score)."""
+    x = torch.as_tensor(images)
+    if not x.is_floating_point() or x.numel() == 0:
+        return
+    bad = (~torch.isfinite(x.detach())).reshape(x.shape[0], -1).any(1).cpu().numpy()
+    if bad.any():
+        where = np.flatnonzero(bad)
+        samples = np.asarray(indices)[where] if indices is not None else where
+        listed = ", ".join(str(int(i)) for i in samples[:20]) + (", ..." if len(samples) > 20 else "")
+        raise GenerationError(
+            f"the model produced NaN/Inf pixels in {len(samples)} of {len(bad)} images (samples {listed}); "
+            "lower the guidance scale or check the model (a NaN image would be scored as black)"
+        )
 
 
 def batched(indices: np.ndarray, batch_size: int) -> Iterator[slice]:

@@ -10,7 +10,10 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+
+from evalkit.generate.adapter import check_finite
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -69,7 +72,11 @@ def sample(
     return x
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float images → uint8 (B, 3, H, W), rounding (not truncating); gray is repeated to RGB."""
+def to_uint8(x: torch.Tensor, indices: np.ndarray | None = None) -> torch.Tensor:
+    """[-1, 1] float images → uint8 (B, 3, H, W), rounding (not truncating); gray is repeated to RGB.
+
+    NaN/Inf is a :class:`~evalkit.generate.adapter.GenerationError` naming the samples (``indices``, else the
+    positions in the batch): clamping would turn it into black pixels that every metric would score."""
+    check_finite(x, indices)
     img = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return img.repeat(1, 3, 1, 1) if img.shape[1] == 1 else img

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from evalkit.errors import ConfigError
-from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched
+from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched, check_finite
 from evalkit.generate.denoise import sample, to_uint8
 from evalkit.generate.samplers import available_samplers, get_sampler, make_scheduler, model_calls_per_sample
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
@@ -350,6 +350,7 @@ class DiffusersAdapter(Adapter):
             kwargs["negative_prompt"] = [self.negative_prompt] * len(prompts)
         out = pipe(**kwargs).images
         arr = torch.from_numpy(np.asarray(out, dtype=np.float32)).permute(0, 3, 1, 2)
+        check_finite(arr, request.indices[sl])  # before the clamp, which would make NaN black
         img = (arr.clamp(0, 1) * 255).round().to(torch.uint8)
         return img.repeat(1, 3, 1, 1) if img.shape[1] == 1 else img
 
@@ -382,7 +383,7 @@ class DiffusersAdapter(Adapter):
         vae = getattr(self.pipeline, "vae", None)
         if vae is not None:
             x = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample
-        return to_uint8(x.float()).cpu()
+        return to_uint8(x.float(), request.indices[sl]).cpu()
 
     def close(self) -> None:
         self.pipeline = self.denoiser = self.counter = None

@@ -7,13 +7,20 @@ decides how to walk it. Schedulers stay apart from models, as in diffusers.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import diffusers
 
+from evalkit.errors import ConfigError
 from evalkit.registry import SAMPLERS
+from evalkit.suite.options import check_names, check_values, keyword_parameters
+
+# ``step()`` parameters that are not options: evalkit passes the generators; the rest are tensors or plumbing.
+_NOT_STEP_OPTIONS = ("model_output", "timestep", "sample", "generator", "variance_noise", "return_dict")
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,47 @@ class SamplerDef:
     batch_invariant: bool = True  # per-sample noise only; False where the library seeds per batch
     requires: tuple[str, ...] = ()  # extra modules the scheduler imports
     description: str = ""
+
+    def scheduler_class(self) -> type:
+        cls = getattr(diffusers, self.scheduler, None)
+        if not isinstance(cls, type):
+            raise ConfigError(f"sampler {self.name!r}: diffusers has no scheduler class {self.scheduler!r}")
+        return cls
+
+    def option_parameters(self) -> dict[str, inspect.Parameter] | None:
+        """What a suite's ``samplers[].options`` may set: the scheduler's ``__init__`` parameters (its config
+        keys) and the options its ``step()`` takes (DDIM's ``eta``, Euler's ``s_churn``, ...). None for a
+        scheduler whose ``__init__`` takes ``**kwargs``: its options cannot be listed, so they are not checked."""
+        return _option_parameters(self.scheduler_class())
+
+    def option_names(self) -> list[str]:
+        return sorted(self.option_parameters() or {})
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse (:class:`~evalkit.suite.options.OptionError`) an option the scheduler does not take, with a
+        did-you-mean, or a value whose type differs from the parameter's default (``eta: abc``)."""
+        if not options:
+            return
+        params = self.option_parameters()
+        if params is None:
+            return
+        owner = f"sampler {self.name} ({self.scheduler})"
+        check_names(options, params, owner)
+        check_values(options, params, owner)
+
+
+@functools.cache
+def _option_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
+    init = keyword_parameters(cls.__init__)
+    if init is None:
+        return None
+    step = keyword_parameters(cls.step, exclude=_NOT_STEP_OPTIONS) or {}
+    step = {k: p for k, p in step.items() if p.default is not inspect.Parameter.empty}
+    return {**step, **init}
+
+
+def _step_option_names(cls: type) -> set[str]:
+    return set(_option_parameters(cls) or {}) - set(keyword_parameters(cls.__init__) or {})
 
 
 def register_sampler(defn: SamplerDef) -> SamplerDef:
@@ -85,9 +133,28 @@ def make_scheduler(name: str, base_config: dict[str, Any], options: dict[str, An
     for module in defn.requires:
         if importlib.util.find_spec(module) is None:
             raise ImportError(f"sampler {name!r} needs the package {module!r}: pip install {module}")
-    cls = getattr(diffusers, defn.scheduler)
+    cls = defn.scheduler_class()
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
-    return cls.from_config(config, **{**defn.options, **(options or {})})
+    merged = {**defn.options, **(options or {})}
+    step_names = _step_option_names(cls)
+    scheduler = cls.from_config(config, **{k: v for k, v in merged.items() if k not in step_names})
+    step_options = {k: v for k, v in merged.items() if k in step_names}
+    if step_options:
+        _bind_step_options(scheduler, step_options)
+    return scheduler
+
+
+def _bind_step_options(scheduler: Any, fixed: dict[str, Any]) -> None:
+    """Make every ``scheduler.step`` call use ``fixed`` (e.g. DDIM's ``eta``), in evalkit's loop and in a
+    pipeline's own loop alike (a pipeline passes its own ``eta=0.0``: the sampler's value wins). ``from_config``
+    would silently drop these: they are ``step()`` arguments, not config keys."""
+    step = scheduler.step
+
+    @functools.wraps(step)
+    def step_with_options(*args: Any, **kwargs: Any) -> Any:
+        return step(*args, **{**kwargs, **fixed})
+
+    scheduler.step = step_with_options
 
 
 def model_calls_per_sample(

@@ -81,7 +81,7 @@ class ZooMnistAdapter(Adapter):
                     guidance=request.guidance,
                     generators=gens,
                 )
-            yield GeneratedBatch(to_uint8(x), idx, counter.calls, counter.calls * (2 if cfg else 1))
+            yield GeneratedBatch(to_uint8(x, idx), idx, counter.calls, counter.calls * (2 if cfg else 1))
 
 
 class NoiseAdapter(Adapter):

@@ -47,6 +47,9 @@ class MetricDef:
     compute: Callable[[MetricInputs], dict[str, MetricValue]]
     default_extractor: str | None = None
     description: str = ""
+    # The options a suite may set (``metrics[].options``): name → meaning. Suite validation refuses any other name,
+    # with a did-you-mean. None (a plugin that declares none) leaves its options unchecked; {} takes no options.
+    options: dict[str, str] | None = None
     # For rows that are means of independent per-generated-sample terms (precision, density): those terms,
     # so that a row's sampling noise follows from one run (var/n) instead of only from K seed sets.
     per_sample: Callable[[MetricInputs], dict[str, np.ndarray]] | None = None

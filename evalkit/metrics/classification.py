@@ -44,6 +44,7 @@ register_metric(
         needs_reference=False,
         higher_is_better={"class_acc": True},
         compute=compute_class_acc,
+        options={},
         description="fraction of class-conditional samples a classifier assigns to the requested class (Wilson 95% CI)",
     )
 )

@@ -52,6 +52,10 @@ register_metric(
         needs_reference=False,
         higher_is_better={"clip_score": True},
         compute=compute_clip_score,
+        options={
+            "bootstrap": "bootstrap resamples for the CI (0: none; default 1000)",
+            "confidence": "CI level (default 0.95)",
+        },
         default_extractor="clip",
         description="CLIP score as torchmetrics CLIPScore: mean of 100·cos(image, text), clamped at 0; bootstrap CI.",
     )

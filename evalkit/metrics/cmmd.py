@@ -42,6 +42,10 @@ register_metric(
         needs_reference=True,
         higher_is_better={"cmmd": False},
         compute=compute_cmmd,
+        options={
+            "read": "which extractor output to read (default image_embeds)",
+            "sigma": "RBF kernel bandwidth (default 10)",
+        },
         default_extractor="clip",
         description="CMMD: MMD² with RBF σ=10 on L2-normalised CLIP image embeddings, ×1000 "
         "(reference code's estimator).",

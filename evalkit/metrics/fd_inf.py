@@ -56,6 +56,11 @@ register_metric(
         needs_reference=True,
         higher_is_better={"fd_inf": False},
         compute=compute_fd_inf,
+        options={
+            "read": "which extractor output to read (default features)",
+            "min_n": "smallest subset size (default N/5)",
+            "points": "number of subset sizes (default 15)",
+        },
         description="FD∞ (Chong & Forsyth 2020): FD over 15 subset sizes, linear fit in 1/N, value at 1/N=0.",
     )
 )

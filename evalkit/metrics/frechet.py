@@ -388,6 +388,12 @@ register_metric(
         needs_reference=True,
         higher_is_better={"fd": False},
         compute=compute_fd,
+        options={
+            "read": "which extractor output to read (default features)",
+            "bootstrap": "bootstrap resamples for the CI (0: none)",
+            "bootstrap_seed": "seed of the resamples (default: the cell seed)",
+            "confidence": "CI level (default 0.95)",
+        },
         description="Fréchet distance of Gaussian fits (FID on Inception pool3); float64 eigenvalue form; "
         "bootstrap CI over generated samples.",
     )

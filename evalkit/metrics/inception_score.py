@@ -58,6 +58,11 @@ register_metric(
         needs_reference=False,
         higher_is_better={"is": True},
         compute=compute_is,
+        options={
+            "read": "which extractor output to read (default logits)",
+            "splits": "number of splits (default 10)",
+            "is_seed": "seed of the shuffle (default: the cell seed)",
+        },
         description="Inception Score: 10 seeded-shuffle splits, float64 (torch-fidelity convention); "
         "value = mean, std = std over splits. Bounded by the number of classes. The shuffle uses the "
         "cell's seed (default 0), torch-fidelity's rng_seed=2020: for its default numbers set "

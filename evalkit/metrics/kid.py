@@ -106,6 +106,12 @@ register_metric(
         needs_reference=True,
         higher_is_better={"kid": False},
         compute=compute_kid,
+        options={
+            "read": "which extractor output to read (default features)",
+            "subsets": "number of subsets (default 100)",
+            "subset_size": "samples per subset (default 1000)",
+            "kid_seed": "seed of the subset draws (default: the cell seed)",
+        },
         description="Kernel Inception Distance: unbiased MMD², cubic polynomial kernel, 100 subsets of ≤1000 "
         "(torch-fidelity convention); value = mean, std = std over subsets. Subsets are drawn with the "
         "cell's seed (default 0), torch-fidelity's with rng_seed=2020: for its default numbers set "

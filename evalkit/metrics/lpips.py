@@ -97,6 +97,12 @@ register_metric(
         needs_reference=False,
         higher_is_better={"lpips_diversity": True},
         compute=compute_lpips_diversity,
+        options={
+            "read": "which extractor output to read (default lpips)",
+            "max_per_condition": "samples used per condition (default 32)",
+            "bootstrap": "bootstrap resamples for the CI (0: none; default 1000)",
+            "confidence": "CI level (default 0.95)",
+        },
         default_extractor="lpips-alex",
         description="Mean pairwise LPIPS among samples of one condition (diversity), averaged over conditions.",
     )
@@ -107,6 +113,11 @@ register_metric(
         needs_reference=True,
         higher_is_better={"lpips_paired": False},
         compute=compute_lpips_paired,
+        options={
+            "read": "which extractor output to read (default lpips)",
+            "bootstrap": "bootstrap resamples for the CI (0: none; default 1000)",
+            "confidence": "CI level (default 0.95)",
+        },
         default_extractor="lpips-alex",
         description="LPIPS between generated sample i and reference image i (image-to-image suites).",
     )

@@ -125,6 +125,7 @@ register_metric(
         needs_reference=True,
         higher_is_better={"precision": True, "recall": True, "density": True, "coverage": True},
         compute=compute_pr,
+        options={"read": "which extractor output to read (default features)", "k": "nearest neighbour k (default 3)"},
         description="Precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020), k=3 nearest neighbours.",
         per_sample=per_sample_pr,
         replicates=pr_replicates,

@@ -157,6 +157,23 @@ def _legend(fig: Figure, axes: list[Axes]) -> None:
         )
 
 
+def _plain_text(fig: Figure) -> None:
+    """Titles, axis labels, point labels and legend entries drawn as plain text: they hold user data (sampler
+    labels, model and run names, metric names), and matplotlib would parse ``$...$`` in them as mathtext (an
+    unbalanced ``$\\foo{$`` raised ValueError and stopped the report) or hand them to LaTeX under
+    ``text.usetex``. Tick labels keep their formatters' mathtext (e.g. log-axis powers)."""
+    texts = []
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]  # the plots set centre titles only
+        if ax.get_legend() is not None:
+            texts += [*ax.get_legend().get_texts(), ax.get_legend().get_title()]
+    for legend in fig.legends:
+        texts += [*legend.get_texts(), legend.get_title()]
+    for text in texts + [*fig.texts]:
+        text.set_parse_math(False)
+        text.set_usetex(False)
+
+
 def _g(v: float) -> str:
     return f"{v:g}"
 
@@ -202,6 +219,7 @@ def pareto_plot(cells: pd.DataFrame, metric: str, cost: str = "s_per_image") -> 
         ax.grid(alpha=0.3)
         data["panels"][title] = panel
     _legend(fig, axes)
+    _plain_text(fig)
     return Plot(fig, data)
 
 
@@ -240,6 +258,7 @@ def guidance_plot(cells: pd.DataFrame, quality: str, other: str) -> Plot | None:
         ax.grid(alpha=0.3)
         data["panels"][title] = panel
     _legend(fig, axes)
+    _plain_text(fig)
     return Plot(fig, data)
 
 
@@ -282,6 +301,7 @@ def steps_plot(cells: pd.DataFrame, metrics: list[str]) -> Plot | None:
         ax.grid(alpha=0.3)
         data["panels"][label(metric)] = panel
     _legend(fig, axes)
+    _plain_text(fig)
     return Plot(fig, data)
 
 
@@ -323,6 +343,7 @@ def throughput_plot(cells: pd.DataFrame) -> Plot | None:
         ax.grid(alpha=0.3, axis="y")
         data["panels"][title] = panel
     _legend(fig, axes)
+    _plain_text(fig)
     return Plot(fig, data)
 
 

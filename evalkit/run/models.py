@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from evalkit.errors import StoreError
+from evalkit.errors import ConfigError, StoreError
 from evalkit.generate import Adapter, build_adapter
 from evalkit.suite import Cell
 
@@ -49,7 +49,10 @@ class ModelCache:
             for other in list(self._adapters):
                 self.info[other] = self._adapters[other].info()  # some adapters fill info in lazily
                 self._adapters.pop(other).close()
-            self._adapters[key] = build_adapter(cell.model.adapter, device=self.device, **cell.model.options)
+            try:
+                self._adapters[key] = build_adapter(cell.model.adapter, device=self.device, **cell.model.options)
+            except TypeError as e:  # an option the adapter's factory does not take
+                raise ConfigError(f"model {key!r} (adapter {cell.model.adapter!r}): {e}") from e
             self._warmed = {w for w in self._warmed if w[0] != key}  # a fresh model warms up again
             self.on_build(key, self._adapters[key].info())
         return self._adapters[key]

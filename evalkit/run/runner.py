@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import evalkit
-from evalkit.errors import EXIT_FAILED, EXIT_OK, RunError
+from evalkit.errors import EXIT_FAILED, EXIT_OK, RunError, StoreError
 from evalkit.features.base import Extractor, build_extractor
 from evalkit.generate import Adapter, GenerationRequest
 from evalkit.references import open_reference, reference_features
@@ -136,7 +136,7 @@ class Runner:
                 try:
                     self.run_cell(cell)
                     summary.done.append(cell.cell_id)
-                except (KeyboardInterrupt, SystemExit, ModelChangedError):
+                except (KeyboardInterrupt, SystemExit, StoreError):  # the run folder itself failed
                     raise
                 except Exception as e:  # one broken cell must not lose the others
                     if not main:
@@ -205,7 +205,7 @@ class Runner:
                 "environment": env,
                 "batch_size": self.batch_size,
                 "world_size": self.dist.world_size,
-                "cells": [c.describe() for c in cells],
+                "cells": [{**c.describe(), "cell_hash": self.suite.cell_hash(c)} for c in cells],
                 "models": {**old.get("models", {}), **self.models.all_info()},
                 "reference": self._reference_info or old.get("reference"),
                 "extractors": {n: {"weights_id": e.weights_id, "mode": e.mode} for n, e in self._extractors.items()}

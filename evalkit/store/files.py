@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from evalkit.errors import StoreError
+
 TMP_PREFIX = ".evalkit-"  # only files named .evalkit-*.tmp are ever removed as a killed writer's leftovers
 
 
@@ -41,8 +43,17 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would h
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``. An I/O failure (disk full,
+    permissions, a file where a folder goes) is a :class:`StoreError` naming the path; the old file stays."""
     path = Path(path)
+    try:
+        _write_replace(path, data)
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {e.strerror or e}; nothing already written was lost") from e
+    _fsync_dir(path.parent)
+
+
+def _write_replace(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -56,7 +67,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -13,6 +13,7 @@ Layout::
                                        the same K across cells, so reports can line cells up
     RUN/cells/<cell_id>/rows.json      the cell's result rows
     RUN/conditions.npz                 the class label / prompt of every sample index (+ .sha256)
+    RUN/results.stamp.json             the config hash and cell checksums the export was made from (last)
     RUN/results.parquet, results.csv   all rows, tidy (one row per cell × metric): an export; readers
                                        derive results from the cells (:mod:`evalkit.store.reader`)
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import os
 import warnings
@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from evalkit.errors import StoreError
+from evalkit.store.export import write_export
 from evalkit.store.files import (
     TMP_PREFIX,
     atomic_write_bytes,
@@ -65,8 +66,11 @@ class RunStore:
 
     # -- locking ---------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a file named like the folder, a path under a file, a read-only place
+            raise StoreError(f"cannot use {self.root} as a run folder: {e.strerror or e}; choose another --out") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -250,16 +254,20 @@ class RunStore:
         return tidy_frame(rows)
 
     def write_results(self, df: pd.DataFrame) -> None:
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        atomic_write_bytes(self.root / "results.parquet", buf.getvalue())
-        atomic_write_bytes(self.root / "results.csv", df.to_csv(index=False).encode())
+        """The export (results.parquet, results.csv) stamped with the config hash and the cells it was made from."""
+        write_export(self, df)
 
     def results(self) -> pd.DataFrame:
         """The tidy results table (from results.parquet, else assembled from the cells)."""
         path = self.root / "results.parquet"
         if path.is_file():
-            return pd.read_parquet(path)
+            try:
+                return pd.read_parquet(path)
+            except Exception as e:  # pyarrow raises its own types for a truncated or foreign file
+                raise StoreError(
+                    f"{path} is not a readable results table ({type(e).__name__}); run the suite "
+                    "again into this folder to rewrite it"
+                ) from None
         return self.collect_rows()
 
 

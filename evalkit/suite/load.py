@@ -1,14 +1,58 @@
-"""Find and read suite files: a path, or a suite shipped with evalkit (``smoke``); YAML → :class:`Suite`."""
+"""Find and read suite files: a path, or a suite shipped with evalkit (``smoke``); YAML → :class:`Suite`.
+
+Suites are read with :class:`SuiteLoader`, PyYAML's safe loader (no Python objects) made strict: a key given
+twice in one mapping is an error (YAML would keep the last silently), and aliases (``*name``) are refused
+before anything is built: a few hundred bytes of nested aliases expand to billions of values ("billion
+laughs"), which validation, hashing or recording would then walk. Both errors name the line.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from evalkit.suite.spec import Suite
 from evalkit.suite.validate import SuiteError, parse_suite
+
+
+class SuiteLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases and duplicate keys (a ``yaml.MarkedYAMLError`` naming the line)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"alias *{event.anchor} refused: suite files may not use YAML anchors and aliases "
+                "(they can expand exponentially); write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first at line {first.start_mark.line + 1}): "
+                        "each key may appear once in a mapping",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
 
 
 def resolve_suite_path(name_or_path: str | Path) -> Path:
@@ -40,7 +84,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     except OSError as e:
         raise SuiteError(path, "file", f"cannot read the suite file: {e.strerror or e}") from None
     try:
-        raw = yaml.safe_load(text)  # safe_load only: a suite can never construct Python objects
+        raw = yaml.load(text, Loader=SuiteLoader)  # a safe loader: a suite can never construct Python objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"

@@ -8,11 +8,13 @@ a :class:`SuiteError`, so the CLI prints it and exits 2 without a traceback.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ConfigError
 from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, SAMPLERS, is_callable_ref
+from evalkit.suite.options import OptionError, check_adapter_options, check_metric_options, check_sampler_options, shown
 from evalkit.suite.spec import THROUGHPUT, Cell, MetricSpec, ModelSpec, SamplerSpec, Suite
 
 _TOP_KEYS = {
@@ -45,6 +47,8 @@ LIMITS = {
     "seed": 2**63 - 1,
     "reference.samples": 100_000_000,
 }
+# Values in one options mapping (they are hashed and recorded): bounds the work a huge or self-sharing value costs.
+MAX_OPTION_VALUES = 100_000
 
 
 class SuiteError(ConfigError):
@@ -230,30 +234,43 @@ class _Validator:
             raise self.fail(f, f"unknown value {x!r}; expected one of: {', '.join(allowed)}")
         return x
 
-    def options(self, f: str, x: Any) -> dict[str, Any]:
+    def options(self, f: str, x: Any, check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """An options mapping of plain data, checked by ``check`` (the receiver's names and types) when given."""
         if x is None:
-            return {}
+            x = {}
         if not isinstance(x, dict) or not all(isinstance(k, str) for k in x):
             raise self.fail(f, f"expected a mapping of option names to values; got {_kind(x)}")
+        budget = [MAX_OPTION_VALUES]
         for k, val in x.items():
-            self.plain_value(f"{f}.{k}", val)
+            self.plain_value(f"{f}.{shown(k)}", val, budget=budget)
+        if check is not None and x:
+            try:
+                check(x)
+            except OptionError as e:
+                raise self.fail(f"{f}.{shown(e.option)}", str(e)) from None
+            except ConfigError as e:
+                raise self.fail(f, str(e)) from None
         return dict(x)
 
-    def plain_value(self, f: str, x: Any, depth: int = 0) -> None:
+    def plain_value(self, f: str, x: Any, depth: int = 0, budget: list[int] | None = None) -> None:
         """Option values are plain data (they are hashed and recorded as JSON): no dates, bytes, sets."""
         if depth > 20:
             raise self.fail(f, "expected plain data; nested too deeply")
+        if budget is not None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise self.fail(f, f"expected plain data of at most {MAX_OPTION_VALUES} values in one options mapping")
         if x is None or isinstance(x, (str, bool, int, float)):
             return
         if isinstance(x, list):
             for i, item in enumerate(x):
-                self.plain_value(f"{f}[{i}]", item, depth + 1)
+                self.plain_value(f"{f}[{i}]", item, depth + 1, budget)
             return
         if isinstance(x, dict):
             for k, item in x.items():
                 if not isinstance(k, str):
                     raise self.fail(f, f"expected string keys; got {_kind(k)}")
-                self.plain_value(f"{f}.{k}", item, depth + 1)
+                self.plain_value(f"{f}.{shown(k)}", item, depth + 1, budget)
             return
         raise self.fail(f, f"expected a string, number, boolean, list or mapping; got {_kind(x)}")
 
@@ -268,7 +285,8 @@ class _Validator:
                 f"unknown adapter {adapter!r}; expected one of: {', '.join(adapters)} or a 'module:function' callable",
             )
         name = self.string(f"{f}.name", x.get("name", adapter))
-        return ModelSpec(name=name, adapter=adapter, options=self.options(f"{f}.options", x.get("options")))
+        options = self.options(f"{f}.options", x.get("options"), lambda o: check_adapter_options(adapter, o, adapters))
+        return ModelSpec(name=name, adapter=adapter, options=options)
 
     def sampler(self, f: str, x: Any, samplers: list[str]) -> SamplerSpec:
         if isinstance(x, str):
@@ -276,19 +294,22 @@ class _Validator:
         x = self.mapping(f, x, {"name": "", "options": "", "label": ""})
         name = self.choice(f"{f}.name", x.get("name"), samplers)
         label = self.string(f"{f}.label", x.get("label", name))
-        return SamplerSpec(name, label, self.options(f"{f}.options", x.get("options")))
+        return SamplerSpec(
+            name, label, self.options(f"{f}.options", x.get("options"), lambda o: check_sampler_options(name, o))
+        )
 
     def metric(self, f: str, x: Any, metrics: list[str], extractors: list[str], default_ex: str | None) -> MetricSpec:
         if isinstance(x, str):
             x = {"name": x}
         x = self.mapping(f, x, {"name": "", "extractor": "", "options": ""})
         name = self.choice(f"{f}.name", x.get("name"), metrics)
+        options = self.options(f"{f}.options", x.get("options"), lambda o: check_metric_options(name, o))
         if name == THROUGHPUT:
-            return MetricSpec(name, None, self.options(f"{f}.options", x.get("options")))
+            return MetricSpec(name, None, options)
         ex = x.get("extractor", default_ex or METRICS.get(name).default_extractor)
         if ex is not None:
             ex = self.choice(f"{f}.extractor", ex, extractors)
-        return MetricSpec(name, ex, self.options(f"{f}.options", x.get("options")))
+        return MetricSpec(name, ex, options)
 
     def reference(self, x: Any) -> dict[str, Any] | None:
         if x is None:

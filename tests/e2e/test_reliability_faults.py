@@ -171,3 +171,89 @@ def test_generated_images_are_streamed_not_accumulated(batches, tmp_path):
     assert LIVE["batches"] == batches + 1  # + the one-sample warm-up call
     # the batch being made, the one the runner still holds, and at most one more; never all of them
     assert LIVE["max_alive"] <= 3, f"{LIVE['max_alive']} of {batches} batches alive at once"
+
+
+# -- NaN from the model itself (issue 15) ------------------------------------------------------------------
+
+
+def test_nan_images_from_the_zoo_model_fail_the_cell_naming_the_samples(tmp_path, capsys):
+    """guidance 1e30 overflows the zoo model's sampling loop to NaN pixels from the second step on (one step gives
+    huge but finite values); they used to be clamped to black and scored (exit 0, FD ~2500). The shared loop's
+    conversion refuses them: the cell fails naming its samples, the run exits 1."""
+    p = tmp_path / "nan.yaml"
+    p.write_text(
+        textwrap.dedent("""\
+        name: nan
+        models: [{name: mnist, adapter: zoo}]
+        samplers: [ddim]
+        steps: [2]
+        guidance: [1.0, 1.0e+30]
+        samples: 4
+        batch_size: 4
+        conditions: {classes: 10}
+        reference: {dataset: mnist-heldout, samples: 20}
+        extractor: mnist-net
+        metrics: [fd]
+        grid_samples: 4
+    """)
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(p), "--out", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    store = RunStore(out)
+    assert store.read_cell("mnist__ddim__s2__g1")["status"] == "done"  # guidance 1 is fine
+    bad = next(c for c in store.iter_cells() if c["cell_id"] != "mnist__ddim__s2__g1")
+    assert bad["status"] == "failed"
+    assert "GenerationError" in bad["error"] and "NaN/Inf pixels in 4 of 4 images (samples 0, 1, 2, 3)" in bad["error"]
+    assert f"FAILED {bad['cell_id']}" in err
+    df = pd.read_parquet(out / "results.parquet")
+    assert set(df.guidance) == {1.0}  # no number for the NaN cell
+
+
+def _diffusers_test_module():
+    """tests/generate/test_adapter_diffusers.py, for its tiny random Stable-Diffusion pipeline fixture."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "generate" / "test_adapter_diffusers.py"
+    spec = importlib.util.spec_from_file_location("_evalkit_tiny_diffusers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny_sd = _diffusers_test_module().tiny_sd  # a pytest fixture: the pipeline folder, built once for this module
+
+
+def _nan_request(n: int, *, labels=None, prompts=None):
+    from evalkit.generate import GenerationRequest
+
+    return GenerationRequest(
+        indices=np.arange(5, 5 + n), seed=7, sampler="ddim", steps=2, guidance=1e30, batch_size=n,
+        labels=labels, prompts=prompts,
+    )  # fmt: skip
+
+
+def test_nan_images_from_diffusers_pipelines_are_refused_naming_the_samples(tiny_sd, tmp_path):
+    """Both diffusers paths: a text-to-image pipeline's own loop (output_type "np") and evalkit's shared loop
+    for a class-conditional pipeline (the zoo UNet saved as a DDPMPipeline)."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    from evalkit import zoo
+    from evalkit.errors import RunError
+    from evalkit.generate import build_adapter
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only spin on a shared machine
+    try:
+        t2i = build_adapter("diffusers", path=str(tiny_sd))
+        with pytest.raises(RunError, match=r"NaN/Inf pixels in 3 of 3 images \(samples 5, 6, 7\)") as err:
+            list(t2i.generate(_nan_request(3, prompts=["a red bus", "a cat", "a bowl"])))
+        assert type(err.value).__name__ == "GenerationError"
+        unet, schedule = zoo.load_mnist_unet(trained=True)
+        DDPMPipeline(unet=unet, scheduler=DDPMScheduler.from_config(schedule)).save_pretrained(tmp_path / "mnist")
+        cc = build_adapter("diffusers", path=str(tmp_path / "mnist"), null_class=zoo.NULL_CLASS)
+        with pytest.raises(RunError, match=r"NaN/Inf pixels in 2 of 2 images \(samples 5, 6\)"):
+            list(cc.generate(_nan_request(2, labels=np.array([3, 4]))))
+    finally:
+        torch.set_num_threads(threads)

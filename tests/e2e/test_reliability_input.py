@@ -1,14 +1,19 @@
 """Bad input (issue 7): fuzzed suites give only SuiteError (CLI: exit 2 and a message, no traceback);
 image folders with non-images or corrupt files give a count of skipped files and a warning, or an
-error with ``strict: true``."""
+error with ``strict: true``. Issue 15: alias bombs, duplicate keys and misspelled option names are
+SuiteErrors naming the line or the field."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import io
 import json
+import signal
+import string
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from hypothesis import strategies as st
 
 from evalkit.cli import main
 from evalkit.references import ReferenceSetError, open_reference
+from evalkit.registry import ADAPTERS, METRICS, SAMPLERS
 from evalkit.suite import Suite, SuiteError, load_suite, parse_suite
 from evalkit.suite.validate import _TOP_KEYS
 
@@ -210,6 +216,141 @@ def test_cli_run_on_bad_suite_exits_2_with_a_message(text, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"evalkit: error: {p}: ") and "Traceback" not in err
         assert not (Path(d) / "run").exists()
+
+
+# -- issue 15: aliases, duplicate keys, misspelled option names ---------------------------------------------
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """A TimeoutError instead of a hung test run (an expanded bomb walks 9**9 values)."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@st.composite
+def alias_bombs(draw):
+    """A suite whose text nests aliases ``levels`` deep, ``width`` wide, at the top level or inside options."""
+    levels, width = draw(st.integers(1, 9)), draw(st.integers(2, 9))
+    chain = [f"b0: &b0 [{', '.join(['lol'] * width)}]"]
+    chain += [f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * width)}]" for i in range(1, levels)]
+    chain.append(f"last: *b{levels - 1}")
+    where = draw(st.sampled_from(["top", "model", "sampler", "metric"]))
+    head = "name: bomb\nsteps: [2]\nsamples: 4\n"
+    model, sampler, metric = "models: [{name: m, adapter: noise}]\n", "samplers: [ddim]\n", "metrics: [throughput]\n"
+    nested = "".join(f"      {line}\n" for line in chain)
+    if where == "top":
+        return head + "".join(f"{line}\n" for line in chain) + model + sampler + metric
+    if where == "model":
+        return head + "models:\n  - name: m\n    adapter: noise\n    options:\n" + nested + sampler + metric
+    if where == "sampler":
+        return head + model + "samplers:\n  - name: ddim\n    options:\n" + nested + metric
+    return head + model + sampler + "metrics:\n  - name: throughput\n    options:\n" + nested
+
+
+@settings(max_examples=40, deadline=None)
+@given(alias_bombs())
+def test_alias_bombs_are_refused_at_once(text):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "s.yaml"
+        p.write_text(text)
+        t0 = time.perf_counter()
+        with _deadline(10), pytest.raises(SuiteError) as e:
+            load_suite(p)
+        assert time.perf_counter() - t0 < 1.0
+    assert e.value.field == "yaml" and "alias *b" in e.value.message and "refused" in e.value.message
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    key=st.sampled_from(sorted(BASE)),
+    value=st.one_of(st.none(), st.booleans(), st.integers(), st.text(string.ascii_letters, max_size=6)),
+    nested=st.booleans(),
+)
+def test_duplicate_keys_are_errors_naming_key_and_lines(key, value, nested):
+    base = yaml.safe_dump(BASE, sort_keys=False, default_flow_style=False)
+    lines = base.splitlines()
+    if nested:  # a key repeated inside the first model's options
+        at = lines.index("    resolution: 32")
+        lines.insert(at + 1, f"    resolution: {json.dumps(value)}")
+        key, first, line = "resolution", at + 1, at + 2
+    else:
+        first = lines.index(next(x for x in lines if x.startswith(f"{key}:"))) + 1
+        lines.append(f"{key}: {json.dumps(value)}")
+        line = len(lines)
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "s.yaml"
+        p.write_text("\n".join(lines) + "\n")
+        with pytest.raises(SuiteError) as e:
+            load_suite(p)
+    assert e.value.field == "yaml"
+    assert f"at line {line}," in e.value.message and f"duplicate key {key!r} (first at line {first})" in e.value.message
+
+
+def _accepted_options(kind: str, name: str) -> list[str]:
+    if kind == "samplers":
+        return SAMPLERS.get(name).option_names()
+    if kind == "metrics":
+        return sorted(METRICS.get(name).options)
+    import inspect
+
+    return sorted(p for p in inspect.signature(ADAPTERS.get(name)).parameters if p != "device")
+
+
+RECEIVERS = [
+    ("samplers", "dpmpp_2m"),
+    ("samplers", "ddim"),
+    ("samplers", "euler"),
+    ("metrics", "kid"),
+    ("metrics", "fd"),
+    ("metrics", "pr"),
+    ("models", "noise"),
+    ("models", "zoo"),
+]
+
+
+@st.composite
+def misspelled_options(draw):
+    """A real option name of a sampler, metric or adapter with one character replaced, deleted, inserted or two
+    swapped; returns (doc, field, the real name)."""
+    kind, name = draw(st.sampled_from(RECEIVERS))
+    accepted = _accepted_options(kind, name)
+    real = draw(st.sampled_from(accepted))
+    i = draw(st.integers(0, len(real) - 1))
+    c = draw(st.sampled_from(string.ascii_lowercase + string.digits + "_"))
+    how = draw(st.sampled_from(["replace", "delete", "insert", "swap"]))
+    typo = {
+        "replace": real[:i] + c + real[i + 1 :],
+        "delete": real[:i] + real[i + 1 :],
+        "insert": real[:i] + c + real[i:],
+        "swap": real[:i] + real[i + 1 : i + 2] + real[i : i + 1] + real[i + 2 :],
+    }[how]
+    assume(typo and typo not in accepted)
+    doc = copy.deepcopy(BASE)
+    entry = {"name": name, "options": {typo: draw(st.one_of(st.integers(), st.booleans(), st.text(max_size=4)))}}
+    if kind == "models":
+        entry["adapter"] = entry.pop("name")
+    doc[kind] = [entry]
+    return doc, f"{kind}[0].options.{typo}", real
+
+
+@settings(max_examples=150, deadline=None)
+@given(misspelled_options())
+def test_misspelled_option_names_are_suite_errors_naming_the_field(case):
+    doc, field, real = case
+    with pytest.raises(SuiteError) as e:
+        parse_suite(doc, file="fuzz.yaml")
+    assert e.value.field == field and "unknown option" in e.value.message
+    assert repr(real) in e.value.message or f" {real}," in e.value.message or e.value.message.endswith(f" {real}")
 
 
 def test_binary_and_unreadable_suite_files_are_suite_errors(tmp_path):

@@ -69,3 +69,22 @@ def test_lines_of_two_runs_are_told_apart(cells, tmp_path_factory):
     lines = pareto_plot(both, "fd", "nfe").data["panels"]["guidance 1"]["lines"]
     assert set(lines) == {f"{run} / {s}" for run in ("synthetic-20250101T000000Z", "worse") for s in SAMPLERS}
     assert lines["worse / heun"]["y"] == pytest.approx([fd_value("heun", s, 1.0) + 5 for s in STEPS])
+
+
+def test_user_labels_are_drawn_as_plain_text_not_mathtext(tmp_path, monkeypatch, capsys):
+    """A sampler label like ``$\\foo{$`` is user data: it used to be parsed as mathtext and stopped the report."""
+    import test_report_data
+
+    from evalkit.cli import main
+    from evalkit.report.plots import figure_bytes
+
+    evil = r"$\foo{$"
+    monkeypatch.setattr(test_report_data, "SAMPLERS", {**SAMPLERS, evil: (40.0, 1)})
+    run = test_report_data.make_run(tmp_path / "run", failed=False)
+    cells = cell_table(load_results(run))
+    plots = [pareto_plot(cells, "fd", "nfe"), guidance_plot(cells, "fd", "is"), steps_plot(cells, ["fd", "kid"])]
+    for plot in [*plots, throughput_plot(cells)]:
+        assert figure_bytes(plot.figure, "png")[:4] == b"\x89PNG" and b"<svg" in figure_bytes(plot.figure, "svg")
+        legend = [t.get_text() for t in plot.figure.legends[0].get_texts()]
+        assert any(evil in t for t in legend), legend
+    assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gate_fixtures import good  # noqa: F401  (a fixture)
 
 from evalkit.cli import main
 from evalkit.gate.baseline import CheckConfigError

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from gate_fixtures import good  # noqa: F401  (a fixture)
 from test_check import suite, write_run
 
 from evalkit.cli import main

@@ -1,4 +1,4 @@
-"""Fixtures shared by the gate tests."""
+"""Fixtures shared by the gate tests (imported by name: a second conftest.py would shadow tests/conftest.py)."""
 
 from __future__ import annotations
 

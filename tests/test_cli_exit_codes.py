@@ -137,3 +137,11 @@ def test_an_interrupt_in_the_first_moments_is_one_line(sig, code, places):
         pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == code, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_report_into_an_existing_folder_is_one_line_exit_2(places, capsys, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(["run", places["suite"], "--out", str(out), "-q"], capsys)[0] == 0
+    code, err = run_cli(["report", str(out), "-o", places["dir"]], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert places["dir"] in err

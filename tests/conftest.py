@@ -8,7 +8,9 @@ one file into evalkit (explicit weights path) and into the reference library (it
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a failed hub lookup otherwise retries for 30-50 s
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -160,3 +162,19 @@ def random_inception(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
 def rel_diff(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-30)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail with TimeoutError (instead of hanging the test run) when the block takes longer than ``seconds``."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

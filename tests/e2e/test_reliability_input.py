@@ -5,12 +5,10 @@ SuiteErrors naming the line or the field."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime
 import io
 import json
-import signal
 import string
 import tempfile
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import deadline as _deadline
 from conftest import smooth_images, write_pngs
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -219,22 +218,6 @@ def test_cli_run_on_bad_suite_exits_2_with_a_message(text, capsys):
 
 
 # -- issue 15: aliases, duplicate keys, misspelled option names ---------------------------------------------
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float):
-    """A TimeoutError instead of a hung test run (an expanded bomb walks 9**9 values)."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"took longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @st.composite

@@ -4,13 +4,12 @@ milliseconds with exit 2 naming the file and line, instead of expanding to 9⁹ 
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from conftest import deadline
 
 from evalkit.cli import main
 from evalkit.suite import SuiteError, load_suite, parse_suite
@@ -31,22 +30,6 @@ def options_bomb(levels: int = 9) -> str:
     """The bomb inside a model's options: the first alias is on line 7."""
     body = "".join(f"      {line}\n" for line in bomb_lines(levels))
     return "name: bomb\nmodels:\n  - name: m\n    adapter: noise\n    options:\n" + body + TAIL
-
-
-@contextlib.contextmanager
-def deadline(seconds: float):
-    """Fail (instead of hanging the test run) when the block takes longer than ``seconds``."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"took longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def load_error(tmp_path: Path, text: str) -> SuiteError:

@@ -11,6 +11,6 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()):
     sys.path.pop(0)
 
-from evalkit.cli import main
+from evalkit.cli import entry
 
-sys.exit(main())
+entry()

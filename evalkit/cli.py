@@ -10,6 +10,7 @@ interrupt at any moment ends with one line, not a library's traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -110,5 +111,42 @@ def _fail(message: str, code: int, debug: bool) -> int:
     return code
 
 
+def entry() -> NoReturn:
+    """The console script and ``python -m evalkit``: :func:`main`, made safe against an interrupt at any moment.
+
+    A signal that lands inside torch's C++ import can abort the process (SIGABRT), and one raised inside code
+    run by ``exec`` (dataclasses does that) makes CPython 3.11 end with SIGINT even after ``main`` handled it.
+    So torch is imported first with SIGINT/SIGTERM deferred, and an interrupted command leaves by ``os._exit``
+    with its exit code once its one line is written (its files were closed while the exception unwound)."""
+    code = _import_torch_deferring_signals()
+    if code is None:
+        code = main()
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _import_torch_deferring_signals() -> int | None:
+    caught: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        import torch  # noqa: F401  (the slow C++ import, while a signal only sets a flag)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if not caught:
+        return None
+    terminated = caught[0] == signal.SIGTERM
+    return _fail(
+        f"{'terminated' if terminated else 'interrupted'}; {RESUME_HINT}",
+        EXIT_TERMINATED if terminated else EXIT_INTERRUPTED,
+        False,
+    )
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -45,3 +45,11 @@ def flat2d(x: np.ndarray) -> np.ndarray:
     """(N, ...) → (N, D) float64."""
     x = np.asarray(x)
     return x.reshape(x.shape[0], -1).astype(np.float64, copy=False)
+
+
+def gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance (ddof=1) in float64."""
+    x = flat2d(x)
+    if x.shape[0] < 2:
+        raise ValueError(f"a covariance needs at least 2 samples, got {x.shape[0]}")
+    return x.mean(axis=0), np.cov(x, rowvar=False)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evalkit.metrics._common import MU_SUFFIX, SIGMA_SUFFIX, flat2d, gen_array, option
+from evalkit.metrics._common import MU_SUFFIX, SIGMA_SUFFIX, flat2d, gaussian_stats, gen_array, option
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.resampling import bootstrap_indices, percentile_interval
 from evalkit.metrics.threads import single_thread_blas_when_oversubscribed
@@ -48,14 +48,6 @@ from evalkit.metrics.threads import single_thread_blas_when_oversubscribed
 # (a 2048-d eigendecomposition costs seconds on a CPU); ask with options {"bootstrap": N} otherwise.
 AUTO_BOOTSTRAP_MAX_DIM = 512
 DEFAULT_BOOTSTRAP = 100
-
-
-def gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased covariance (ddof=1) in float64."""
-    x = flat2d(x)
-    if x.shape[0] < 2:
-        raise ValueError(f"a covariance needs at least 2 samples, got {x.shape[0]}")
-    return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:

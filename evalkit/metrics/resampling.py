@@ -122,13 +122,15 @@ def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) ->
         fast = defn.replicates(inputs, idx)
         if fast is not None:
             return fast
+    from evalkit.metrics._common import gaussian_stats
     from evalkit.metrics.base import MetricInputs
 
     opts = {**inputs.options, **REPLICATE_OPTIONS.get(defn.name, {})}
     ref = inputs.ref
     key = opts.get("read", "features")
     if defn.name == "fd" and ref is not None and key in ref:
-        ref = _gaussian_reference(ref[key], key)
+        mu, sigma = gaussian_stats(ref[key])  # fitted once for all replicates
+        ref = {f"{key}.mu": mu, f"{key}.sigma": sigma}
     out: dict[str, list[float]] = {}
     for ix in idx:
         one = MetricInputs(
@@ -142,12 +144,3 @@ def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) ->
         for row, val in defn.compute(one).items():
             out.setdefault(row, []).append(val.value)
     return {row: np.asarray(v) for row, v in out.items()}
-
-
-def _gaussian_reference(x: np.ndarray, key: str) -> dict[str, np.ndarray]:
-    """FD's reference as its Gaussian fit (``key.mu``/``key.sigma``), fitted once for all replicates: the same
-    float64 mean and ddof=1 covariance as :func:`evalkit.metrics.frechet.gaussian_stats` (not imported from
-    there: frechet imports this module)."""
-    x = np.asarray(x)
-    x = x.reshape(x.shape[0], -1).astype(np.float64, copy=False)
-    return {f"{key}.mu": x.mean(axis=0), f"{key}.sigma": np.cov(x, rowvar=False)}

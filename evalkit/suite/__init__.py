@@ -5,7 +5,7 @@
 
 from evalkit.suite.conditions import Conditions, expand_conditions
 from evalkit.suite.load import embedded_suites, load_suite, resolve_suite_path
-from evalkit.suite.spec import THROUGHPUT, Cell, MetricSpec, ModelSpec, SamplerSpec, Suite
+from evalkit.suite.spec import THROUGHPUT, Cell, MetricSpec, ModelSpec, SamplerSpec, Suite, TimingSpec
 from evalkit.suite.validate import LIMITS, SuiteError, parse_suite
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Identity hashes: of a suite's config, of one cell's inputs, and of the evaluation protocol.
 
-- ``config_hash``: everything that changes the numbers (not the description, batch size or file);
+- ``config_hash``: everything that changes the quality numbers (not the description, batch size, timing or file);
 - ``cell_hash``: what one finished cell depends on; a stored cell is reused only if it matches;
 - ``protocol_hash``: what defines a measurement for the gate — samplers, steps, guidance, samples,
   conditions, reference, metrics/extractors and the model *names* — but not the model's adapter or
@@ -22,7 +22,7 @@ def _digest(obj: Any) -> str:
 
 def config_hash(config: dict[str, Any]) -> str:
     cfg = dict(config)
-    for k in ("description", "batch_size"):
+    for k in ("description", "batch_size", "timing"):
         cfg.pop(k, None)
     return _digest(cfg)
 
@@ -47,7 +47,7 @@ def protocol_of(config: dict[str, Any]) -> dict[str, Any]:
     never changes a number (description, batch size, grid size, suite name, source file).
     """
     cfg = copy.deepcopy(config)
-    for key in ("description", "batch_size", "grid_samples", "file", "name", "seed"):
+    for key in ("description", "batch_size", "grid_samples", "file", "name", "seed", "timing"):
         cfg.pop(key, None)
     cfg["models"] = [{"name": m["name"]} for m in cfg.get("models", [])]
     return cfg

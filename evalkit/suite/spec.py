@@ -32,6 +32,17 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class TimingSpec:
+    """How cost is measured (suite field ``timing``): ``repeats`` timed batches of a fixed size (≥ 3: median and
+    spread), ``warmup`` untimed batches first, ``threads`` for torch on the CPU (None: torch's default).
+    Changes timings only, never a quality number, so it is not part of any identity hash."""
+
+    repeats: int = 3
+    warmup: int = 1
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
 class Cell:
     """One point of the grid: a model × sampler × steps × guidance, with its samples and seed."""
 
@@ -71,6 +82,7 @@ class Suite:
     seed: int = 0
     description: str = ""
     grid_samples: int = 32
+    timing: TimingSpec = field(default_factory=TimingSpec)
     file: str | None = None
 
     def cells(self) -> list[Cell]:
@@ -85,6 +97,8 @@ class Suite:
     def to_config(self) -> dict[str, Any]:
         cfg = asdict(self)
         cfg.pop("file")
+        if self.timing == TimingSpec():
+            cfg.pop("timing")  # a new field at its default leaves old configs' hashes unchanged
         return cfg
 
     def config_hash(self) -> str:

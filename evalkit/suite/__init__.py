@@ -18,6 +18,7 @@ __all__ = [
     "SamplerSpec",
     "Suite",
     "SuiteError",
+    "TimingSpec",
     "embedded_suites",
     "expand_conditions",
     "load_suite",

@@ -4,7 +4,8 @@ One argparse tree; each stage package adds its commands with ``register(subparse
 defined once in :mod:`evalkit.errors`: 0 success; 1 some cells failed (run) or a regression (check);
 2 bad usage, input, configuration, environment or I/O; 130 interrupted (143 terminated). Every error is
 one line on stderr; ``--debug`` adds the traceback. Imports stay light until a command runs, so an
-interrupt at any moment ends with one line, not a library's traceback.
+interrupt at any moment ends with one line, not a library's traceback, and ``evalkit --help``, a usage error
+and ``evalkit list`` import no torch, pandas, scipy or diffusers (``tests/test_startup.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import NoReturn
 
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list adapters, samplers, metrics, extractors, suites")
     ls.add_argument("what", nargs="?", choices=["models", "adapters", "samplers", "metrics", "extractors", "suites"])
-    ls.set_defaults(func=_cmd_list)
+    ls.set_defaults(func=_cmd_list, needs_torch=False)
 
     from evalkit.features import commands as feature_commands
     from evalkit.gate import commands as gate_commands
@@ -87,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)  # --help and usage errors leave here, before any heavy import
+        if _needs_torch(args):
+            interrupted = _import_torch_deferring_signals()
+            if interrupted is not None:
+                return interrupted
         return int(args.func(args) or 0)
     except EvalkitError as e:
         return _fail(str(e), e.exit_code, debug)
@@ -104,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _needs_torch(args: argparse.Namespace) -> bool:
+    """Whether the command imports torch: yes unless its parser says otherwise with ``set_defaults(needs_torch=False)``
+    or a predicate of the parsed arguments (``needs_torch=lambda args: not args.dry_run``)."""
+    needs = getattr(args, "needs_torch", True)
+    return bool(needs(args) if callable(needs) else needs)
+
+
 def _fail(message: str, code: int, debug: bool) -> int:
     if debug:
         traceback.print_exc()
@@ -114,13 +127,10 @@ def _fail(message: str, code: int, debug: bool) -> int:
 def entry() -> NoReturn:
     """The console script and ``python -m evalkit``: :func:`main`, made safe against an interrupt at any moment.
 
-    A signal that lands inside torch's C++ import can abort the process (SIGABRT), and one raised inside code
-    run by ``exec`` (dataclasses does that) makes CPython 3.11 end with SIGINT even after ``main`` handled it.
-    So torch is imported first with SIGINT/SIGTERM deferred, and an interrupted command leaves by ``os._exit``
-    with its exit code once its one line is written (its files were closed while the exception unwound)."""
-    code = _import_torch_deferring_signals()
-    if code is None:
-        code = main()
+    A signal raised inside code run by ``exec`` (dataclasses does that) makes CPython 3.11 end with SIGINT even
+    after ``main`` handled it, so an interrupted command leaves by ``os._exit`` with its exit code once its one
+    line is written (its files were closed while the exception unwound)."""
+    code = main()
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         sys.stdout.flush()
         sys.stderr.flush()
@@ -129,6 +139,11 @@ def entry() -> NoReturn:
 
 
 def _import_torch_deferring_signals() -> int | None:
+    """Import torch (once) with SIGINT/SIGTERM deferred: a signal that lands inside torch's C++ import can abort
+    the process (SIGABRT). Done before a command that needs torch runs (not for ``--help``, a usage error, or a
+    command registered with ``needs_torch=False``, such as ``list``). The exit code if a signal came meanwhile."""
+    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
+        return None  # already imported (or not ours to guard: signal handlers belong to the main thread)
     caught: list[int] = []
     previous = {
         s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)

@@ -3,7 +3,10 @@
 A :class:`Registry` finds a part by name in three places, in this order:
 
 1. the built-ins, registered by importing the kind's own package (imported lazily, on first lookup, so
-   ``import evalkit`` stays light and a lower layer can list names without importing an upper one);
+   ``import evalkit`` stays light and a lower layer can list names without importing an upper one). A
+   package may :meth:`~Registry.declare` a built-in by name and module instead: the name is listed at once,
+   and the module (with its torch and the like) is imported only when the part is looked up; importing it
+   registers the part in the declaration's place;
 2. installed plugins, under the entry-point group ``evalkit.<kind>s`` (``evalkit.adapters``,
    ``evalkit.samplers``, ``evalkit.metrics``, ``evalkit.extractors``);
 3. where the kind allows it, a ``module:attr`` reference to any importable object.
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from evalkit.errors import ConfigError, UnknownNameError
+from evalkit.errors import ConfigError, DependencyError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -27,6 +30,18 @@ def is_callable_ref(text: str) -> bool:
     """``package.module:attr`` with identifiers only."""
     mod, sep, attr = text.partition(":")
     return bool(sep) and all(part.isidentifier() for part in mod.split(".")) and attr.isidentifier()
+
+
+class _Declared:
+    """A built-in known by name whose module registers it when imported (see :meth:`Registry.declare`)."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: str):
+        self.module = module
+
+    def __repr__(self) -> str:
+        return f"<declared, registered by importing {self.module}>"
 
 
 class Registry(Generic[T]):
@@ -44,10 +59,33 @@ class Registry(Generic[T]):
         """``reg.register("name", obj)``, or as a decorator ``@reg.register("name")``."""
         if obj is None:
             return lambda o: self.register(name, o)
-        if name in self._items and self._items[name] is not obj:
+        held = self._items.get(name)
+        if held is not None and held is not obj and not _replaces(held, obj):
             raise ConfigError(f"{self.kind} {name!r} is registered twice")
         self._items[name] = obj
         return obj
+
+    def declare(self, name: str, module: str) -> None:
+        """List built-in ``name`` now; import ``module`` (which registers it) only when the part is looked up.
+
+        Only a part defined in ``module`` itself takes the declaration's place: anything else registered under
+        the name is a second registration, an error as always."""
+        if name in self._items:
+            raise ConfigError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = _Declared(module)  # type: ignore[assignment]
+
+    def _resolve(self, name: str) -> T:
+        held = self._items[name]
+        if not isinstance(held, _Declared):
+            return held
+        try:
+            importlib.import_module(held.module)  # registers the part in the declaration's place
+        except ImportError as e:
+            raise DependencyError(f"{self.kind} {name!r}: cannot import {held.module}: {e}") from e
+        part = self._items.get(name)
+        if part is None or isinstance(part, _Declared):
+            raise ConfigError(f"{self.kind} {name!r} is declared in {held.module}, which does not register it")
+        return part
 
     def _load_builtins(self) -> None:
         if not self._loading:
@@ -69,7 +107,7 @@ class Registry(Generic[T]):
         """The part named ``name``; a :class:`ConfigError` listing the known names otherwise."""
         self._load_builtins()
         if name in self._items:
-            return self._items[name]
+            return self._resolve(name)
         plugins = self._plugins()
         if name in plugins:
             return self.register(name, plugins[name].load())
@@ -81,6 +119,11 @@ class Registry(Generic[T]):
                 raise ConfigError(f"{self.kind} {name!r}: cannot import {attr!r} from module {module!r}: {e}") from None
         refs = " or a 'module:function' callable" if self._allow_refs else ""
         raise UnknownNameError(f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}{refs}")
+
+
+def _replaces(declared: Any, obj: Any) -> bool:
+    """``obj`` is the part a declaration promised: defined in the declared module."""
+    return isinstance(declared, _Declared) and getattr(obj, "__module__", None) == declared.module
 
 
 Factory = Callable[..., Any]

@@ -1,25 +1,45 @@
-"""Built-in extractors. Importing this package registers them (see :mod:`evalkit.features.base`).
+"""Built-in extractors. Importing this package declares them by name (see :meth:`evalkit.registry.Registry.declare`).
 
-Each module registers a factory by name and imports its heavy library (clean-fid, torch-fidelity,
-pytorch-fid, open_clip, lpips) only when the extractor is built, so ``import evalkit.features`` works
-without them and a missing library gives a clear error naming the package to install.
+``evalkit list`` and suite validation see the names without importing torch; the module behind a name is
+imported when the extractor is looked up (``build_extractor``), and it registers the factory itself (see
+:mod:`evalkit.features.base`). Each module imports its heavy library (clean-fid, torch-fidelity, pytorch-fid,
+open_clip, lpips) only when the extractor is built, so a missing library gives a clear error naming the
+package to install. The names below are the ones each module registers (``tests/test_startup.py`` checks).
 """
 
+from __future__ import annotations
+
 import importlib
-import warnings
+from typing import Any
 
-from evalkit.features.base import (  # noqa: F401
-    Extractor,
-    available_extractors,
-    build_extractor,
-    register_extractor,
-)
+from evalkit.registry import EXTRACTORS
 
-_BUILTIN = ("mnist_net", "inception", "clip", "lpips_net")
+BUILTIN: dict[str, tuple[str, ...]] = {
+    "mnist_net": ("mnist-net",),
+    "inception": ("inception", "inception-clean", "inception-legacy_tensorflow", "inception-legacy_pytorch"),
+    "clip": ("clip",),
+    "lpips_net": ("lpips-alex", "lpips-vgg", "lpips-squeeze"),
+}
+for _module, _names in BUILTIN.items():
+    for _name in _names:
+        EXTRACTORS.declare(_name, f"evalkit.features.{_module}")
 
-for _mod in _BUILTIN:
-    try:
-        importlib.import_module(f"evalkit.features.{_mod}")
-    except ModuleNotFoundError as _err:  # a module not written yet, or a missing optional dependency
-        if _err.name != f"evalkit.features.{_mod}":
-            warnings.warn(f"extractor module evalkit.features.{_mod} unavailable: {_err}", stacklevel=2)
+_EXPORTS = {  # from evalkit.features.base, which imports torch: loaded on first use
+    "Extractor": "base",
+    "available_extractors": "base",
+    "build_extractor": "base",
+    "register_extractor": "base",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'evalkit.features' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"evalkit.features.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

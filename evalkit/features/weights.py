@@ -246,6 +246,34 @@ def resolve_weights(name: str, explicit: str | os.PathLike | None = None) -> Res
     raise WeightsNotFoundError(missing_message(entry, searched))
 
 
+# The registry entry each built-in extractor loads when a suite builds it (no options: its default weights).
+# Kept equal to the extractors' own tables (inception.WEIGHTS_ENTRY, lpips_net.NETS, clip.REGISTERED) by a test.
+EXTRACTOR_WEIGHTS = {
+    "clip": "clip-vit-b-32-openai",
+    "inception": "inception-clean",
+    "inception-clean": "inception-clean",
+    "inception-legacy_tensorflow": "inception-torch-fidelity",
+    "inception-legacy_pytorch": "inception-pytorch-fid",
+    "lpips-alex": "lpips-alex-backbone",
+    "lpips-vgg": "lpips-vgg-backbone",
+    "lpips-squeeze": "lpips-squeeze-backbone",
+}
+
+
+def check_extractor_weights(extractor: str) -> list[str]:
+    """Check only, before a run: the problem (missing, mismatched, untrusted) with the weights file that
+    extractor ``extractor`` will load, found as :func:`resolve_weights` finds it, without building a network.
+    [] when the file is there and matches, or the extractor has no registered file (mnist-net, plugins)."""
+    entry = EXTRACTOR_WEIGHTS.get(extractor)
+    if entry is None:
+        return []
+    try:
+        resolve_weights(entry)
+    except (WeightsError, OSError) as e:
+        return [str(e)]
+    return []
+
+
 def missing_message(entry: WeightsFile, searched: list[Path]) -> str:
     where = "\n".join(f"  - {p}" for p in searched) or "  (no location: set EVALKIT_WEIGHTS_DIR)"
     env_note = "" if os.environ.get(ENV_WEIGHTS_DIR) else f"\n  (${ENV_WEIGHTS_DIR} is not set)"

@@ -28,6 +28,7 @@ import pandas as pd
 
 import evalkit
 from evalkit.errors import ConfigError
+from evalkit.gate.changes import versions_of
 from evalkit.gate.schema import baseline_problems, shown
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.store import RunData, atomic_write_bytes, atomic_write_json, join_features, sha256_bytes, split_features
@@ -143,6 +144,7 @@ class Baseline:
     entries: list[BaselineEntry]
     config_hash: str = ""
     evalkit_version: str = evalkit.__version__
+    versions: dict[str, str] | None = None  # packages, python, device, git commit (gate.changes.versions_of)
     created_at: str = ""
     features_file: str | None = None
     features_sha256: str | None = None
@@ -195,15 +197,22 @@ class Baseline:
 
     def features(self) -> dict[str, np.ndarray] | None:
         """The sidecar's arrays (checksum verified; a plain npz of numeric arrays, never pickles), or None
-        when the baseline has no sidecar."""
+        when the baseline has no sidecar. Every way it is unusable is a :class:`CheckConfigError` naming the
+        file and what to do (``evalkit check`` asks before running anything)."""
         if self._features is None and self.features_file and self.path is not None:
             p = self.path.parent / self.features_file
-            if not p.is_file():
-                raise CheckConfigError([f"baseline features {p} are missing (named by {self.path})"])
-            data = p.read_bytes()
+            fix = f"restore it beside {self.path} (commit both files) or re-make the baseline with `evalkit baseline`"
+            try:
+                data = p.read_bytes()
+            except FileNotFoundError:
+                raise CheckConfigError([f"baseline features {p} are missing (named by {self.path}): {fix}"]) from None
+            except OSError as e:
+                raise CheckConfigError([f"baseline features {p} cannot be read ({e.strerror or e}): {fix}"]) from None
             if sha256_bytes(data) != self.features_sha256:
-                raise CheckConfigError([f"baseline features {p} do not match their sha256 in {self.path}"])
-            self._features = _plain_npz(p, data)
+                raise CheckConfigError(
+                    [f"baseline features {p} do not match their sha256 in {self.path} (changed since written): {fix}"]
+                )
+            self._features = _plain_npz(p, data, fix)
         return self._features
 
     def cell_features(self, cell: str) -> dict[str, dict[str, np.ndarray]]:
@@ -215,17 +224,17 @@ class Baseline:
         return _under(self.features() or {}, f"reference/{extractor}/") or None
 
 
-def _plain_npz(path: Path, data: bytes) -> dict[str, np.ndarray]:
+def _plain_npz(path: Path, data: bytes, fix: str) -> dict[str, np.ndarray]:
     """The arrays of an npz holding only numeric/bool arrays; anything else (a pickle, object arrays, a bare
     .npy, not a zip at all) is a :class:`CheckConfigError`."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
-        raise CheckConfigError([f"baseline features {path} are not a plain npz of arrays: {e}"]) from None
+        raise CheckConfigError([f"baseline features {path} are not a plain npz of arrays ({e}): {fix}"]) from None
     odd = sorted(k for k, a in arrays.items() if a.dtype.kind not in "biuf")
     if odd:
-        raise CheckConfigError([f"baseline features {path}: arrays that are not numbers: {', '.join(odd[:5])}"])
+        raise CheckConfigError([f"baseline features {path}: arrays that are not numbers: {', '.join(odd[:5])}; {fix}"])
     return arrays
 
 
@@ -332,6 +341,7 @@ def build_baseline(
         models=m.get("models", {}),
         entries=entries,
         config_hash=m.get("config_hash", ""),
+        versions=versions_of(m) or None,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     return baseline, sidecar

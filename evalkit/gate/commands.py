@@ -1,7 +1,8 @@
 """``evalkit baseline`` and ``evalkit check``: run the suite, judge it, and say so in markdown and JUnit.
 
 Exit codes of ``check``: 0 pass (improvements included), 1 regression (or a cell that failed to run),
-2 usage or configuration error (another protocol, seed, extractor weights or reference; missing cells).
+2 usage or configuration error (another protocol, seed, extractor weights or reference; missing cells; a
+baseline sidecar that is missing or broken — found, with the protocol and seed, before the suite runs).
 ``baseline`` exits 2 when the runs cannot make a baseline. The verdict rule lives in
 :mod:`evalkit.gate.compare`, rendering in :mod:`evalkit.gate.render`; this module only runs and exits.
 """
@@ -17,20 +18,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, EvalkitError
-from evalkit.gate.baseline import Baseline, CheckConfigError, Tolerance, build_baseline, effective_k
-from evalkit.gate.compare import DEFAULT_RESAMPLES, CheckReport, compare, config_problems
-from evalkit.gate.render import (
-    config_error_markdown,
-    junit_config_error,
-    junit_xml,
-    markdown_report,
-    md_text,
-    publish,
-)
-from evalkit.store import read_run
+from evalkit.gate.schema import DEFAULT_RESAMPLES
+
+if TYPE_CHECKING:  # the verdict, the store and pandas load in the functions: --help stays light
+    from evalkit.gate.baseline import Baseline, Tolerance
+    from evalkit.gate.compare import CheckReport
+    from evalkit.store import RunData
 
 
 # -- arguments, checked before any work ------------------------------------------------------------
@@ -109,6 +105,11 @@ def run_check(
     A suite runs in a fresh temporary folder unless ``out`` is given (then finished cells are reused:
     only do that when the model cannot have changed in between). Raises :class:`CheckConfigError`.
     """
+    from evalkit.gate.baseline import Baseline, CheckConfigError
+    from evalkit.gate.compare import config_problems, is_paired
+    from evalkit.gate.integrity import sidecar_problems
+    from evalkit.store import read_run
+
     bad = option_problems(k=k, n_resamples=n_resamples, confidence=confidence)
     if bad:
         raise CheckConfigError(bad)
@@ -118,19 +119,30 @@ def run_check(
         run = read_run(target)
         if seed is not None and seed != run.seed:
             raise CheckConfigError([f"--seed {seed}: the run folder {target} was made with seed {run.seed}"])
-        return compare(baseline, run, **judge)
+        if is_paired(baseline, run.seed, run.n) and (sidecar := sidecar_problems(baseline)):
+            raise CheckConfigError(sidecar)
+        return _judged(baseline, run, judge)
     from evalkit.suite import load_suite
 
     suite = load_suite(target)
     if seed is not None:
         suite = dataclasses.replace(suite, seed=seed)
-    early = config_problems(baseline, suite.to_config(), allow_other_seed=seed is not None)
+    # a broken .npz must not cost a whole run before it is noticed (only a paired check reads it)
+    early = sidecar_problems(baseline) if is_paired(baseline, suite.seed, suite.samples) else []
+    early += config_problems(baseline, suite.to_config(), allow_other_seed=seed is not None)
     if early:  # before spending minutes on a run that cannot be judged
         raise CheckConfigError(early)
     with tempfile.TemporaryDirectory(prefix="evalkit-check-") as tmp:
         folder = Path(out) if out is not None else Path(tmp) / "run"
         _run_suite(suite, folder, device=device, batch_size=batch_size, progress=progress)
-        return compare(baseline, read_run(folder), **judge)
+        return _judged(baseline, read_run(folder), judge)
+
+
+def _judged(baseline: Baseline, run: RunData, judge: dict[str, Any]) -> CheckReport:
+    """:func:`compare` (which also says what changed besides the numbers: adapters, weights, versions)."""
+    from evalkit.gate.compare import compare
+
+    return compare(baseline, run, **judge)
 
 
 def make_baseline(
@@ -139,13 +151,15 @@ def make_baseline(
     *,
     seeds: int,
     work_dir: str | Path | None = None,
-    tolerance: Tolerance = Tolerance(),
+    tolerance: Tolerance | None = None,
     device: str = "auto",
     batch_size: int | None = None,
     features: bool = True,
     progress: bool = False,
 ) -> Baseline:
     """Run the suite on seed sets ``seed + 0..seeds-1`` (resumable run folders under ``work_dir``)."""
+    from evalkit.gate.baseline import CheckConfigError, Tolerance, build_baseline
+    from evalkit.store import read_run
     from evalkit.suite import load_suite
 
     if seeds < 2:
@@ -161,13 +175,15 @@ def make_baseline(
         first = first or runner
         runs.append(read_run(runner.store.root))
     ref = first.reference_features() if features else None
-    baseline, sidecar = build_baseline(runs, tolerance=tolerance, reference_features=ref)
+    baseline, sidecar = build_baseline(runs, tolerance=tolerance or Tolerance(), reference_features=ref)
     baseline.save(output, sidecar if features else None)
     return baseline
 
 
 # -- commands ---------------------------------------------------------------------------------------
 def _cmd_check(args: argparse.Namespace) -> int:
+    from evalkit.gate.render import config_error_markdown, junit_config_error, junit_xml, markdown_report, publish
+
     t0 = time.perf_counter()
     bad = option_problems(k=args.k, n_resamples=args.bootstrap, confidence=args.confidence)
     bad += output_problems(args.junit, args.markdown)
@@ -207,6 +223,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
+    from evalkit.gate.baseline import CheckConfigError, Tolerance, effective_k
+    from evalkit.gate.render import md_text
+
     bad = ["--seeds must be at least 2 (noise is measured across seed sets)"] if args.seeds < 2 else []
     bad += [
         f"--{n} {v}: must be a finite non-negative number"

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from evalkit.gate.baseline import (
     Baseline,
     BaselineEntry,
@@ -39,15 +37,16 @@ from evalkit.gate.baseline import (
     metric_specs,
     quality_values,
 )
+from evalkit.gate.changes import Changes, what_changed
 from evalkit.gate.integrity import check_lengths, integrity_problems
+from evalkit.gate.schema import DEFAULT_RESAMPLES
 from evalkit.metrics.base import MetricInputs, get_metric
-from evalkit.metrics.resampling import bootstrap_indices, metric_replicates, percentile_interval
-from evalkit.metrics.threads import single_thread_blas
+from evalkit.metrics.resampling import bootstrap_indices
 from evalkit.store import RunData
+from evalkit.study.paired import NO_CI_ERRORS, difference_interval, replicates, run_conditions
 from evalkit.suite.identity import protocol_differences, protocol_hash
 
 PASS, IMPROVED, REGRESSION, ERROR = "pass", "improved", "regression", "error"
-DEFAULT_RESAMPLES = 200
 Key = tuple[str, str, str]  # (cell, metric, extractor), BaselineEntry.key
 
 
@@ -72,6 +71,7 @@ class CheckReport:
     comparisons: list[Comparison]
     run_seed: int
     confidence: float = 0.95
+    changes: Changes | None = None  # what changed besides the numbers (adapters, weights, versions): the header
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -168,25 +168,6 @@ def config_problems(baseline: Baseline, config: dict[str, Any], *, allow_other_s
 
 
 # -- paired bootstrap -------------------------------------------------------------------------------
-def run_conditions(run: RunData) -> tuple[np.ndarray | None, list[str] | None]:
-    """Per-sample labels and prompts as the run stored them; for folders written before runs stored them,
-    expanded again from the suite's conditions (prompt files that cannot be found then give no prompts)."""
-    labels, prompts = run.conditions()
-    if labels is not None or prompts is not None:
-        return labels, prompts
-    spec = run.config.get("conditions")
-    if not spec:
-        return None, None
-    from evalkit.suite import expand_conditions
-
-    try:
-        base_dir = Path(run.config["file"]).parent if run.config.get("file") else None
-        c = expand_conditions(spec, run.n, base_dir)
-    except (OSError, ValueError, KeyError):
-        return (expand_conditions({"classes": spec["classes"]}, run.n).labels if "classes" in spec else None), None
-    return c.labels, c.prompts
-
-
 def paired_intervals(
     baseline: Baseline,
     run: RunData,
@@ -195,7 +176,8 @@ def paired_intervals(
     n_resamples: int = DEFAULT_RESAMPLES,
     confidence: float = 0.95,
 ) -> dict[Key, tuple[float, float]]:
-    """Paired bootstrap CI of (now − baseline) per entry: the same resampled indices in both arms.
+    """Paired bootstrap CI of (now − baseline) per entry: the same resampled indices in both arms (the core is
+    :mod:`evalkit.study.paired`, which the comparisons between cells share).
 
     Only valid when run and baseline share seed, N and conditions; the caller checks that.
     """
@@ -211,7 +193,11 @@ def paired_intervals(
             continue
         new_all = run.features(cell)
         for (mdef, ex), opts in specs.items():
-            todo = [e for e in baseline.entries if e.cell == cell and e.metric_def == mdef and e.extractor == ex]
+            todo = [  # a metric that failed in the run (NaN) has an error verdict already: no CI, no re-run of it
+                e
+                for e in baseline.entries
+                if e.cell == cell and e.metric_def == mdef and e.extractor == ex and math.isfinite(deltas[e.key])
+            ]
             if not todo:
                 continue
             check_lengths(cell, {ex: new_all.get(ex, {})}, run.n, f"run {run.root}")
@@ -228,14 +214,11 @@ def paired_intervals(
                 for feats in (new_all, old_all)
             ]
             try:
-                with single_thread_blas():
-                    reps_new, reps_old = (metric_replicates(get_metric(mdef), a, idx) for a in arms)
-            except (ValueError, KeyError, np.linalg.LinAlgError):
+                reps_new, reps_old = (replicates(get_metric(mdef), a, idx) for a in arms)
+            except NO_CI_ERRORS:
                 continue  # no CI for this metric (e.g. too few distinct samples); the tolerance still judges
             for e in todo:
-                out[e.key] = percentile_interval(
-                    reps_new[e.metric] - reps_old[e.metric], confidence, recentre_on=deltas[e.key]
-                )
+                out[e.key] = difference_interval(reps_new[e.metric], reps_old[e.metric], deltas[e.key], confidence)
     return out
 
 
@@ -283,4 +266,6 @@ def compare(
             )
         else:
             comparisons.append(judge(e, first[e.key].now, paired=paired, ci=cis.get(e.key), k=k))
-    return CheckReport(baseline, run.root, paired, comparisons, run.seed, confidence)
+    return CheckReport(
+        baseline, run.root, paired, comparisons, run.seed, confidence, what_changed(baseline, run.manifest)
+    )

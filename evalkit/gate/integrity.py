@@ -10,6 +10,8 @@ otherwise, both named by :func:`integrity_problems`:
 - an *export that disagrees*: results.parquet / results.csv changed since written, made by another
   config or other cells, or holding other values than the cells (:attr:`RunData.export_problems`). The
   verdict never reads the export, but a folder whose export says something else is not judged either.
+
+The baseline's feature sidecar is checked here too (:func:`sidecar_problems`), before a suite is run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.gate.baseline import CheckConfigError
+from evalkit.errors import EvalkitError
+from evalkit.gate.baseline import Baseline, CheckConfigError
+from evalkit.metrics.base import get_metric
 from evalkit.store import RunData
 from evalkit.suite import MetricSpec, ModelSpec, SamplerSpec, Suite
 
@@ -85,3 +89,39 @@ def check_lengths(cell: str, features: dict[str, dict[str, np.ndarray]], n: int,
         raise CheckConfigError(
             [f"{where}: features of cell {cell} do not have one row per sample (N={n}): " + ", ".join(bad[:SHOWN])]
         )
+
+
+def sidecar_problems(baseline: Baseline) -> list[str]:
+    """What is wrong with the baseline's feature sidecar, found without a run (empty: nothing, or no sidecar).
+
+    Missing, unreadable, changed since written or not a plain npz (:meth:`Baseline.features`); and, inside it,
+    a checked cell without its per-sample features, with another row count than the baseline's N, or no
+    reference features for a metric that needs them — each of which would otherwise cost the paired CI
+    only after the suite had run."""
+    try:
+        if baseline.features() is None:
+            return []
+    except CheckConfigError as e:
+        return e.problems
+    where, problems = f"baseline features {baseline.path.parent / baseline.features_file}", []
+    fix = "re-make the baseline with `evalkit baseline`"
+    for cell, ex in dict.fromkeys((e.cell, e.extractor) for e in baseline.entries):
+        feats = baseline.cell_features(cell).get(ex)
+        if not feats:
+            problems.append(f"{where}: no features of cell {cell} ({ex}) for its entries: {fix}")
+            continue
+        try:
+            check_lengths(cell, {ex: feats}, baseline.n, where)
+        except CheckConfigError as e:
+            problems += [f"{p}: {fix}" for p in e.problems]
+    for ex in sorted({e.extractor for e in baseline.entries if _needs_reference(e.metric_def)}):
+        if baseline.reference_features(ex) is None:
+            problems.append(f"{where}: no reference features of {ex} (its metrics compare with them): {fix}")
+    return problems
+
+
+def _needs_reference(metric_def: str) -> bool:
+    try:
+        return get_metric(metric_def).needs_reference
+    except EvalkitError:  # a plugin metric not installed here: the run names it when it matters
+        return False

@@ -1,7 +1,11 @@
 """What a check says: the markdown table (stdout, ``$GITHUB_STEP_SUMMARY``) and JUnit XML (CI test views).
 
-Rendering only: every number shown comes from a :class:`~evalkit.gate.compare.CheckReport`. Every name
-printed into markdown (cell ids, model/sampler/metric names, notes, paths, problems) goes through
+Rendering only: every number shown comes from a :class:`~evalkit.gate.compare.CheckReport`. The header says
+what changed besides the numbers (:mod:`evalkit.gate.changes`); the table states each metric's unit and shows
+KID ×10³ on Inception features, its convention (JUnit keeps raw values); a delta and its CI are rounded on
+one grid (:func:`on_one_grid`), so the CI shown contains the delta shown whenever the computed one does.
+
+Every name printed into markdown (cell ids, model/sampler/metric names, notes, paths, problems) goes through
 :func:`md_text` or :func:`md_code`, so a name cannot break the table or put HTML into ``$GITHUB_STEP_SUMMARY``;
 JUnit text is stripped of the characters XML 1.0 cannot hold.
 """
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from evalkit.errors import ConfigError
 from evalkit.gate.baseline import effective_k
-from evalkit.gate.compare import ERROR, IMPROVED, REGRESSION, CheckReport
+from evalkit.gate.compare import ERROR, IMPROVED, REGRESSION, CheckReport, Comparison
 
 # -- escaping -----------------------------------------------------------------------------------------
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")  # newlines and other control characters
@@ -47,16 +51,114 @@ def _xml_text(value: object) -> str:
     return _XML_BAD.sub("\ufffd", str(value))
 
 
+# -- units and numbers ---------------------------------------------------------------------------------
+# Result row → unit. Only the human display scales, and only where a convention exists: KID ×10³ on Inception
+# features (clean-fid, StyleGAN-ADA papers); on other extractors (mnist-net's KID is ~10³ already) it is raw.
+# The JSON, JUnit and results files always hold raw values. Rows not listed are shown as computed.
+UNITS: dict[str, str] = {
+    "fd": "unitless",
+    "fd_inf": "unitless",
+    "kid": "unitless",
+    "cmmd": "×10³ (as computed)",
+    "is": "unitless",
+    "clip_score": "100·cosine",
+    "precision": "fraction",
+    "recall": "fraction",
+    "coverage": "fraction",
+    "density": "ratio",
+    "lpips_diversity": "LPIPS distance",
+    "lpips_paired": "LPIPS distance",
+    "images_per_s": "images/s",
+    "s_per_image": "s",
+    "ms_per_model_call": "ms",
+    "peak_mem_mb": "MB",
+    "nfe": "count",
+    "model_calls": "count",
+}
+SCALED = {"kid": (1e3, "×10³", "inception")}  # row → (scale, unit, extractors it applies to: name prefix)
+MAX_DIGITS = 7  # significant digits at most: a spread finer than that is float rounding, not a result
+
+
+def unit(metric: str, extractor: str = "") -> tuple[float, str]:
+    """(display scale, unit text) of a result row on an extractor."""
+    if metric in SCALED and extractor.startswith(SCALED[metric][2]):
+        return SCALED[metric][:2]
+    return 1.0, UNITS.get(metric, "as computed")
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def on_one_grid(values: list[float | None], *, sig: int = 3, spread: float = 0.0, sign: bool = True) -> list[str]:
+    """``values`` rounded to ONE quantum and written alike, so that their order survives the display.
+
+    Rounding every value to the same grid is monotone: a CI that contains its delta still visibly does, and a
+    delta is never shown as ``+0`` beside a CI of ``+1.5e-05``. The grid resolves the largest value to ``sig``
+    significant digits and ``spread`` (a CI's width, now − baseline) to two where that takes at most
+    :data:`MAX_DIGITS` significant digits (a finer spread is float rounding and is left unresolved).
+    Plain decimals for magnitudes 1e-4 .. 1e6, else one shared exponent (``+0.03e-05`` beside ``+1.50e-05``);
+    an exact zero is ``+0``, a value that is not finite ``–``."""
+    mags = [abs(v) for v in values if _finite(v) and v != 0]
+    plus = "+" if sign else ""
+    if not mags:
+        return [f"{plus}0" if _finite(v) else "–" for v in values]
+    top = math.floor(math.log10(max(mags)))
+    step = top - sig + 1  # exponent of the grid's quantum
+    if _finite(spread) and spread > 0 and (needed := math.floor(math.log10(spread) + 1e-9) - 1) > top - MAX_DIGITS:
+        step = min(step, needed)  # a spread below MAX_DIGITS is float rounding: not worth the digits
+    if -4 <= top < 6:
+        shown = [format(v, f"{plus}.{max(0, -step)}f") if _finite(v) else "–" for v in values]
+    else:
+        shown = [f"{format(v / 10.0**top, f'{plus}.{top - step}f')}e{top:+03d}" if _finite(v) else "–" for v in values]
+    return [f"{plus}0" if _finite(v) and v == 0 else text for v, text in zip(values, shown)]
+
+
+def comparison_numbers(c: Comparison, *, scale: float = 1.0, sig: int = 3) -> dict[str, str]:
+    """baseline, now, delta, tolerance and paired CI of one comparison as shown: ×``scale``; baseline and now on
+    one grid, delta and CI on another (``ci`` is ``–`` when there is none)."""
+    ref, now, delta, tol = (x * scale if _finite(x) else x for x in (c.reference, c.now, c.delta, c.tolerance))
+    ci = [x * scale if _finite(x) else x for x in c.ci] if c.ci else []
+    before, after = on_one_grid([ref, now], sig=sig + 1, spread=abs(delta) if _finite(delta) else 0.0, sign=False)
+    width = ci[1] - ci[0] if ci and _finite(ci[0]) and _finite(ci[1]) else 0.0
+    d, *bounds = on_one_grid([delta, *ci], sig=sig, spread=abs(width))
+    return {
+        "baseline": before,
+        "now": after,
+        "delta": d,
+        "tolerance": on_one_grid([tol], sig=sig, sign=False)[0],
+        "ci": f"[{bounds[0]}, {bounds[1]}]" if bounds else "–",
+    }
+
+
+def changes_text(report: CheckReport) -> str | None:
+    """What changed besides the numbers (adapters, options, weights, extractors, versions), or None when the
+    report was made without it (:func:`evalkit.gate.changes.what_changed`)."""
+    changes = getattr(report, "changes", None)
+    return None if changes is None else changes.summary()
+
+
 # -- the check table ----------------------------------------------------------------------------------
-def _num(x: float, fmt: str = ".4g") -> str:
-    return "–" if x is None or not math.isfinite(x) else format(x, fmt)
-
-
 _SHOWN = {REGRESSION: "**REGRESSION**", IMPROVED: "improved", ERROR: "**ERROR**"}
 
 
+def _units_note(report: CheckReport) -> str:
+    entries = {(c.entry.metric, c.entry.extractor) for c in report.comparisons}
+    scaled = sorted({(m, unit(m, ex)[1], SCALED[m][2]) for m, ex in entries if unit(m, ex)[0] != 1.0})
+    raw = sorted({m for m, ex in entries if m in SCALED and unit(m, ex)[0] == 1.0})
+    note = "Values in each metric's unit (unit column)"
+    if scaled:
+        shown = ", ".join(f"{md_text(m)} {u} on {md_text(ex)} features" for m, u, ex in scaled)
+        note += f"; shown scaled: {shown} (the usual convention); JSON, JUnit and results files hold raw values"
+    if raw:
+        note += "; " + ", ".join(
+            f"{md_text(m)} shown raw ({SCALED[m][1]} is the convention on {SCALED[m][2]} features only)" for m in raw
+        )
+    return note + "."
+
+
 def markdown_report(report: CheckReport) -> str:
-    """A heading, one line of provenance, and the table (cell, metric, baseline, now, delta, ...)."""
+    """A heading, provenance, what changed besides the numbers, and the table (cell, metric, unit, baseline, ...)."""
     b, regress = report.baseline, report.regressions
     improved = sum(c.verdict == IMPROVED for c in report.comparisons)
     state = "FAIL" if regress else "PASS"
@@ -69,6 +171,7 @@ def markdown_report(report: CheckReport) -> str:
     seeds = f"{b.seeds[0]}..{b.seeds[-1]}" if len(b.seeds) > 1 else str(b.seeds[0])
     ks = sorted({c.k for c in report.comparisons})
     k_text = ", ".join(f"k={k:g} → k_eff={effective_k(k, len(b.seeds)):.2f}" for k in ks)
+    changed = changes_text(report)
     lines = [
         f"### evalkit check {md_code(b.suite)}: {state} ({len(regress)} regressions, {improved} improvements, "
         f"{len(report.comparisons)} checked)",
@@ -76,17 +179,20 @@ def markdown_report(report: CheckReport) -> str:
         f"baseline {md_code(b.path)} (N={b.n}, noise σ over {len(b.seeds)} seed sets {seeds}, protocol "
         f"{md_text(b.protocol_hash)}) · run {md_code(report.run_root)} · {mode} · {k_text}",
         "",
-        "| cell | metric | baseline | now | delta | tolerance | paired CI | verdict |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        *([f"**changed since the baseline:** {md_text(changed)}", ""] if changed is not None else []),
+        _units_note(report),
+        "",
+        "| cell | metric | unit | baseline | now | delta | tolerance | paired CI | verdict |",
+        "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for c in report.comparisons:
         e = c.entry
-        arrow = "↑" if e.higher_is_better else "↓"
-        ci = f"[{_num(c.ci[0], '+.3g')}, {_num(c.ci[1], '+.3g')}]" if c.ci else "–"
+        scale, unit_text = unit(e.metric, e.extractor)
+        n = comparison_numbers(c, scale=scale)
         shown = _SHOWN.get(c.verdict, md_text(c.verdict)) + (f" ({md_text(c.note)})" if c.note else "")
         lines.append(
-            f"| {md_text(e.cell)} | {md_text(e.metric)} {arrow} | {_num(c.reference)} | {_num(c.now)} "
-            f"| {_num(c.delta, '+.3g')} | {_num(c.tolerance, '.3g')} | {ci} | {shown} |"
+            f"| {md_text(e.cell)} | {md_text(e.metric)} {'↑' if e.higher_is_better else '↓'} | {md_text(unit_text)} "
+            f"| {n['baseline']} | {n['now']} | {n['delta']} | {n['tolerance']} | {n['ci']} | {shown} |"
         )
     lines += [
         "",
@@ -98,8 +204,20 @@ def markdown_report(report: CheckReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _junit_text(c: Comparison) -> str:
+    """One comparison in raw (unscaled) values, delta and CI on one grid."""
+    e = c.entry
+    scale, unit_text = unit(e.metric, e.extractor)
+    raw = unit_text if scale == 1.0 else f"raw values; the markdown table shows them {unit_text}"
+    n = comparison_numbers(c, sig=4)
+    return (
+        f"{e.metric} ({'higher' if e.higher_is_better else 'lower'} is better; {raw}): baseline {n['baseline']}, "
+        f"now {n['now']}, delta {n['delta']}, tolerance {n['tolerance']}" + (f", paired CI {n['ci']}" if c.ci else "")
+    )
+
+
 def junit_xml(report: CheckReport, *, seconds: float = 0.0) -> str:
-    """One testcase per cell × metric; regressions are <failure>, failed cells <error>."""
+    """One testcase per cell × metric; regressions are <failure> (with what changed), failed cells <error>."""
     suite = ET.Element(
         "testsuite",
         name=f"evalkit.gate.compare.{report.baseline.suite}",
@@ -109,12 +227,14 @@ def junit_xml(report: CheckReport, *, seconds: float = 0.0) -> str:
         skipped="0",
         time=f"{seconds:.3f}",
     )
+    changed = changes_text(report)
     props = ET.SubElement(suite, "properties")
     for name, value in (
         ("baseline", report.baseline.path),
         ("protocol_hash", report.baseline.protocol_hash),
         ("paired", report.paired),
         ("run", report.run_root),
+        *([("changed_since_baseline", changed)] if changed is not None else []),
     ):
         ET.SubElement(props, "property", name=name, value=str(value))
     for c in report.comparisons:
@@ -126,13 +246,10 @@ def junit_xml(report: CheckReport, *, seconds: float = 0.0) -> str:
             name=f"{e.metric}[{e.extractor}]",
             time="0",
         )
-        text = (
-            f"{e.metric} ({'higher' if e.higher_is_better else 'lower'} is better): baseline {_num(c.reference)}, "
-            f"now {_num(c.now)}, delta {_num(c.delta, '+.4g')}, tolerance {_num(c.tolerance, '.4g')}"
-            + (f", paired CI [{_num(c.ci[0], '+.4g')}, {_num(c.ci[1], '+.4g')}]" if c.ci else "")
-        )
+        text = _junit_text(c)
         if c.verdict == REGRESSION:
-            ET.SubElement(case, "failure", message=f"regression: {text}", type="regression").text = text
+            detail = text + (f"\nchanged since the baseline: {changed}" if changed is not None else "")
+            ET.SubElement(case, "failure", message=f"regression: {text}", type="regression").text = detail
         elif c.verdict == ERROR:
             ET.SubElement(case, "error", message=c.note or "error", type="error").text = c.note
         else:

@@ -13,6 +13,8 @@ import math
 import re
 from typing import Any
 
+DEFAULT_RESAMPLES = 200  # paired bootstrap resamples of `evalkit check`
+
 DIRECTIONS = ("higher", "lower")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 SHOWN = 8  # problems listed before "and N more"
@@ -34,6 +36,7 @@ _TOP_REQUIRED = {
 _TOP_OPTIONAL = {
     "config_hash": "str",
     "evalkit_version": "str",
+    "versions": "strmap?",  # absent in baselines made before evalkit recorded them
     "created_at": "str",
     "features_file": "str?",
     "features_sha256": "str?",
@@ -68,6 +71,7 @@ def _type_problem(kind: str, x: Any) -> str | None:
     ok = {
         "str": lambda: isinstance(x, str),
         "dict": lambda: isinstance(x, dict),
+        "strmap": lambda: isinstance(x, dict) and all(isinstance(v, str) for v in x.values()),
         "list": lambda: isinstance(x, list),
         "int": lambda: isinstance(x, int) and not isinstance(x, bool),
         "count": lambda: isinstance(x, int) and not isinstance(x, bool) and x > 0,
@@ -84,6 +88,7 @@ def _type_problem(kind: str, x: Any) -> str | None:
     return {
         "str": "a string",
         "dict": "a mapping",
+        "strmap": "a mapping of names to version strings",
         "list": "a list",
         "int": "an integer",
         "count": "a positive integer",

@@ -2,18 +2,22 @@
 
 Adapters are found by name in :data:`evalkit.registry.ADAPTERS`: the built-ins below, the
 ``evalkit.adapters`` entry point group, or ``module:function`` callables that return an :class:`Adapter`.
-The built-ins import their heavy libraries only when built.
+The built-ins import their heavy libraries only when built, and importing this package imports no torch
+(``evalkit list`` and suite validation read the names): the adapter contract (:mod:`evalkit.generate.adapter`)
+loads on first use of ``Adapter``, ``GeneratedBatch`` or ``GenerationRequest``.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import ConfigError
-from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest
 from evalkit.registry import ADAPTERS
+
+if TYPE_CHECKING:
+    from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest
 
 
 class _BuiltinAdapter:
@@ -48,6 +52,8 @@ def available_adapters() -> list[str]:
 
 def build_adapter(adapter: str, *, device: str = "cpu", **options: Any) -> Adapter:
     """Instantiate adapter ``adapter`` (a registered name or ``module:function``) with ``options``."""
+    from evalkit.generate.adapter import Adapter
+
     obj = ADAPTERS.get(adapter)(device=device, **options)
     if not isinstance(obj, Adapter):
         raise ConfigError(f"adapter {adapter!r} returned {type(obj).__name__}, expected an evalkit Adapter")
@@ -55,3 +61,16 @@ def build_adapter(adapter: str, *, device: str = "cpu", **options: Any) -> Adapt
 
 
 __all__ = ["Adapter", "GeneratedBatch", "GenerationRequest", "available_adapters", "build_adapter"]
+_CONTRACT = ("Adapter", "GeneratedBatch", "GenerationRequest")  # from evalkit.generate.adapter (torch)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _CONTRACT:
+        raise AttributeError(f"module 'evalkit.generate' has no attribute {name!r}")
+    value = getattr(importlib.import_module("evalkit.generate.adapter"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_CONTRACT})

@@ -39,6 +39,9 @@ class GeneratedBatch:
     indices: np.ndarray  # the sample indices of these images
     model_calls: int  # denoiser forward calls made for this batch (one call may carry a CFG-doubled batch)
     nfe: int  # network evaluations per image: model_calls × 2 under classifier-free guidance
+    # the schedule the sampler actually walked (:func:`evalkit.generate.samplers.schedule_info`), recorded in the
+    # cell so that a sampler's timestep spacing and sigmas are visible; None where an adapter does not say
+    schedule: dict[str, Any] | None = None
 
 
 class Adapter(ABC):

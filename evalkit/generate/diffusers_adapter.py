@@ -38,7 +38,13 @@ import torch
 from evalkit.errors import ConfigError
 from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched, check_finite
 from evalkit.generate.denoise import sample, to_uint8
-from evalkit.generate.samplers import available_samplers, get_sampler, make_scheduler, model_calls_per_sample
+from evalkit.generate.samplers import (
+    available_samplers,
+    get_sampler,
+    make_scheduler,
+    model_calls_per_sample,
+    schedule_info,
+)
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
 
 DTYPES = {
@@ -328,7 +334,8 @@ class DiffusersAdapter(Adapter):
             scheduler = self._scheduler(request, int(idx[0]))
             images = run(request, sl, gens, noise, scheduler)
             calls, carried = self.counter.calls - calls0, self.counter.images - images0
-            yield GeneratedBatch(images, np.asarray(idx), calls, round(carried / len(idx)) if calls else 0)
+            schedule = schedule_info(request.sampler, scheduler, request.sampler_options)
+            yield GeneratedBatch(images, np.asarray(idx), calls, round(carried / len(idx)) if calls else 0, schedule)
 
     def _text_batch(
         self, request: GenerationRequest, sl: slice, gens: list[torch.Generator], noise: torch.Tensor, scheduler: Any

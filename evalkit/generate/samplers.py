@@ -13,11 +13,15 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-import diffusers
-
 from evalkit.errors import ConfigError
 from evalkit.registry import SAMPLERS
-from evalkit.suite.options import check_names, check_values, keyword_parameters
+from evalkit.suite.options import OptionError, check_names, check_values, keyword_parameters
+
+# diffusers' timestep spacings (``timestep_spacing``): where a few steps start, see the README's "Timing and
+# sampler settings" (Lin et al. 2024: leading skips the high-noise end; trailing starts at the last train step)
+SPACINGS = ("leading", "linspace", "trailing")
+# per-batch plumbing the adapters add to a sampler's options, not a setting of the sampler
+_PLUMBING = ("noise_sampler_seed",)
 
 # ``step()`` parameters that are not options: evalkit passes the generators; the rest are tensors or plumbing.
 _NOT_STEP_OPTIONS = ("model_output", "timestep", "sample", "generator", "variance_noise", "return_dict")
@@ -34,6 +38,8 @@ class SamplerDef:
     description: str = ""
 
     def scheduler_class(self) -> type:
+        import diffusers  # here, not at import: `evalkit list` and suite validation load no diffusers/torch
+
         cls = getattr(diffusers, self.scheduler, None)
         if not isinstance(cls, type):
             raise ConfigError(f"sampler {self.name!r}: diffusers has no scheduler class {self.scheduler!r}")
@@ -59,6 +65,12 @@ class SamplerDef:
         owner = f"sampler {self.name} ({self.scheduler})"
         check_names(options, params, owner)
         check_values(options, params, owner)
+        spacing = options.get("timestep_spacing")
+        if spacing is not None and spacing not in SPACINGS:
+            raise OptionError(
+                "timestep_spacing",
+                f"option 'timestep_spacing' for {owner}: expected one of {', '.join(SPACINGS)}; got {spacing!r}",
+            )
 
 
 @functools.cache
@@ -155,6 +167,31 @@ def _bind_step_options(scheduler: Any, fixed: dict[str, Any]) -> None:
         return step(*args, **{**kwargs, **fixed})
 
     scheduler.step = step_with_options
+
+
+def schedule_info(name: str, scheduler: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The schedule a scheduler walked, read after ``set_timesteps``: its timesteps and sigmas, spacing, class
+    and the options it was built with (the sampler's own and the suite's; not per-batch seeds).
+
+    ``sigmas`` are the scheduler's own where it keeps them (Euler-type, DPM-Solver, UniPC: the last is the
+    final 0); DDPM/DDIM/PNDM keep none, so theirs are σ_t = √((1 − ᾱ_t)/ᾱ_t) at each timestep, the same noise
+    level on the same scale (``sigmas_from`` says which)."""
+    import torch  # here, not at the top: listing and validating samplers imports no torch
+
+    timesteps = torch.as_tensor(scheduler.timesteps).detach().cpu()
+    sigmas, source = getattr(scheduler, "sigmas", None), "scheduler"
+    if sigmas is None and getattr(scheduler, "alphas_cumprod", None) is not None:
+        abar = torch.as_tensor(scheduler.alphas_cumprod).detach().cpu().double()[timesteps.long()]
+        sigmas, source = ((1 - abar) / abar).sqrt(), "alphas_cumprod"
+    overrides = {**get_sampler(name).options, **(options or {})}
+    return {
+        "scheduler": type(scheduler).__name__,
+        "timestep_spacing": scheduler.config.get("timestep_spacing"),
+        "config_overrides": {k: v for k, v in overrides.items() if k not in _PLUMBING},
+        "timesteps": timesteps.tolist(),
+        "sigmas": None if sigmas is None else torch.as_tensor(sigmas).detach().cpu().double().tolist(),
+        "sigmas_from": None if sigmas is None else source,
+    }
 
 
 def model_calls_per_sample(

@@ -11,7 +11,7 @@ import torch
 from evalkit.errors import ConfigError
 from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched
 from evalkit.generate.denoise import CallCounter, sample, to_uint8
-from evalkit.generate.samplers import get_sampler, make_scheduler, model_calls_per_sample
+from evalkit.generate.samplers import get_sampler, make_scheduler, model_calls_per_sample, schedule_info
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
 from evalkit.zoo.models import UNET_NAME
 
@@ -81,7 +81,13 @@ class ZooMnistAdapter(Adapter):
                     guidance=request.guidance,
                     generators=gens,
                 )
-            yield GeneratedBatch(to_uint8(x, idx), idx, counter.calls, counter.calls * (2 if cfg else 1))
+            yield GeneratedBatch(
+                to_uint8(x, idx),
+                idx,
+                counter.calls,
+                counter.calls * (2 if cfg else 1),
+                schedule=schedule_info(request.sampler, scheduler, request.sampler_options),
+            )
 
 
 class NoiseAdapter(Adapter):

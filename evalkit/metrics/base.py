@@ -40,6 +40,19 @@ class MetricInputs:
 
 
 @dataclass(frozen=True)
+class MetricContext:
+    """What a suite says about a metric's inputs before anything runs (for :attr:`MetricDef.check`): the
+    samples per cell, each sample's class label or prompt as the runner will assign them (None where the
+    suite has none), the suite's ``conditions`` spec, and whether a reference set is configured."""
+
+    samples: int
+    labels: np.ndarray | None = None
+    prompts: list[str] | None = None
+    conditions: dict[str, Any] | None = None
+    reference: bool = False
+
+
+@dataclass(frozen=True)
 class MetricDef:
     name: str
     needs_reference: bool
@@ -57,6 +70,10 @@ class MetricDef:
     # row's value on every resample (row name → (B,) array), equal to ``compute`` on ``gen[idx[b]]``. May return
     # None where no fast path applies; callers use :func:`evalkit.metrics.resampling.metric_replicates`.
     replicates: Callable[[MetricInputs, np.ndarray], dict[str, np.ndarray] | None] | None = None
+    # Preconditions checked before a run generates anything (``evalkit run`` and ``--dry-run``): given the suite's
+    # options for this metric and a :class:`MetricContext`, every problem as a line saying what to change (empty:
+    # none). Without it, a metric that cannot work on the suite's samples fails only after they were generated.
+    check: Callable[[dict[str, Any], MetricContext], list[str]] | None = None
 
 
 def register_metric(defn: MetricDef) -> MetricDef:

@@ -14,7 +14,6 @@ stored baseline); options ``{is_seed: 2020}`` reproduce torch-fidelity's default
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax
 
 from evalkit.metrics._common import flat2d, gen_array, option
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
@@ -25,6 +24,8 @@ DEFAULT_SPLITS = 10
 def inception_score_splits(
     logits: np.ndarray, *, splits: int = DEFAULT_SPLITS, seed: int = 0, shuffle: bool = True
 ) -> np.ndarray:
+    from scipy.special import log_softmax  # here, not at import: `evalkit --help` and `list` load no scipy
+
     logits = flat2d(logits)
     n = logits.shape[0]
     if n < splits:

@@ -12,10 +12,12 @@ pairs only) for diversity, over pairs for paired.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from evalkit.metrics._common import flat2d, gen_array, option, ref_array
-from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.resampling import DEFAULT_RESAMPLES, bootstrap_mean_ci, percentile_interval
 
 DEFAULT_MAX_PER_CONDITION = 32
@@ -77,6 +79,46 @@ def compute_lpips_diversity(inputs: MetricInputs) -> dict[str, MetricValue]:
     return {"lpips_diversity": out}
 
 
+def check_lpips_diversity(options: dict[str, Any], ctx: MetricContext) -> list[str]:
+    """Before a run: pairs need a condition holding two or more samples (as :func:`compute_lpips_diversity`
+    groups them), and ``max_per_condition`` must let two of them in."""
+    problems = _resampling_problems(options)
+    cap = options.get("max_per_condition", DEFAULT_MAX_PER_CONDITION)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 2:
+        problems.append(f"option max_per_condition: expected an integer ≥ 2 (a pair needs two samples); got {cap!r}")
+    if not any(len(g) >= 2 for g in condition_groups(ctx.samples, ctx.labels, ctx.prompts)):
+        problems.append(_no_repeats(ctx))
+    return problems
+
+
+def _no_repeats(ctx: MetricContext) -> str:
+    head = "needs a condition with 2 or more samples (it averages LPIPS over pairs of samples of one condition)"
+    if ctx.prompts is not None:
+        k = len(set(ctx.prompts))
+        return (
+            f"{head}, but each of the {ctx.samples} samples has its own prompt ({k} distinct); set "
+            f"conditions.per_prompt ≥ 2 or samples > {k}"
+        )
+    if ctx.labels is not None:
+        k = len(set(np.asarray(ctx.labels).tolist()))
+        return f"{head}, but {ctx.samples} samples over {k} classes give each class at most one; set samples > {k}"
+    return f"{head}, but a cell has {ctx.samples} sample; set samples ≥ 2"
+
+
+def check_lpips_paired(options: dict[str, Any], ctx: MetricContext) -> list[str]:
+    return _resampling_problems(options)
+
+
+def _resampling_problems(options: dict[str, Any]) -> list[str]:
+    problems = []
+    boot, conf = options.get("bootstrap", DEFAULT_RESAMPLES), options.get("confidence", 0.95)
+    if isinstance(boot, bool) or not isinstance(boot, int) or boot < 0:
+        problems.append(f"option bootstrap: expected an integer ≥ 0 (0: no CI); got {boot!r}")
+    if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0 < conf < 1:
+        problems.append(f"option confidence: expected a number between 0 and 1 (e.g. 0.95); got {conf!r}")
+    return problems
+
+
 def compute_lpips_paired(inputs: MetricInputs) -> dict[str, MetricValue]:
     key = option(inputs, "read", "lpips")
     gen, ref = gen_array(inputs, key, "lpips_paired"), ref_array(inputs, key, "lpips_paired")
@@ -97,6 +139,7 @@ register_metric(
         needs_reference=False,
         higher_is_better={"lpips_diversity": True},
         compute=compute_lpips_diversity,
+        check=check_lpips_diversity,
         options={
             "read": "which extractor output to read (default lpips)",
             "max_per_condition": "samples used per condition (default 32)",
@@ -113,6 +156,7 @@ register_metric(
         needs_reference=True,
         higher_is_better={"lpips_paired": False},
         compute=compute_lpips_paired,
+        check=check_lpips_paired,
         options={
             "read": "which extractor output to read (default lpips)",
             "bootstrap": "bootstrap resamples for the CI (0: none; default 1000)",

@@ -31,17 +31,22 @@ def percentile_interval(
     ``recentre_on``: shift the replicates so their mean equals this point estimate before taking
     percentiles. Needed for biased statistics such as FD, whose replicates (resamples hold duplicated
     samples, ~63% unique) sit systematically above the estimate; the shift removes the bootstrap
-    estimate of that bias and keeps the spread.
+    estimate of that bias and keeps the spread. The interval is then widened, where needed, to contain the
+    point itself: skewed replicates (a few far outliers pulling the mean) could otherwise give an interval
+    beside its own estimate, and a CI of a difference that excluded the observed difference would contradict it.
     """
     arr = np.asarray(samples, dtype=np.float64)
     arr = arr[np.isfinite(arr)]
     if arr.size == 0:
         return float("nan"), float("nan")
-    if recentre_on is not None:
-        arr = arr - arr.mean() + float(recentre_on)
+    point = None if recentre_on is None else float(recentre_on)
+    if point is not None:
+        arr = arr - arr.mean() + point
     alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(arr, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    lo, hi = (float(q) for q in np.quantile(arr, [alpha, 1.0 - alpha]))
+    if point is not None and np.isfinite(point):
+        lo, hi = min(lo, point), max(hi, point)
+    return lo, hi
 
 
 def bootstrap_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:

@@ -1,22 +1,46 @@
-"""Reference sets (the real images metrics compare against) and their cached features."""
+"""Reference sets (the real images metrics compare against) and their cached features.
 
-from evalkit.references.cache import (
-    cache_key,
-    cache_path,
-    default_cache_dir,
-    reference_features,
-    save_reference_stats,
-)
-from evalkit.references.open import open_reference
-from evalkit.references.sets import (
-    BUILTIN_DATASETS,
-    ArrayReference,
-    FileReference,
-    ReferenceSet,
-    ReferenceSetError,
-)
-from evalkit.references.stats import StatsReference
+Names load on first use (the sets import torch), so ``evalkit --help`` and ``evalkit stats --help`` do not
+pay for torch.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalkit.references.cache import (
+        cache_key,
+        cache_path,
+        default_cache_dir,
+        reference_features,
+        save_reference_stats,
+    )
+    from evalkit.references.open import open_reference
+    from evalkit.references.sets import (
+        BUILTIN_DATASETS,
+        ArrayReference,
+        FileReference,
+        ReferenceSet,
+        ReferenceSetError,
+    )
+    from evalkit.references.stats import StatsReference
+
+_EXPORTS = {
+    "cache_key": "cache",
+    "cache_path": "cache",
+    "default_cache_dir": "cache",
+    "reference_features": "cache",
+    "save_reference_stats": "cache",
+    "open_reference": "open",
+    "BUILTIN_DATASETS": "sets",
+    "ArrayReference": "sets",
+    "FileReference": "sets",
+    "ReferenceSet": "sets",
+    "ReferenceSetError": "sets",
+    "StatsReference": "stats",
+}
 __all__ = [
     "BUILTIN_DATASETS",
     "ArrayReference",
@@ -31,3 +55,15 @@ __all__ = [
     "reference_features",
     "save_reference_stats",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'evalkit.references' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"evalkit.references.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -4,7 +4,7 @@ Reads the run store only; never runs a suite::
 
     from evalkit.report import load_results, pivot, write_report
     df = load_results(["runs/smoke"])          # tidy: one row per cell × metric
-    pivot(df, "fd")                            # sampler × (guidance, steps)
+    pivot(df, "fd")                            # (sampler, N) × (guidance, steps)
     write_report(["runs/smoke"], "reports/smoke.html", baseline="baselines/ci.json")
 
 Names are imported on first use, so ``evalkit --help`` does not pay for matplotlib and jinja2.
@@ -17,6 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "load_results": "data",
+    "load_study": "data",
     "pivot": "tables",
     "pivots": "tables",
     "cell_table": "tables",

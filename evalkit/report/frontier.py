@@ -1,113 +1,69 @@
-"""Speed–quality trade-offs: the Pareto frontier and the best cell per budget, in numbers and words."""
+"""Speed–quality trade-offs in numbers and words: the Pareto frontier, the best cell per step count and per
+budget, and the headline — each claim backed by a CI of the difference, made only between cells of equal N.
+
+``pairs`` are the comparisons of :func:`evalkit.study.compare_cells` (a :class:`~evalkit.study.rank.PairTable`);
+without them the cells' own CIs decide (a difference only where they do not overlap). The rules and the
+words are :mod:`evalkit.study`'s, shared with the summary ``evalkit run`` prints.
+"""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from evalkit.report.tables import fmt, higher_is_better, label
+from evalkit.study.rank import PairTable, higher_is_better, n_groups, rank, separate_ci_pairs
+from evalkit.study.rank import pareto_front as _front
+from evalkit.study.words import budget_lines, cell_namer, column_sentences
+from evalkit.study.words import headline as _headline
+
+COSTS = (("nfe", "NFE per image"), ("s_per_image", "s per image"))
 
 
-def pareto_front(cells: pd.DataFrame, cost: str, metric: str) -> pd.DataFrame:
-    """Cells no other cell beats on both cost (lower) and ``metric`` (its own direction), by cost."""
-    hib = bool(higher_is_better(metric))
-    pts = cells.dropna(subset=[cost, metric])
-    pts = pts.sort_values([cost, metric], ascending=[True, not hib], kind="stable")
-    keep, best = [], -math.inf if hib else math.inf
-    for i, row in pts.iterrows():
-        v = row[metric]
-        if (v > best) if hib else (v < best):
-            keep.append(i)
-            best = v
-    return pts.loc[keep]
+def _table(cells: pd.DataFrame, metric: str, pairs: PairTable | None) -> PairTable:
+    return pairs if pairs is not None else PairTable(separate_ci_pairs(cells, metric))
 
 
-def best_per_budget(cells: pd.DataFrame, cost: str, metric: str) -> pd.DataFrame:
-    """For each cost level present, the best cell costing at most that much — listed only where it
-    changes, which is exactly the frontier read as 'at ≤ X, use Y'."""
-    return pareto_front(cells, cost, metric)
+def pareto_front(cells: pd.DataFrame, cost: str, metric: str, pairs: PairTable | None = None) -> pd.DataFrame:
+    """Cells no other cell dominates — at least as cheap (for s/image with a spread: confidently cheaper) and
+    confidently better on ``metric`` — by cost. Cells of one N only (a ValueError otherwise)."""
+    return _front(cells, cost, metric, pairs)
 
 
-def best_per_steps(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The best cell (all samplers compared) at each step count."""
-    hib = bool(higher_is_better(metric))
-    pts = cells.dropna(subset=[metric])
-    if pts.empty:
-        return pts
-    idx = pts.groupby("steps", sort=True)[metric].idxmax() if hib else pts.groupby("steps", sort=True)[metric].idxmin()
-    return pts.loc[idx.to_numpy()]
+def best_per_steps(cells: pd.DataFrame, metric: str, pairs: PairTable | None = None) -> pd.DataFrame:
+    """The point-best cell at each (N, step count), with ``confident``: the CI of its difference to every
+    other cell there excludes 0 (all samplers compared; cells of another N never)."""
+    table = _table(cells, metric, pairs)
+    out = []
+    for _, group in n_groups(cells.dropna(subset=[metric]) if metric in cells else cells.iloc[:0]):
+        for _, col in group.groupby("steps", sort=True):
+            r = rank(col, metric, table)
+            if r is not None:
+                out.append(r.best.to_frame().T.assign(confident=r.confident and r.runner_up is not None))
+    return pd.concat(out) if out else cells.iloc[:0].assign(confident=pd.Series(dtype=bool))
 
 
-def cell_name(row: pd.Series, multi_model: bool = False, multi_run: bool = False) -> str:
-    """How a cell is named in sentences: its sampler, prefixed by run/model only when they vary."""
-    parts = [str(row["run_id"])] if multi_run else []
-    parts += [str(row["model"])] if multi_model else []
-    return " / ".join([*parts, str(row["sampler"])])
-
-
-def summary_sentences(cells: pd.DataFrame, metric: str) -> list[dict[str, object]]:
-    """Per guidance scale, in words: the best sampler at each step count (``sentences``) and the
-    best cell within each cost budget (``budgets``: [{cost, lines}]; the Pareto frontier)."""
-    multi = {"multi_model": cells["model"].nunique() > 1, "multi_run": cells["run_id"].nunique() > 1}
-    name = label(metric)
+def summary_sentences(
+    cells: pd.DataFrame, metric: str, pairs: PairTable | None = None, floors: pd.DataFrame | None = None
+) -> list[dict[str, object]]:
+    """Per N and guidance scale, in words: the best sampler at each step count or the tie (``sentences``), and
+    the best cell within each cost budget (``budgets``: [{cost, lines}]; the Pareto frontier)."""
+    table, name = _table(cells, metric, pairs), cell_namer(cells)
     out: list[dict[str, object]] = []
-    for g, facet in cells.groupby("guidance", sort=True):
-        sentences = []
-        for _, r in best_per_steps(facet, metric).iterrows():
-            others = facet[(facet["steps"] == r["steps"]) & (facet.index != r.name)].dropna(subset=[metric])
-            runner_up = _runner_up(others, metric)
-            tail = (
-                f", ahead of {cell_name(runner_up, **multi)} ({fmt(runner_up[metric])})"
-                if runner_up is not None
-                else ""
-            )
-            sentences.append(
-                f"At {r['steps']} steps, {cell_name(r, **multi)} has the best {name}: {fmt(r[metric])}{tail}."
-            )
-        budgets = []
-        for cost, unit in (("nfe", "NFE per image"), ("s_per_image", "s per image")):
-            front = best_per_budget(facet, cost, metric)
-            if not front.empty:
-                budgets.append(
-                    {
-                        "cost": unit,
-                        "lines": [
-                            f"≤ {fmt(r[cost])} {unit}: {cell_name(r, **multi)} at {r['steps']} steps "
-                            f"({name} {fmt(r[metric])})"
-                            for _, r in front.iterrows()
-                        ],
-                    }
-                )
-        out.append({"guidance": g, "sentences": sentences, "budgets": budgets})
+    if higher_is_better(metric) is None or metric not in cells:
+        return out
+    for n, group in n_groups(cells.dropna(subset=[metric])):
+        for g, facet in group.groupby("guidance", sort=True):
+            budgets = []
+            for cost, unit in COSTS:
+                lines = budget_lines(facet, metric, cost, unit, table, name)
+                if lines:
+                    budgets.append({"cost": unit, "lines": lines})
+            sentences = column_sentences(facet, metric, table, floors, name)
+            out.append({"guidance": g, "n": n, "sentences": sentences, "budgets": budgets})
     return out
 
 
-def headline(cells: pd.DataFrame, metric: str) -> str:
-    """One sentence: the best cell overall and what it costs, next to the cheapest cell."""
-    pts = cells.dropna(subset=[metric])
-    if pts.empty:
+def headline(cells: pd.DataFrame, metric: str, pairs: PairTable | None = None) -> str:
+    """Per N: the best cell overall when a CI backs it (else the tie it is in), next to the cheapest cell."""
+    if metric not in cells or higher_is_better(metric) is None:
         return ""
-    hib = bool(higher_is_better(metric))
-    best = pts.loc[pts[metric].idxmax() if hib else pts[metric].idxmin()]
-    multi = {"multi_model": cells["model"].nunique() > 1, "multi_run": cells["run_id"].nunique() > 1}
-    text = (
-        f"Best {label(metric)} overall: {cell_name(best, **multi)} at {best['steps']} steps, guidance "
-        f"{best['guidance']:g} ({fmt(best[metric])}; {fmt(best['nfe'])} NFE, "
-        f"{fmt(best['s_per_image'])} s per image)."
-    )
-    cheap = pts.dropna(subset=["nfe"])
-    if not cheap.empty:
-        c = cheap.sort_values(["nfe", metric], ascending=[True, not hib]).iloc[0]
-        text += (
-            f" Cheapest: {cell_name(c, **multi)} at {c['steps']} steps, guidance {c['guidance']:g} "
-            f"({fmt(c['nfe'])} NFE, {label(metric)} {fmt(c[metric])})."
-        )
-    return text
-
-
-def _runner_up(others: pd.DataFrame, metric: str) -> pd.Series | None:
-    if others.empty:
-        return None
-    hib = bool(higher_is_better(metric))
-    return others.loc[others[metric].idxmax() if hib else others[metric].idxmin()]
+    return _headline(cells.dropna(subset=[metric]), metric, _table(cells, metric, pairs))

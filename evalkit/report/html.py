@@ -24,10 +24,9 @@ import evalkit
 from evalkit.report import grids as grids_mod
 from evalkit.report import htmltables, plots
 from evalkit.report.baseline import deltas, load_baseline
-from evalkit.report.data import load_results
+from evalkit.report.data import StudyData, load_study
 from evalkit.report.frontier import headline, summary_sentences
 from evalkit.report.tables import (
-    cell_table,
     fmt,
     label,
     primary_metric,
@@ -37,6 +36,7 @@ from evalkit.report.tables import (
     throughput_metrics,
 )
 from evalkit.store import RunData, read_runs
+from evalkit.study.rank import PairTable
 
 TEMPLATES = Path(__file__).with_name("templates")
 SECTIONS = ["summary", "plots", "tables", "grids", "baseline", "environment"]
@@ -66,9 +66,11 @@ def _env() -> jinja2.Environment:
 
 
 # -- sections ----------------------------------------------------------------------------------------
-def build_figures(df: pd.DataFrame, cells: pd.DataFrame) -> list[Figure]:
+def build_figures(
+    df: pd.DataFrame, cells: pd.DataFrame, pairs: PairTable | None = None, floors: pd.DataFrame | None = None
+) -> list[Figure]:
     """Every plot the data supports: Pareto vs s/image and vs NFE, guidance sweep, metrics vs steps,
-    throughput."""
+    throughput. ``pairs``/``floors``: the comparisons that decide the frontier, the floors drawn as bands."""
     metric = primary_metric(df)
     out: list[Figure] = []
     if metric is None:
@@ -80,20 +82,22 @@ def build_figures(df: pd.DataFrame, cells: pd.DataFrame) -> list[Figure]:
             out.append(Figure(name, title, caption, plots.png_data_uri(plot.figure), plot))
 
     frontier_note = (
-        "Dashed line and circles: the Pareto frontier, the cells no cheaper cell beats; points labelled by steps"
+        "Dashed line and circles: the Pareto frontier, the cells that no cell at least as cheap beats with a CI of "
+        "the difference clear of 0 (ties stay on it); panels never mix N; grey band: the real-vs-real noise floor "
+        "where the run measured it; points labelled by steps"
     )
     device = provenance(df)["device"]
     add(
         "pareto_time",
         f"{label(metric)} vs seconds per image",
         f"{frontier_note}; time measured on {device}. {prov}.",
-        plots.pareto_plot(cells, metric, "s_per_image"),
+        plots.pareto_plot(cells, metric, "s_per_image", pairs, floors),
     )
     add(
         "pareto_nfe",
         f"{label(metric)} vs NFE",
         f"{frontier_note}; NFE = network evaluations per image (×2 under classifier-free guidance). {prov}.",
-        plots.pareto_plot(cells, metric, "nfe"),
+        plots.pareto_plot(cells, metric, "nfe", pairs, floors),
     )
     other = next((m for m in ("clip_score", "is") if m in cells and m != metric), None)
     if other:
@@ -106,8 +110,9 @@ def build_figures(df: pd.DataFrame, cells: pd.DataFrame) -> list[Figure]:
     add(
         "steps",
         "Metrics vs steps",
-        f"Colour: sampler; dash: guidance scale; error bars: 95% CI where computed, else ±std. {prov}.",
-        plots.steps_plot(cells, quality_metrics(df)),
+        f"Colour: sampler; dash: guidance scale; error bars: 95% CI where computed, else ±std; grey band: the "
+        f"real-vs-real floor. {prov}.",
+        plots.steps_plot(cells, quality_metrics(df), floors),
     )
     add(
         "throughput",
@@ -118,7 +123,10 @@ def build_figures(df: pd.DataFrame, cells: pd.DataFrame) -> list[Figure]:
     return out
 
 
-def build_summary(df: pd.DataFrame, cells: pd.DataFrame, runs: list[RunData]) -> dict[str, Any]:
+def build_summary(study: StudyData, runs: list[RunData]) -> dict[str, Any]:
+    """The summary section: notes (mixed N, the runs' warnings), the headline and, per N and guidance, the best
+    sampler per step count and per budget — each claim backed by a CI, ties said as ties — and the floors."""
+    df, cells = study.results, study.cells
     metric = primary_metric(df)
     failed = [
         {"run": r.run_id, "cell_id": c.get("cell_id", "?"), "error": _last_line(c.get("error", ""))}
@@ -126,11 +134,21 @@ def build_summary(df: pd.DataFrame, cells: pd.DataFrame, runs: list[RunData]) ->
         for c in r.failed_cells()
     ]
     total = sum(int(r.manifest.get("status", {}).get("total", len(r.cells))) for r in runs)
+    floors = [
+        f"{label(str(f['metric']))} at N={int(f['n'])}{f' (run {f.run_id})' if len(runs) > 1 else ''}: "
+        f"{fmt(f['median'])} (range {fmt(f['low'])}–{fmt(f['high'])} over {int(f['draws'])} draws)"
+        for _, f in study.floors.iterrows()
+        if f["available"]
+    ]
     return {
         "metric": label(metric) if metric else None,
-        "facets": summary_sentences(cells, metric) if metric else [],
-        "headline": headline(cells, metric) if metric else "",
+        "notes": study.notes,
+        "facets": summary_sentences(cells, metric, study.pairs, study.floors) if metric else [],
+        "multi_n": cells["n"].nunique() > 1 if "n" in cells else False,
+        "headline": headline(cells, metric, study.pairs) if metric else "",
         "provenance": provenance_text(df, metric) if metric else "",
+        "floors": floors,
+        "floor_method": str(study.floors.attrs.get("method", "")) if floors else "",
         "n_cells": len(cells),
         "n_total": total,
         "failed": failed,
@@ -236,9 +254,9 @@ def render_report(
     """The report's HTML text and its figures (so a caller can also save them as files)."""
     runs = read_runs(runs)
     loaded_baseline = load_baseline(baseline) if baseline is not None else None  # bad input fails fast
-    df = load_results(runs)
-    cells = cell_table(df)
-    figures = build_figures(df, cells)
+    study = load_study(runs)
+    df, cells = study.results, study.cells
+    figures = build_figures(df, cells, pairs=study.pairs, floors=study.floors)
     script = _read_asset("report.js")
     suites = ", ".join(dict.fromkeys(str(r.manifest.get("suite") or r.path.name) for r in runs))
     context = {
@@ -246,9 +264,12 @@ def render_report(
         "runs": [r.run_id for r in runs],
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "evalkit_version": evalkit.__version__,
-        "summary": build_summary(df, cells, runs),
+        "summary": build_summary(study, runs),
         "figures": figures,
-        "tables": [htmltables.pivot_table(df, m) for m in quality_metrics(df) + throughput_metrics(df)],
+        "tables": [
+            htmltables.pivot_table(df, m, study.pairs, study.floors)
+            for m in quality_metrics(df) + throughput_metrics(df)
+        ],
         "tidy": htmltables.tidy_table(df) if not df.empty else None,
         "grids": [
             {

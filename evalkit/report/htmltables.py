@@ -8,17 +8,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from evalkit.report.tables import (
-    direction_word,
-    fmt,
-    higher_is_better,
-    label,
-    pivot_values,
-    provenance_text,
-)
+from evalkit.report.tables import direction_word, fmt, label, pivot_values, provenance_text
+from evalkit.study.floors import floor_for
+from evalkit.study.rank import PairTable, rank, separate_ci_pairs
+from evalkit.study.words import is_at_floor
 
 
 @dataclass
@@ -55,40 +50,103 @@ def _sort_key(v: Any) -> str:
     return "" if math.isnan(f) else repr(f)
 
 
-def pivot_table(df: pd.DataFrame, metric: str) -> HtmlTable:
-    """Sampler rows × (guidance, steps) columns for one metric; the best value per column in bold."""
-    frames = pivot_values(df, metric)  # value/std/ci_low/ci_high share one index and column order
+def pivot_table(
+    df: pd.DataFrame, metric: str, pairs: PairTable | None = None, floors: pd.DataFrame | None = None
+) -> HtmlTable:
+    """Sampler (and N) rows × (guidance, steps) columns for one metric. Bold: the best of a column among cells
+    of equal N, only where the CI of its difference to every other excludes 0; "≈": cells tied with that
+    column's best; "at floor": not confidently worse than real samples (then a floor column per row)."""
+    frames = pivot_values(df, metric, ("value", "std", "ci_low", "ci_high", "run_id", "cell_id"))
     p = frames["value"]
-    values, lo, hi, sd = (frames[k].to_numpy(dtype=float) for k in ("value", "ci_low", "ci_high", "std"))
-    hib = higher_is_better(metric)
-    names = list(p.index.names)
-    cols = list(p.columns)
+    names, cols = list(p.index.names), list(p.columns)
     guidances = list(dict.fromkeys(g for g, _ in cols))
+    marks = _marks(frames, metric, pairs, floors)
+    floor_col = _floor_column(p, metric, floors)
     head = [
         [Th(str(n), col=i, rowspan=2) for i, n in enumerate(names)]
-        + [Th(f"guidance {g:g}", colspan=sum(1 for c in cols if c[0] == g)) for g in guidances],
+        + [Th(f"guidance {g:g}", colspan=sum(1 for c in cols if c[0] == g)) for g in guidances]
+        + ([Th("real-vs-real floor", col=len(names) + len(cols), rowspan=2)] if floor_col else []),
         [Th(f"{s} steps", col=len(names) + j) for j, (_, s) in enumerate(cols)],
     ]
-    best = [_best(values[:, j], hib) for j in range(len(cols))]
     body = []
     for i, key in enumerate(p.index):
         keys = key if isinstance(key, tuple) else (key,)
         cells = [Td(str(k), sort=str(k)) for k in keys]
         for j in range(len(cols)):
-            v = values[i, j]
-            sub, tip = _spread(lo[i, j], hi[i, j], sd[i, j])
-            cells.append(Td(fmt(v), sort=_sort_key(v), sub=sub, title=tip, cls="best" if v == best[j] else ""))
+            v = p.iat[i, j]
+            sub, tip = _spread(*(float(frames[k].iat[i, j]) for k in ("ci_low", "ci_high", "std")))
+            cls, tag = marks.get((i, j), ("", ""))
+            cells.append(Td(fmt(v), sort=_sort_key(v), sub=" ".join(t for t in (sub, tag) if t), title=tip, cls=cls))
+        if floor_col:
+            median, key_, spread, tip = floor_col[i]
+            cells.append(Td(median, sort=_sort_key(key_), sub=spread, title=tip))
         body.append(cells)
-    caption = f"{label(metric)} ({direction_word(metric)}; best per column in bold) · {provenance_text(df, metric)}"
+    caption = (
+        f"{label(metric)} ({direction_word(metric)}; bold: best of its column among cells of equal N, where the "
+        "CI of the difference to every other excludes 0; ≈: tied with the column's best; at floor: not "
+        f"confidently worse than real samples) · {provenance_text(df, metric)}"
+    )
     return HtmlTable(id=f"table-{metric}", title=label(metric), caption=caption, head=head, body=body)
 
 
-def _best(column: np.ndarray, hib: bool | None) -> float:
-    """The column's best value, or NaN (marks nothing) when the direction is unknown or all are equal."""
-    finite = column[np.isfinite(column)]
-    if hib is None or len(np.unique(finite)) < 2:
-        return math.nan
-    return float(finite.max() if hib else finite.min())
+def _long_cells(frames: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
+    """The pivot's filled positions as a cell frame (``i``, ``j``: row and column) that :mod:`evalkit.study` ranks."""
+    p = frames["value"]
+    levels = list(p.index.names)
+    long = []
+    for i, key in enumerate(p.index):
+        keys = dict(zip(levels, key if isinstance(key, tuple) else (key,)))
+        for j in range(p.shape[1]):
+            if pd.isna(p.iat[i, j]):
+                continue
+            row = {"i": i, "j": j, "n": keys.get("n"), metric: float(p.iat[i, j])}
+            row |= {"run_id": frames["run_id"].iat[i, j], "cell_id": frames["cell_id"].iat[i, j]}
+            row |= {f"{metric}_lo": frames["ci_low"].iat[i, j], f"{metric}_hi": frames["ci_high"].iat[i, j]}
+            long.append(row)
+    return pd.DataFrame(long)
+
+
+def _marks(
+    frames: dict[str, pd.DataFrame], metric: str, pairs: PairTable | None, floors: pd.DataFrame | None
+) -> dict[tuple[int, int], tuple[str, str]]:
+    """(row, column) → (css class, short tag): 'best' (confidently), 'tie' (≈ the best), and 'at floor'."""
+    cells = _long_cells(frames, metric)
+    out: dict[tuple[int, int], tuple[str, str]] = {}
+    if cells.empty:
+        return out
+    table = pairs if pairs is not None else PairTable(separate_ci_pairs(cells, metric))
+    for _, col in cells.groupby(["j", "n"], sort=False, dropna=False):
+        r = rank(col, metric, table)
+        if r is None or r.runner_up is None:
+            continue
+        if r.confident:
+            out[(int(r.best["i"]), int(r.best["j"]))] = ("best", "")
+        else:
+            for c in [r.best, *r.measured_ties] if r.measured_ties else []:
+                out[(int(c["i"]), int(c["j"]))] = ("tie", "≈ tie")
+    for _, c in cells.iterrows():
+        if is_at_floor(c, metric, floors):
+            cls, tag = out.get((int(c["i"]), int(c["j"])), ("", ""))
+            out[(int(c["i"]), int(c["j"]))] = ((cls + " floor").strip(), " · ".join(t for t in (tag, "at floor") if t))
+    return out
+
+
+def _floor_column(p: pd.DataFrame, metric: str, floors: pd.DataFrame | None) -> list[tuple[str, float, str, str]]:
+    """Per row: (median, sort value, range, tooltip) of the floor at the row's N; [] when no row has one."""
+    if floors is None or floors.empty or "n" not in p.index.names:
+        return []
+    levels = list(p.index.names)
+    out, any_floor = [], False
+    for key in p.index:
+        keys = dict(zip(levels, key if isinstance(key, tuple) else (key,)))
+        f = floor_for(floors, metric, keys.get("n"), keys.get("run_id"))
+        any_floor |= f is not None
+        if f is None:
+            out.append(("—", math.nan, "", ""))
+        else:
+            tip = f"real vs real at N={int(f['n'])}: median and range over {int(f['draws'])} draws"
+            out.append((fmt(f["median"]), float(f["median"]), f"{fmt(f['low'])}–{fmt(f['high'])}", tip))
+    return out if any_floor else []
 
 
 def _spread(lo: float, hi: float, sd: float) -> tuple[str, str]:

@@ -4,14 +4,15 @@ and a plain dict of what it drew, so tests can check the lines without reading p
     {"title", "xlabel", "ylabel",
      "panels": {panel title: {"lines": {label: {"x": [...], "y": [...], "err": [[low...], [high...]] | None,
                                                 "points": [point labels]}},
-                              "frontier": {"x": [...], "y": [...], "points": [...]} (Pareto plots only)}}}
+                              "frontier": {"x": [...], "y": [...], "points": [...]} (Pareto plots only),
+                              "floor": {"n", "low", "high", "median"} (Pareto plots, where the run has floors),
+                              "floors": [{"n", "low", "high", "median"}, ...] (steps plot)}}}
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,8 +21,11 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # figures without pyplot: no global state, no GUI backend
 
+from evalkit.report.figures import legend, log_if_wide, panels, plain_text
 from evalkit.report.frontier import pareto_front
 from evalkit.report.tables import direction_word, label
+from evalkit.study.floors import floor_for
+from evalkit.study.rank import PairTable
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
@@ -35,12 +39,45 @@ class Plot(NamedTuple):
 
 # -- shared helpers --------------------------------------------------------------------------------
 def line_keys(cells: pd.DataFrame) -> pd.Series:
-    """Each cell's line label: the sampler, prefixed by run and model only when the data holds several."""
+    """Each cell's line label: the sampler, prefixed by run and model and suffixed by N only when the data holds
+    several (cells of another N are never joined into one line)."""
     key = cells["sampler"].astype(str)
     for col in ("model", "run_id"):
         if cells[col].nunique() > 1:
             key = cells[col].astype(str) + " / " + key
+    if "n" in cells and cells["n"].nunique() > 1:
+        key = key + " · N=" + cells["n"].astype("Int64").astype(str)
     return key
+
+
+def _facets(cells: pd.DataFrame) -> list[tuple[str, Any, pd.DataFrame]]:
+    """(panel title, N, cells) per guidance scale, and per N where the data holds several: a panel (and its
+    frontier) never mixes N."""
+    multi_n = "n" in cells and cells["n"].nunique() > 1
+    out = []
+    for g, facet in cells.groupby("guidance", sort=True):
+        for n, sub in facet.groupby(_n_key(facet), sort=True, dropna=False):
+            out.append((f"guidance {_g(g)}" + (f" · N={n}" if multi_n else ""), n, sub))
+    return out
+
+
+def _n_key(cells: pd.DataFrame) -> pd.Series:
+    return cells["n"] if "n" in cells else pd.Series(-1, index=cells.index)
+
+
+def _floor_band(
+    ax: Axes, floors: pd.DataFrame | None, metric: str, n: Any, *, axis: str = "y"
+) -> dict[str, Any] | None:
+    """Shade the real-vs-real floor of ``metric`` at N=``n`` (range over draws, median dotted); its numbers."""
+    f = floor_for(floors, metric, n)
+    if f is None:
+        return None
+    lo, hi, med = float(f["low"]), float(f["high"]), float(f["median"])
+    text = f"real-vs-real floor (N={int(f['n'])})"
+    span, line = (ax.axhspan, ax.axhline) if axis == "y" else (ax.axvspan, ax.axvline)
+    span(lo, hi, color="#888888", alpha=0.18, lw=0, label=text, zorder=0)
+    line(med, color="#666666", ls=":", lw=1, zorder=0)
+    return {"n": int(f["n"]), "low": lo, "high": hi, "median": med}
 
 
 def _style(cells: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -65,32 +102,6 @@ def _errors(sub: pd.DataFrame, metric: str) -> np.ndarray | None:
     else:
         return None
     return np.where(np.isfinite(err), np.clip(err, 0, None), 0.0)
-
-
-def _figure(
-    n_panels: int, *, legend_chars: int, ncols: int | None = None, panel_w: float = 4.0, panel_h: float = 3.0
-) -> tuple[Figure, list[Axes]]:
-    """Panels in a grid with a right margin wide enough for the legend's longest label. Margins are
-    set by hand in inches: constrained layout would draw every figure twice (most of the run time)."""
-    ncols = ncols or n_panels
-    nrows = math.ceil(n_panels / ncols)
-    legend_w = max(1.9, 0.6 + 0.065 * legend_chars)  # ~0.065 in per 8 pt character
-    left, bottom, top, gap_w, gap_h = 0.7, 0.55, 0.35, 0.75, 0.75
-    width = left + ncols * panel_w + (ncols - 1) * gap_w + legend_w
-    height = bottom + nrows * panel_h + (nrows - 1) * gap_h + top
-    fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(
-        left=left / width,
-        right=1 - legend_w / width,
-        bottom=bottom / height,
-        top=1 - top / height,
-        wspace=gap_w / panel_w,
-        hspace=gap_h / panel_h,
-    )
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
 
 
 def _draw_line(
@@ -133,93 +144,62 @@ def _draw_line(
     }
 
 
-def _log_if_wide(ax: Axes, values: pd.Series, axis: str = "x") -> None:
-    v = values.dropna().to_numpy(float)
-    if len(v) and v.min() > 0 and v.max() / v.min() >= 8:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-
-
-def _legend(fig: Figure, axes: list[Axes]) -> None:
-    handles, labels = {}, {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-            labels.setdefault(lab, lab)
-    if handles:
-        right = fig.subplotpars.right
-        fig.legend(
-            list(handles.values()),
-            list(labels.values()),
-            loc="upper left",
-            bbox_to_anchor=(right + 0.01, 0.97),
-            fontsize=8,
-            frameon=False,
-        )
-
-
-def _plain_text(fig: Figure) -> None:
-    """Titles, axis labels, point labels and legend entries drawn as plain text: they hold user data (sampler
-    labels, model and run names, metric names), and matplotlib would parse ``$...$`` in them as mathtext (an
-    unbalanced ``$\\foo{$`` raised ValueError and stopped the report) or hand them to LaTeX under
-    ``text.usetex``. Tick labels keep their formatters' mathtext (e.g. log-axis powers)."""
-    texts = []
-    for ax in fig.axes:
-        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]  # the plots set centre titles only
-        if ax.get_legend() is not None:
-            texts += [*ax.get_legend().get_texts(), ax.get_legend().get_title()]
-    for legend in fig.legends:
-        texts += [*legend.get_texts(), legend.get_title()]
-    for text in texts + [*fig.texts]:
-        text.set_parse_math(False)
-        text.set_usetex(False)
-
-
 def _g(v: float) -> str:
     return f"{v:g}"
 
 
 # -- the plots -------------------------------------------------------------------------------------
-def pareto_plot(cells: pd.DataFrame, metric: str, cost: str = "s_per_image") -> Plot | None:
-    """Quality against cost, one panel per guidance scale, a line per sampler through its step
-    counts (points labelled by steps), the Pareto frontier dashed with circled points."""
+def pareto_plot(
+    cells: pd.DataFrame,
+    metric: str,
+    cost: str = "s_per_image",
+    pairs: PairTable | None = None,
+    floors: pd.DataFrame | None = None,
+) -> Plot | None:
+    """Quality against cost, one panel per guidance scale (and N), a line per sampler through its step
+    counts (points labelled by steps), the Pareto frontier dashed with circled points — a point is off it only
+    where a cell at least as cheap is confidently better — and the real-vs-real floor as a grey band."""
     if metric not in cells or cost not in cells or cells[[metric, cost]].dropna().empty:
         return None
     style = _style(cells)
-    facets = list(cells.groupby("guidance", sort=True))
-    fig, axes = _figure(len(facets), legend_chars=_longest(style))
+    facets = _facets(cells)
+    fig, axes = panels(len(facets), legend_chars=_longest(style))
     data: dict[str, Any] = {
         "title": f"{label(metric)} vs {label(cost)}",
         "xlabel": label(cost),
         "ylabel": f"{label(metric)} ({direction_word(metric)})",
         "panels": {},
     }
-    for ax, (g, facet) in zip(axes, facets):
+    keys = line_keys(cells)
+    for ax, (title, n, facet) in zip(axes, facets):
         panel: dict[str, Any] = {"lines": {}}
-        for key, sub in facet.groupby(line_keys(cells).loc[facet.index], sort=False):
+        for key, sub in facet.groupby(keys.loc[facet.index], sort=False):
             sub = sub.dropna(subset=[metric, cost]).sort_values(cost)
             if sub.empty:
                 continue
             panel["lines"][key] = _draw_line(
                 ax, sub, cost, metric, key, style[key], point_labels=[str(s) for s in sub["steps"]]
             )
-        front = pareto_front(facet, cost, metric)
+        front = pareto_front(facet, cost, metric, pairs)
         if not front.empty:
             fx, fy = front[cost].to_numpy(float), front[metric].to_numpy(float)
             ax.plot(fx, fy, drawstyle="steps-post", color="black", ls="--", lw=1, alpha=0.6, label="Pareto frontier")
             ax.scatter(fx, fy, s=130, facecolors="none", edgecolors="black", linewidths=1, zorder=3)
-            names = line_keys(cells).loc[front.index]
+            names = keys.loc[front.index]
             panel["frontier"] = {
                 "x": fx.tolist(),
                 "y": fy.tolist(),
                 "points": [f"{k} @ {s}" for k, s in zip(names, front["steps"])],
             }
-        _log_if_wide(ax, facet[cost])
-        title = f"guidance {_g(g)}"
+        band = _floor_band(ax, floors, metric, n)
+        if band:
+            panel["floor"] = band
+        log_if_wide(ax, facet[cost])
         ax.set(title=title, xlabel=data["xlabel"], ylabel=data["ylabel"])
         ax.grid(alpha=0.3)
         data["panels"][title] = panel
-    _legend(fig, axes)
-    _plain_text(fig)
+    legend(fig, axes)
+    plain_text(fig)
     return Plot(fig, data)
 
 
@@ -230,7 +210,7 @@ def guidance_plot(cells: pd.DataFrame, quality: str, other: str) -> Plot | None:
         return None
     style = _style(cells)
     facets = list(cells.groupby("steps", sort=True))
-    fig, axes = _figure(len(facets), legend_chars=_longest(style))
+    fig, axes = panels(len(facets), legend_chars=_longest(style))
     data: dict[str, Any] = {
         "title": f"guidance sweep: {label(other)} vs {label(quality)}",
         "xlabel": f"{label(quality)} ({direction_word(quality)})",
@@ -257,20 +237,20 @@ def guidance_plot(cells: pd.DataFrame, quality: str, other: str) -> Plot | None:
         ax.set(title=title, xlabel=data["xlabel"], ylabel=data["ylabel"])
         ax.grid(alpha=0.3)
         data["panels"][title] = panel
-    _legend(fig, axes)
-    _plain_text(fig)
+    legend(fig, axes)
+    plain_text(fig)
     return Plot(fig, data)
 
 
-def steps_plot(cells: pd.DataFrame, metrics: list[str]) -> Plot | None:
+def steps_plot(cells: pd.DataFrame, metrics: list[str], floors: pd.DataFrame | None = None) -> Plot | None:
     """Each metric against step count: one panel per metric, a line per sampler (colour) and
-    guidance scale (dash)."""
+    guidance scale (dash), the real-vs-real floor of each N as a grey band."""
     metrics = [m for m in metrics if m in cells and cells[m].notna().any()]
     if not metrics:
         return None
     style = _style(cells)
     guidances = sorted(cells["guidance"].dropna().unique())
-    fig, axes = _figure(
+    fig, axes = panels(
         len(metrics), legend_chars=_longest(style) + 6, ncols=min(3, len(metrics)), panel_w=3.6, panel_h=2.6
     )
     data: dict[str, Any] = {"title": "metrics vs steps", "xlabel": "steps", "ylabel": "metric value", "panels": {}}
@@ -293,6 +273,11 @@ def steps_plot(cells: pd.DataFrame, metrics: list[str]) -> Plot | None:
                 point_labels=[""] * len(sub),
                 dash=dash,
             )
+        bands = (
+            [_floor_band(ax, floors, metric, n) for n in sorted(cells["n"].dropna().unique())] if "n" in cells else []
+        )
+        if any(bands):
+            panel["floors"] = [b for b in bands if b]
         ax.set_xscale("log", base=2)
         ticks = sorted(cells["steps"].dropna().unique())
         ax.set_xticks([float(t) for t in ticks], [str(t) for t in ticks])
@@ -300,8 +285,8 @@ def steps_plot(cells: pd.DataFrame, metrics: list[str]) -> Plot | None:
         ax.set(title=f"{label(metric)} ({direction_word(metric)})", xlabel="steps")
         ax.grid(alpha=0.3)
         data["panels"][label(metric)] = panel
-    _legend(fig, axes)
-    _plain_text(fig)
+    legend(fig, axes)
+    plain_text(fig)
     return Plot(fig, data)
 
 
@@ -314,7 +299,7 @@ def throughput_plot(cells: pd.DataFrame) -> Plot | None:
         cells["images_per_s"] = 1.0 / cells["s_per_image"]
     style = _style(cells)
     facets = list(cells.groupby("guidance", sort=True))
-    fig, axes = _figure(len(facets), legend_chars=_longest(style))
+    fig, axes = panels(len(facets), legend_chars=_longest(style))
     data: dict[str, Any] = {
         "title": "throughput",
         "xlabel": "steps",
@@ -342,8 +327,8 @@ def throughput_plot(cells: pd.DataFrame) -> Plot | None:
         ax.set(title=title, xlabel="steps", ylabel=data["ylabel"])
         ax.grid(alpha=0.3, axis="y")
         data["panels"][title] = panel
-    _legend(fig, axes)
-    _plain_text(fig)
+    legend(fig, axes)
+    plain_text(fig)
     return Plot(fig, data)
 
 

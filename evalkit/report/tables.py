@@ -3,7 +3,6 @@ one row per cell, provenance captions, and CSV / parquet / markdown export."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,22 +11,35 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import ConfigError
-from evalkit.report.data import CELL_KEYS
+from evalkit.study.cells import COST_COLUMNS, cell_frame
+from evalkit.study.rank import HIGHER_IS_BETTER, LOWER_IS_BETTER, higher_is_better
+from evalkit.study.words import LABELS, fmt, label
 
-# Fallback directions, used when the metric registry does not know a row name.
-LOWER_IS_BETTER = {
-    "fd",
-    "kid",
-    "cmmd",
-    "fd_inf",
-    "lpips_paired",
-    "s_per_image",
-    "ms_per_model_call",
-    "peak_mem_mb",
-    "nfe",
-    "model_calls",
-}
-HIGHER_IS_BETTER = {"is", "precision", "recall", "density", "coverage", "clip_score", "lpips_diversity", "images_per_s"}
+# LABELS, fmt, label, the directions and the cell frame live in evalkit.study (the run summary shares them).
+__all__ = [
+    "COST_COLUMNS",
+    "HIGHER_IS_BETTER",
+    "LABELS",
+    "LOWER_IS_BETTER",
+    "QUALITY_ORDER",
+    "THROUGHPUT_METRICS",
+    "cell_table",
+    "direction_word",
+    "export",
+    "fmt",
+    "higher_is_better",
+    "label",
+    "pivot",
+    "pivot_values",
+    "pivots",
+    "primary_metric",
+    "provenance",
+    "provenance_text",
+    "quality_metrics",
+    "short_id",
+    "throughput_metrics",
+    "to_markdown",
+]
 
 # Display order: the headline quality metrics first, cost last.
 QUALITY_ORDER = [
@@ -45,52 +57,6 @@ QUALITY_ORDER = [
     "lpips_paired",
 ]
 THROUGHPUT_METRICS = ["images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_model_call", "peak_mem_mb"]
-COST_COLUMNS = ["s_per_image", "nfe", "model_calls"]
-
-LABELS = {
-    "fd": "FD",
-    "fd_inf": "FD∞",
-    "kid": "KID",
-    "cmmd": "CMMD",
-    "is": "IS",
-    "clip_score": "CLIP score",
-    "precision": "precision",
-    "recall": "recall",
-    "density": "density",
-    "coverage": "coverage",
-    "lpips_diversity": "LPIPS diversity",
-    "lpips_paired": "LPIPS paired",
-    "images_per_s": "images/s",
-    "s_per_image": "s/image",
-    "model_calls": "model calls/sample",
-    "nfe": "NFE/image",
-    "ms_per_model_call": "ms/model call",
-    "peak_mem_mb": "peak memory (MB)",
-}
-
-
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
-
-
-def higher_is_better(metric: str) -> bool | None:
-    """Direction of a result row's metric: the metric registry first, then the fallback table."""
-    try:
-        from evalkit.metrics.base import available_metrics, get_metric
-
-        for name in available_metrics():
-            if name == "throughput":
-                continue
-            directions = get_metric(name).higher_is_better
-            if metric in directions:
-                return bool(directions[metric])
-    except Exception:
-        pass
-    if metric in HIGHER_IS_BETTER:
-        return True
-    if metric in LOWER_IS_BETTER:
-        return False
-    return None
 
 
 def direction_word(metric: str) -> str:
@@ -116,16 +82,17 @@ def primary_metric(df: pd.DataFrame) -> str | None:
 
 
 def _row_keys(df: pd.DataFrame) -> list[str]:
-    """Pivot rows: sampler, preceded by model and run_id only where the data has several."""
+    """Pivot rows: sampler and N, preceded by model and run_id only where the data has several."""
     keys = [k for k in ("run_id", "model") if df[k].nunique() > 1]
-    return [*keys, "sampler"]
+    return [*keys, "sampler", "n"]
 
 
 def pivot(df: pd.DataFrame, metric: str, *, value: str = "value", index: Sequence[str] | None = None) -> pd.DataFrame:
     """Sampler × steps for one metric, columns faceted by guidance: columns are (guidance, steps).
 
-    Rows are ``sampler`` (with ``run_id`` / ``model`` levels in front when the data holds several);
-    samplers keep the order of the suite. ``value`` may be "std", "ci_low" or "ci_high" instead.
+    Rows are (``sampler``, ``n``) — N is part of every index: values at another N are other cells, never
+    merged — with ``run_id`` / ``model`` levels in front when the data holds several; samplers keep the order
+    of the suite. ``value`` may be "std", "ci_low" or "ci_high" instead.
     """
     return pivot_values(df, metric, (value,), index=index)[value]
 
@@ -141,6 +108,7 @@ def pivot_values(
     sub = df[df["metric"] == metric]
     if sub.empty:
         return {v: pd.DataFrame() for v in values}
+    sub = sub.assign(n=pd.to_numeric(sub["n"], errors="coerce").round().astype("Int64"))
     index = list(index) if index is not None else _row_keys(df)
     grouped = sub.groupby([*index, "guidance", "steps"], sort=False, dropna=False)[list(values)].first()
     wide = grouped.unstack(["guidance", "steps"])
@@ -156,22 +124,9 @@ def pivots(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def cell_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: a column per metric value, ``<metric>_std/_lo/_hi`` for spreads, and the
-    cell's cost (s_per_image, nfe, model_calls) — the shape plots and the summary want."""
-    if df.empty:
-        return pd.DataFrame(columns=[*CELL_KEYS, *COST_COLUMNS])
-    g = df.groupby([*CELL_KEYS, "metric"], sort=False, dropna=False)
-    parts = [g["value"].first().unstack("metric")]
-    for col, suffix in (("std", "_std"), ("ci_low", "_lo"), ("ci_high", "_hi")):
-        parts.append(g[col].first().unstack("metric").add_suffix(suffix))
-    wide = pd.concat(parts, axis=1)
-    cost = df.groupby(CELL_KEYS, sort=False, dropna=False)[COST_COLUMNS].first()
-    for col in COST_COLUMNS:  # the throughput row is authoritative; the per-row cost column fills gaps
-        own = wide[col] if col in wide.columns else pd.Series(float("nan"), index=wide.index)
-        wide[col] = own.fillna(cost[col])
-    wide = wide.reset_index()
-    wide["steps"] = wide["steps"].astype("Int64")
-    return wide
+    """One row per cell (N part of its key): ``cell_id``, a column per metric value, ``<metric>_std/_lo/_hi``
+    for spreads, and the cell's cost (s_per_image, nfe, model_calls) — the shape plots and the summary want."""
+    return cell_frame(df)
 
 
 def provenance(df: pd.DataFrame, metric: str | None = None) -> dict[str, str]:
@@ -209,22 +164,6 @@ def provenance_text(df: pd.DataFrame, metric: str | None = None) -> str:
     else:
         parts.append(f"measured on {p['device']}")
     return " · ".join(parts)
-
-
-def fmt(v: Any) -> str:
-    """A number for people: 4 significant digits, thousands separated, '—' for missing."""
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-        return "—"
-    if isinstance(v, str):
-        return v
-    v = float(v)
-    if not math.isfinite(v):
-        return str(v)
-    if abs(v) >= 10000:
-        return f"{v:,.0f}"
-    if v == int(v) and abs(v) < 10000:
-        return f"{int(v)}"
-    return f"{v:.4g}"
 
 
 def to_markdown(df: pd.DataFrame, *, index: bool = True) -> str:

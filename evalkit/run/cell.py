@@ -1,24 +1,24 @@
-"""One cell's work: generate a shard of samples (streamed through every extractor), then on rank 0 join
-the shards and score them. Images are dropped after extraction; only per-sample features, a few
-images and timings are kept."""
+"""One cell's work: generate a shard of samples (streamed through every extractor) while timing its batches,
+then on rank 0 join the shards and score them. Images are dropped after extraction; only per-sample features,
+a few images and timings are kept."""
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from evalkit.features.base import Extractor
 from evalkit.generate import Adapter, GenerationRequest
-from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.run.images import ImageContractError, check_images
-from evalkit.run.timing import PeakMemory, Stopwatch
-from evalkit.store import split_features
-from evalkit.suite import THROUGHPUT, Cell, MetricSpec
+from evalkit.run.timing import BatchTimer, MachineLoad, PeakMemory, Repeat, Stopwatch, spread, torch_threads
+from evalkit.suite import Cell, TimingSpec
 
 THROUGHPUT_ROWS = ("images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_model_call", "peak_mem_mb")
 NO_IMAGES = np.zeros((0, 3, 1, 1), np.uint8)
@@ -34,12 +34,18 @@ class Shard:
     model_calls: int = 0  # per trajectory
     nfe: int = 0
     calls_total: int = 0  # batched denoiser calls, summed over batches
-    warmup_s: float = 0.0
-    generate_s: float = 0.0
+    warmup_s: float = 0.0  # warm-up batches (the shard's first ones, or extra ones), not timed as repeats
+    generate_s: float = 0.0  # the shard's other batches
     extract_s: float = 0.0
+    extra_s: float = 0.0  # batches run for timing only (outputs discarded)
     peak_mb: float = 0.0
     peak_rss_mb: float = 0.0
     error: str | None = None  # traceback, if this rank failed
+    repeats: list[Repeat] = field(default_factory=list)  # timed batches of the fixed size
+    warmup_batches: int = 0
+    extra_batches: int = 0
+    machine: dict[str, Any] = field(default_factory=dict)  # MachineLoad.record(): load, CPU, threads, GPU
+    schedule: dict[str, Any] | None = None  # the schedule the sampler walked (GeneratedBatch.schedule)
 
 
 def generate_shard(
@@ -52,55 +58,101 @@ def generate_shard(
     warm_up: bool,
     keep: int,
     device: str,
+    batch_size: int,
+    timing: TimingSpec | None = None,
+    progress: bool = False,
 ) -> Shard:
-    """Generate samples ``mine`` (in batches, streamed), extract their features, keep the first images."""
-    warm = Stopwatch(device)
-    if warm_up:  # not timed: a model's and a scheduler's first calls pay for lazy init
-        with warm.measure():
-            for _ in adapter.generate(request(mine[:1] if len(mine) else np.zeros(1, np.int64))):
-                pass
-    gen_sw, ext_sw = Stopwatch(device), Stopwatch(device)
+    """Generate samples ``mine`` (in batches, streamed), extract their features, keep the first images, and
+    time every batch (:class:`~evalkit.run.timing.BatchTimer`): when ``warm_up`` (a model's or sampler's first
+    cell) the first ``timing.warmup`` batches are untimed; every later batch of the fixed size
+    ``min(batch_size, n)`` is a repeat, and only when there are fewer than ``timing.repeats`` are extra batches of
+    that size generated, timed and discarded. ``timing.threads`` sets torch's CPU threads for the cell."""
+    timing = timing or TimingSpec()
+    fixed = min(batch_size, cell.n)
+    timer = BatchTimer(device, warmup=timing.warmup if warm_up else 0, fixed=fixed)
+    bar = tqdm(total=len(mine), desc="  samples", unit="sample", leave=False, disable=not progress, file=sys.stderr)
+    with torch_threads(timing.threads), MachineLoad(device) as load, PeakMemory(device) as mem, bar:
+        shard = _stream(adapter, extractors, cell, mine, request, timer, load, keep, bar)
+        if len(mine):
+            _timing_batches(adapter, request, timer, load, timing.repeats, fixed, bar)
+    shard.warmup_s, shard.generate_s, shard.extra_s = timer.warmup_s, timer.samples_s, timer.extra_s
+    shard.repeats, shard.extra_batches = timer.repeats, timer.extra_batches
+    shard.warmup_batches = min(timer.warmup, timer.batches)
+    shard.peak_mb, shard.peak_rss_mb, shard.machine = mem.peak_mb, mem.peak_rss_mb, load.record()
+    return shard
+
+
+def _stream(
+    adapter: Adapter,
+    extractors: dict[str, Extractor],
+    cell: Cell,
+    mine: np.ndarray,
+    request: Callable[[np.ndarray], GenerationRequest],
+    timer: BatchTimer,
+    load: MachineLoad,
+    keep: int,
+    bar: tqdm,
+) -> Shard:
+    """The shard's own batches, each timed, checked, extracted and dropped (only the first ``keep`` images kept)."""
+    ext_sw = Stopwatch(timer.stopwatch.device)
     # One preallocated array per output, filled batch by batch: per-batch arrays kept in a list
     # fragment the heap (peak RSS then grows with N far beyond the features themselves).
     feats: dict[str, np.ndarray] = {}
     kept: list[torch.Tensor] = []
     model_calls = nfe = calls_total = done = 0
-    with PeakMemory(device) as mem:
-        stream = iter(adapter.generate(request(mine)) if len(mine) else ())
-        while True:
-            with gen_sw.measure():
-                batch = next(stream, None)
-            if batch is None:
-                break
-            idx = np.asarray(batch.indices)
-            if not np.array_equal(idx, mine[done : done + len(idx)]):
-                raise ImageContractError(
-                    f"cell {cell.cell_id}: adapter yielded samples out of order "
-                    f"(expected from index {int(mine[done]) if done < len(mine) else done})"
-                )
-            images = check_images(batch.images, cell.cell_id, idx)
-            model_calls, nfe = max(model_calls, batch.model_calls), max(nfe, batch.nfe)
-            calls_total += batch.model_calls
-            with ext_sw.measure():
-                _extract_into(feats, extractors, images, done, len(mine))
-            if idx[0] < keep:
-                kept.append(images[torch.from_numpy(idx < keep)].cpu())
-            done += len(idx)
+    schedule = None
+    stream = iter(adapter.generate(request(mine)) if len(mine) else ())
+    while True:
+        with timer.measure():
+            batch = next(stream, None)
+        if batch is None:
+            timer.book_tail()
+            break
+        idx = np.asarray(batch.indices)
+        timer.book(len(idx), batch.model_calls)
+        load.sample()
+        if not np.array_equal(idx, mine[done : done + len(idx)]):
+            raise ImageContractError(
+                f"cell {cell.cell_id}: adapter yielded samples out of order "
+                f"(expected from index {int(mine[done]) if done < len(mine) else done})"
+            )
+        images = check_images(batch.images, cell.cell_id, idx)
+        model_calls, nfe = max(model_calls, batch.model_calls), max(nfe, batch.nfe)
+        calls_total += batch.model_calls
+        schedule = schedule or getattr(batch, "schedule", None)
+        with ext_sw.measure():
+            _extract_into(feats, extractors, images, done, len(mine))
+        if idx[0] < keep:
+            kept.append(images[torch.from_numpy(idx < keep)].cpu())
+        done += len(idx)
+        bar.update(len(idx))
     if done != len(mine):
         raise ImageContractError(f"cell {cell.cell_id}: adapter produced {done} samples, expected {len(mine)}")
-    return Shard(
-        mine,
-        feats,
-        torch.cat(kept).numpy() if kept else NO_IMAGES,
-        model_calls=model_calls,
-        nfe=nfe,
-        calls_total=calls_total,
-        warmup_s=warm.seconds,
-        generate_s=gen_sw.seconds,
-        extract_s=ext_sw.seconds,
-        peak_mb=mem.peak_mb,
-        peak_rss_mb=mem.peak_rss_mb,
-    )
+    kept_images = torch.cat(kept).numpy() if kept else NO_IMAGES
+    return Shard(mine, feats, kept_images, model_calls, nfe, calls_total, extract_s=ext_sw.seconds, schedule=schedule)
+
+
+def _timing_batches(
+    adapter: Adapter,
+    request: Callable[[np.ndarray], GenerationRequest],
+    timer: BatchTimer,
+    load: MachineLoad,
+    repeats: int,
+    fixed: int,
+    bar: tqdm,
+) -> None:
+    """Warm-ups the shard's own batches did not cover, then batches of the fixed size (the cell's first samples
+    again) until there are ``repeats`` timed ones; their images are discarded, never extracted or counted."""
+    idx = np.arange(fixed, dtype=np.int64)
+    owed = timer.owed(repeats)
+    for k in range(owed):
+        bar.set_postfix_str(f"timing batch {k + 1}/{owed}")
+        images = calls = 0
+        with timer.measure():
+            for batch in adapter.generate(request(idx)):
+                images, calls = images + len(batch.indices), calls + batch.model_calls
+        timer.book(images, calls, extra=True)
+        load.sample()
 
 
 def _extract_into(
@@ -130,61 +182,87 @@ def add_text_embeddings(
             features[f"{name}/text_embeds"] = np.stack([table[p] for p in prompts])
 
 
-def costs(shards: list[Shard], n: int) -> dict[str, float]:
-    """Cost rows of a cell. One process: n / seconds; K ranks: their rates add up, and s_per_image stays
-    device-seconds per image."""
-    gen_s = sum(s.generate_s for s in shards)
-    calls_total = sum(s.calls_total for s in shards)
+def costs(shards: list[Shard]) -> dict[str, float]:
+    """Cost values of a cell from its timed repeats (:func:`cost_rows` adds their spreads): ``s_per_image`` is the
+    median per-image seconds over the repeats of every rank (device-seconds per image); K ranks that each timed
+    repeats make images K times as fast, so ``images_per_s`` = K / median; ``ms_per_model_call`` is the median of
+    per-call milliseconds (the same repeats: one model call carries the whole batch)."""
+    per_image, per_call = _per_image(shards), _per_call(shards)
+    ranks = sum(1 for s in shards if s.repeats)
+    median = spread(per_image)["median"]
     return {
         "model_calls": max(s.model_calls for s in shards),
         "nfe": max(s.nfe for s in shards),
-        "images_per_s": sum(len(s.indices) / s.generate_s if s.generate_s else math.nan for s in shards),
-        "s_per_image": gen_s / n,
-        "ms_per_model_call": 1000 * gen_s / calls_total if calls_total else math.nan,
+        "images_per_s": ranks / median if per_image and median > 0 else math.nan,
+        "s_per_image": median,
+        "ms_per_model_call": 1000 * spread(per_call)["median"] if per_call else math.nan,
         "peak_mem_mb": max(s.peak_mb for s in shards),
     }
 
 
-def score(
-    metrics: list[MetricSpec],
-    features: dict[str, np.ndarray],
-    reference: dict[str, dict[str, np.ndarray]],
-    extractors: dict[str, Extractor],
-    *,
-    labels: np.ndarray | None,
-    prompts: list[str] | None,
-    seed: int,
-) -> list[dict[str, Any]]:
-    """Each metric of the suite on the cell's features → partial rows (metric, value, CI, extractor identity)."""
-    by_extractor = split_features(features)
+def cost_rows(shards: list[Shard], cost: dict[str, float]) -> list[dict[str, Any]]:
+    """The throughput rows (partial: metric, value, std, ci_low, ci_high). For ``s_per_image`` and
+    ``ms_per_model_call`` ``ci_low``/``ci_high`` are the *spread*, the fastest and slowest repeat (not a
+    confidence interval), and ``std`` their standard deviation; ``images_per_s`` has the reciprocal spread.
+    All NaN with fewer than two repeats."""
+    nan = math.nan
+    img, call = spread(_per_image(shards)), spread(_per_call(shards))
+    ranks = sum(1 for s in shards if s.repeats)
+    extra = {
+        "s_per_image": (img["std"], img["min"], img["max"]),
+        "ms_per_model_call": (1000 * call["std"], 1000 * call["min"], 1000 * call["max"]),
+        "images_per_s": (nan, ranks / img["max"], ranks / img["min"]),
+    }
     rows = []
-    for spec in metrics:
-        if spec.name == THROUGHPUT:
-            continue
-        ex = extractors[spec.extractor]
-        inputs = MetricInputs(
-            gen=by_extractor.get(spec.extractor, {}),
-            ref=reference.get(spec.extractor),
-            labels=labels,
-            prompts=prompts,
-            seed=seed,
-            options=spec.options,
-        )
-        for metric, val in get_metric(spec.name).compute(inputs).items():
-            rows.append(
-                {
-                    "metric": metric,
-                    "value": float(val.value),
-                    "std": _num(val.std),
-                    "ci_low": _num(val.ci_low),
-                    "ci_high": _num(val.ci_high),
-                    "extractor": spec.extractor,
-                    "weights_id": ex.weights_id,
-                    "mode": ex.mode,
-                }
-            )
+    for name in THROUGHPUT_ROWS:
+        std, lo, hi = extra.get(name, (nan, nan, nan))
+        rows.append({"metric": name, "value": float(cost[name]), "std": std, "ci_low": lo, "ci_high": hi})
     return rows
 
 
-def _num(x: float | None) -> float:
-    return math.nan if x is None else float(x)
+def timing_record(shards: list[Shard], timing: TimingSpec) -> dict[str, Any]:
+    """The cell record's ``timing`` block: the repeats (per-image seconds), their median and spread, how they
+    were taken (fixed batch, warm-ups, extra batches, threads) and the machine's load and hardware while they ran
+    (rank 0's; the warnings of every rank)."""
+    per_image = _per_image(shards)
+    summary = spread(per_image)
+    machine = next((s.machine for s in shards if s.machine), {})
+    warnings = list(dict.fromkeys(w for s in shards for w in s.machine.get("warnings", [])))
+    return {
+        "repeats": per_image,
+        "median_s_per_image": _or_none(summary["median"]),
+        "spread_s_per_image": [_or_none(summary["min"]), _or_none(summary["max"])],
+        "std_s_per_image": _or_none(summary["std"]),
+        "repeats_requested": timing.repeats,
+        "fixed_batch": max((r.images for s in shards for r in s.repeats), default=0),
+        "warmup_batches": max((s.warmup_batches for s in shards), default=0),
+        "extra_batches": sum(s.extra_batches for s in shards),
+        "threads": timing.threads,
+        **{k: v for k, v in machine.items() if k != "warnings"},
+        "warnings": warnings,
+    }
+
+
+def phase_seconds(shards: list[Shard], *, metrics_s: float, scoring_s: float) -> dict[str, float]:
+    """The cell record's ``timings``: seconds per phase (the slowest rank's), ``timing_batches_s`` for the
+    batches run for timing alone, ``total_s`` = the slowest rank's work + rank 0's scoring (``scoring_s``)."""
+    return {
+        "warmup_s": max(s.warmup_s for s in shards),
+        "generate_s": max(s.generate_s for s in shards),
+        "extract_s": max(s.extract_s for s in shards),
+        "metrics_s": metrics_s,
+        "timing_batches_s": max(s.extra_s for s in shards),
+        "total_s": scoring_s + max(s.warmup_s + s.generate_s + s.extract_s + s.extra_s for s in shards),
+    }
+
+
+def _per_image(shards: list[Shard]) -> list[float]:
+    return [r.seconds / r.images for s in shards for r in s.repeats if r.images]
+
+
+def _per_call(shards: list[Shard]) -> list[float]:
+    return [r.seconds / r.calls for s in shards for r in s.repeats if r.calls]
+
+
+def _or_none(x: float) -> float | None:
+    return None if math.isnan(x) else x

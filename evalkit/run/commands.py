@@ -21,7 +21,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size: expected an integer ≥ 1; got {args.batch_size}")
     suite = load_suite(args.suite)  # before torch and diffusers load: a bad suite fails in well under a second
     from evalkit.run import distributed
+    from evalkit.run.preflight import PreflightError
     from evalkit.run.runner import Runner
+    from evalkit.store import read_run
 
     out = Path(args.out) if args.out else Path("runs") / suite.name
     runner = Runner(suite, out, device=args.device, batch_size=args.batch_size, progress=not args.quiet)
@@ -29,33 +31,56 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return dry_run(runner) if runner.dist.is_main else EXIT_OK
         summary = runner.run()
+    except PreflightError as e:  # every problem on its own line(s), not one long line
+        if runner.dist.is_main:
+            print_problems(e)
+        return EXIT_USAGE
     except distributed.PeerFailed:
         return EXIT_FAILED  # rank 0 prints the error
     finally:
         distributed.shutdown()
     if not runner.dist.is_main:  # under torchrun only rank 0 reports
         return summary.exit_code
-    print(summary_table(runner.store.results()))
+    print(summary_table(read_run(out), cache_dir=runner.cache_dir))  # this suite's cells (not other suites')
+    failed_metrics = sum(len(m) for m in summary.failed_metrics.values())
     print(
         f"\nrun folder: {out}  ({len(summary.done)} cells computed, {len(summary.reused)} reused, "
-        f"{len(summary.failed)} failed)"
+        f"{len(summary.failed)} failed" + (f"; {failed_metrics} metric rows failed" if failed_metrics else "") + ")"
     )
     for cell_id, err in summary.failed.items():
         where = runner.store.cell_dir(cell_id) / "cell.json"
         print(f"FAILED {cell_id}: {err}  (traceback in {where})", file=sys.stderr)
+    for cell_id, errors in summary.failed_metrics.items():
+        for metric, err in errors.items():
+            print(f"FAILED metric {metric} of {cell_id}: {err}", file=sys.stderr)
+    if summary.failed_metrics:
+        print(
+            "(the cells' other metrics and their features are kept; a failed metric's rows hold value NaN and the "
+            "error. Fix the cause, then delete those cells' folders under "
+            f"{runner.store.root / 'cells'} and run again to recompute them)",
+            file=sys.stderr,
+        )
     return summary.exit_code
 
 
 def dry_run(runner: Any) -> int:
-    """Cells, samples and the model calls they will cost. ``module:function`` adapters are not imported: a
-    plan must not run a plugin's code (their calls show as '?')."""
+    """Cells (after ``only``/``exclude``), samples and the model calls they will cost, then every problem the run
+    would stop on (:mod:`evalkit.run.preflight`; exit 2). ``module:function`` adapters are not imported: a plan
+    must not run a plugin's code (their calls show as '?'); with problems found, no model is built either."""
+    from evalkit.run.preflight import PreflightError, preflight
+    from evalkit.suite.grid import full_points
+
     suite = runner.suite
-    total_calls = 0
-    print(f"suite {suite.name}: {len(suite.cells())} cells × {suite.samples} samples, batch {runner.batch_size}")
+    problems = preflight(suite, base_dir=runner.base_dir, import_plugins=False)
+    total_calls, cells, full = 0, suite.cells(), len(full_points(suite))
+    dropped = f" (of {full} in the grid: {full - len(cells)} dropped by only/exclude)" if full != len(cells) else ""
+    print(f"suite {suite.name}: {len(cells)} cells{dropped} × {suite.samples} samples, batch {runner.batch_size}")
     notes, errors = {}, 0
-    for cell in suite.cells():
+    for cell in cells:
         if is_callable_ref(cell.model.adapter):
             per, note = None, f"adapter {cell.model.adapter} is not imported by --dry-run"
+        elif problems:
+            per, note = None, "not built: fix the problems below first"
         else:
             adapter = runner.adapter(cell)
             try:
@@ -75,25 +100,25 @@ def dry_run(runner: Any) -> int:
     print(f"total batched model calls (estimate): {total_calls}{' + unknown' if notes else ''}")
     for model, note in notes.items():
         print(f"note: model {model}: {note}")
-    return EXIT_USAGE if errors else EXIT_OK
+    if problems:
+        print_problems(PreflightError(str(suite.file or suite.name), problems))
+    return EXIT_USAGE if errors or problems else EXIT_OK
 
 
-def summary_table(df: Any) -> str:
-    """FD (or the first quality metric) and seconds per image, sampler × steps, one block per guidance."""
-    if df.empty:
-        return "(no results)"
-    quality = [m for m in ("fd", "kid", "is", "precision") if m in set(df.metric)]
-    blocks = []
-    for metric in [*quality[:1], "s_per_image", "nfe"]:
-        sub = df[df.metric == metric]
-        if sub.empty:
-            continue
-        pivot = sub.pivot_table(index=["model", "sampler"], columns=["guidance", "steps"], values="value")
-        blocks.append(
-            f"{metric} (rows: model/sampler; columns: guidance/steps; n={int(sub.n.iloc[0])})\n"
-            + pivot.to_string(float_format=lambda v: f"{v:.4g}")
-        )
-    return "\n\n".join(blocks)
+def print_problems(error: Any) -> None:
+    """A :class:`~evalkit.run.preflight.PreflightError` on stderr: ``evalkit: error:`` and the count, then one
+    problem per item (a long one keeps its own lines, indented)."""
+    lines = error.lines()
+    print("\n".join([f"evalkit: error: {lines[0]}", *lines[1:]]), file=sys.stderr)
+
+
+def summary_table(run: Any, *, cache_dir: Path | None = None) -> str:
+    """The end-of-run summary of a run folder (a :class:`~evalkit.store.RunData`): every metric with its CI and
+    N, ties and the floor marked, the best sampler per step count only where a CI backs it
+    (:func:`evalkit.study.summary.summary_text`)."""
+    from evalkit.study.summary import summary_text
+
+    return summary_text(run, cache_dir=cache_dir)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""What a result was computed with: package versions, git commit, device. Recorded in run.json."""
+"""What a result was computed with: package versions, git commit, device, CPU and its load. Recorded in run.json."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from evalkit.errors import ConfigError
+from evalkit.run.timing import cpu_model, load_average, usable_cores
 
 PACKAGES = [
     "evalkit",
@@ -86,6 +87,10 @@ def environment(device: str) -> dict[str, Any]:
         "device": describe_device(device),
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "usable_cores": usable_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load_average(),  # 1, 5, 15 minutes, when run.json was written; per cell: cell.json timing
         "packages": package_versions(),
         "evalkit_git_commit": git_commit(Path(__file__).resolve().parent),
         "cwd_git_commit": git_commit(Path.cwd()),

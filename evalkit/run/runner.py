@@ -1,9 +1,12 @@
 """Executes a suite: for each cell not already done, generate → extract → metrics → store.
 
-Images stream from the adapter in batches straight into every extractor the suite needs (one
-forward per image per network) and are dropped (:mod:`evalkit.run.cell`). A finished cell is written
-atomically, so a killed run resumes where it stopped. Under torchrun each rank generates its shard of
-every cell and rank 0 gathers, scores and writes (:mod:`evalkit.run.distributed`).
+Before anything is built, :mod:`evalkit.run.preflight` checks what the suite needs (weights, metric
+preconditions, prompt files, adapter options) and reports every problem at once. Images stream from the
+adapter in batches straight into every extractor the suite needs (one forward per image per network) and
+are dropped (:mod:`evalkit.run.cell`); each metric is scored on its own (:mod:`evalkit.run.scoring`). A
+finished cell is written atomically and the results table rewritten after it: a killed run resumes where it
+stopped and leaves the table of what finished. Under torchrun each rank generates its shard of every cell and
+rank 0 gathers, scores and writes (:mod:`evalkit.run.distributed`).
 """
 
 from __future__ import annotations
@@ -24,13 +27,26 @@ import evalkit
 from evalkit.errors import EXIT_FAILED, EXIT_OK, RunError, StoreError
 from evalkit.features.base import Extractor, build_extractor
 from evalkit.generate import Adapter, GenerationRequest
-from evalkit.references import open_reference, reference_features
-from evalkit.run.cell import NO_IMAGES, THROUGHPUT_ROWS, Shard, add_text_embeddings, costs, generate_shard, score
+from evalkit.references import default_cache_dir, open_reference, reference_features
+from evalkit.run.cell import (
+    NO_IMAGES,
+    Shard,
+    add_text_embeddings,
+    cost_rows,
+    costs,
+    generate_shard,
+    phase_seconds,
+    timing_record,
+)
 from evalkit.run.distributed import Dist, setup
 from evalkit.run.environment import environment
 from evalkit.run.images import grid_png
 from evalkit.run.models import ModelCache, ModelChangedError, stale_cells, weights_identity
+from evalkit.run.preflight import PreflightError, preflight
+from evalkit.run.scoring import score
 from evalkit.store import RunStore, tidy_frame
+from evalkit.store.folder import finished_cells, record_config
+from evalkit.study.floors import suite_floors
 from evalkit.suite import Cell, Conditions, Suite, expand_conditions
 
 
@@ -40,10 +56,11 @@ class RunSummary:
     done: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    failed_metrics: dict[str, dict[str, str]] = field(default_factory=dict)  # cell → {row: error}, cell kept
 
     @property
     def exit_code(self) -> int:
-        return EXIT_FAILED if self.failed else EXIT_OK
+        return EXIT_FAILED if self.failed or self.failed_metrics else EXIT_OK
 
 
 class Runner:
@@ -67,12 +84,19 @@ class Runner:
         self.progress = progress and self.dist.is_main
         self.cache_dir = cache_dir
         self.base_dir = Path(suite.file).parent if suite.file else Path.cwd()
-        self.conditions: Conditions = expand_conditions(suite.conditions, suite.samples, self.base_dir)
+        self._conditions: Conditions | None = None  # expanded on first use: a bad prompt file is a preflight problem
+        self._env: dict[str, Any] | None = None
         self.models = ModelCache(self.device, self._on_model_built)
         self._extractors: dict[str, Extractor] = {}
         self._ref_features: dict[str, dict[str, np.ndarray]] | None = None
         self._reference_info: dict[str, Any] | None = None
         self.run_id = ""
+
+    @property
+    def conditions(self) -> Conditions:
+        if self._conditions is None:
+            self._conditions = expand_conditions(self.suite.conditions, self.suite.samples, self.base_dir)
+        return self._conditions
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -127,6 +151,9 @@ class Runner:
         """Run every pending cell. Only rank 0 locks and writes the run folder; all ranks generate."""
         summary = RunSummary(self.store.root)
         main = self.dist.is_main
+        problems = self.dist.on_main(lambda: preflight(self.suite, base_dir=self.base_dir))  # before anything is built
+        if problems:
+            raise PreflightError(str(self.suite.file or self.suite.name), problems)
         with self.store if main else contextlib.nullcontext():
             cells = self.suite.cells()
             pending_ids = self.dist.on_main(lambda: self._plan(cells, summary))
@@ -144,6 +171,9 @@ class Runner:
                     self.store.write_failed_cell(cell.cell_id, self._cell_record(cell), traceback.format_exc())
                     summary.failed[cell.cell_id] = f"{type(e).__name__}: {e}"
                     self.log(f"  FAILED: {type(e).__name__}: {e}")
+                if main:  # a killed run leaves the table of what finished
+                    self._write_manifest(cells, summary)
+                    self._write_results(cells, summary)
             summary = self.dist.on_main(lambda: self._finish(cells, summary))
         self.models.close()
         return summary
@@ -152,19 +182,34 @@ class Runner:
         """Rank 0: the cells still to do (resume), the manifest, the conditions, the reference features."""
         pending = [c for c in cells if not self._is_done(c)]
         summary.reused = [c.cell_id for c in cells if c not in pending]
-        self._write_manifest(cells)
+        self._write_manifest(cells, summary)
+        self._write_results(cells, summary)  # stamped with this config from the start
         self.store.write_conditions(self.conditions.labels, self.conditions.prompts)
         if summary.reused:
             self.log(f"resuming: {len(summary.reused)} of {len(cells)} cells already done")
-        if pending:
-            self.reference_features()
+        if pending or self.store.read_floors() is None:  # the real-vs-real floor at this N (evalkit.study.floors)
+            ref = self.reference_features()
+            cache = self.cache_dir or default_cache_dir()
+            self.store.write_floors(suite_floors(self.suite, ref, self._reference_info, self.extractors(), cache))
         return [c.cell_id for c in pending]
 
     def _finish(self, cells: list[Cell], summary: RunSummary) -> RunSummary:
-        rows = [r for c in cells if self._is_done(c) for r in self.store.cell_rows(c.cell_id)]
-        self.store.write_results(tidy_frame(rows))
-        self._write_manifest(cells)
+        self._env = None  # the environment as the run ends (the machine's load)
+        self._write_manifest(cells, summary)
+        self._write_results(cells, summary)
+        for cid in summary.reused + summary.done:
+            errors = {r["metric"]: r["error"] for r in self.store.cell_rows(cid) if r.get("error")}
+            if errors:
+                summary.failed_metrics[cid] = errors
         return summary
+
+    def _write_results(self, cells: list[Cell], summary: RunSummary) -> None:
+        """results.parquet / .csv: every finished cell of every config run into this folder (run.json ``configs``),
+        this config's as the run knows them; rewritten after each cell."""
+        done = set(summary.reused + summary.done)
+        mine = {c.cell_id: self.store.read_cell(c.cell_id) or {} for c in cells if c.cell_id in done}
+        seen = finished_cells(self.store, self.store.read_manifest() or {}, mine)
+        self.store.write_results(tidy_frame([r for cid in seen for r in self.store.cell_rows(cid)]))
 
     def _is_done(self, cell: Cell) -> bool:
         rec = self.store.read_cell(cell.cell_id)
@@ -183,12 +228,16 @@ class Runner:
             "cell_hash": self.suite.cell_hash(cell),
         }
 
-    def _write_manifest(self, cells: list[Cell]) -> None:
+    def _write_manifest(self, cells: list[Cell], summary: RunSummary) -> None:
+        """run.json: this config (the folder's current one), and every config seen in the folder (``configs``)."""
         old = self.store.read_manifest() or {}
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        env = environment(self.device)
+        env = self._env = self._env or environment(self.device)
         failed = sum(1 for c in cells if (self.store.read_cell(c.cell_id) or {}).get("status") == "failed")
-        done = sum(1 for c in cells if self._is_done(c))
+        done = len(summary.reused) + len(summary.done)
+        listed = [{**c.describe(), "cell_hash": self.suite.cell_hash(c)} for c in cells]
+        entry = {"suite": self.suite.name, "config": self.suite.to_config(), "cells": listed}
+        configs = record_config(old, self.suite.config_hash(), entry, now)
         self.run_id = old.get("run_id") or f"{self.suite.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
         self.store.write_manifest(
             {
@@ -205,12 +254,13 @@ class Runner:
                 "environment": env,
                 "batch_size": self.batch_size,
                 "world_size": self.dist.world_size,
-                "cells": [{**c.describe(), "cell_hash": self.suite.cell_hash(c)} for c in cells],
+                "cells": listed,
                 "models": {**old.get("models", {}), **self.models.all_info()},
                 "reference": self._reference_info or old.get("reference"),
                 "extractors": {n: {"weights_id": e.weights_id, "mode": e.mode} for n, e in self._extractors.items()}
                 or old.get("extractors", {}),
                 "status": {"done": done, "failed": failed, "total": len(cells)},
+                "configs": configs,
             }
         )
 
@@ -262,6 +312,9 @@ class Runner:
             warm_up=self.models.needs_warmup(cell),
             keep=min(self.suite.grid_samples, cell.n),
             device=self.device,
+            batch_size=self.batch_size,
+            timing=self.suite.timing,
+            progress=self.progress,
         )
 
     def _score_and_write(self, cell: Cell, indices: np.ndarray, shards: list[Shard]) -> None:
@@ -285,8 +338,8 @@ class Runner:
             seed=cell.seed,
         )
         metrics_s = time.perf_counter() - t_metrics
-        cost = costs(shards, cell.n)
-        rows += [{"metric": name, "value": float(cost[name])} for name in THROUGHPUT_ROWS]
+        cost = costs(shards)
+        rows += cost_rows(shards, cost)
         rows = [self._row(cell, r, cost) for r in rows]
         keep = min(self.suite.grid_samples, cell.n)
         shown = np.concatenate([s.kept for s in shards if len(s.kept)])[:keep]
@@ -297,18 +350,17 @@ class Runner:
         }
         if prompts is not None:
             samples["prompts"] = np.array(prompts[:keep])
-        timings = {
-            "warmup_s": max(s.warmup_s for s in shards),
-            "generate_s": max(s.generate_s for s in shards),
-            "extract_s": max(s.extract_s for s in shards),
-            "metrics_s": metrics_s,
-            "total_s": time.perf_counter() - t_start + max(s.warmup_s + s.generate_s + s.extract_s for s in shards),
-        }
+        timings = phase_seconds(shards, metrics_s=metrics_s, scoring_s=time.perf_counter() - t_start)
+        timing = timing_record(shards, self.suite.timing)
+        for warning in timing["warnings"]:
+            self.log(f"  WARNING {cell.cell_id}: {warning}")
         record = {
             **self._cell_record(cell),
             **cost,
             "peak_rss_mb": max(s.peak_rss_mb for s in shards),
             "timings": timings,
+            "timing": timing,
+            "schedule": next((s.schedule for s in shards if s.schedule), None),
             "model_info": self.adapter(cell).info(),
         }
         if len(shards) > 1:

@@ -2,7 +2,15 @@
 
 ``store`` knows nothing of orchestration: the runner writes through :class:`RunStore`; the report, the
 gate and the Python API read through :func:`read_run`.
+
+The file helpers (numpy only) load with the package; the folder, the reader and the row schema import pandas
+and load on first use of their names, so ``evalkit --help`` does not pay for pandas.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import StoreError
 from evalkit.store.files import (
@@ -16,9 +24,22 @@ from evalkit.store.files import (
     sha256_bytes,
     sha256_file,
 )
-from evalkit.store.folder import RunStore
-from evalkit.store.reader import RunData, join_features, read_run, read_runs, split_features
-from evalkit.store.rows import RESULT_COLUMNS, tidy_frame
+
+if TYPE_CHECKING:
+    from evalkit.store.folder import RunStore
+    from evalkit.store.reader import RunData, join_features, read_run, read_runs, split_features
+    from evalkit.store.rows import RESULT_COLUMNS, tidy_frame
+
+_EXPORTS = {  # pandas: loaded on first use
+    "RunStore": "folder",
+    "RunData": "reader",
+    "join_features": "reader",
+    "read_run": "reader",
+    "read_runs": "reader",
+    "split_features": "reader",
+    "RESULT_COLUMNS": "rows",
+    "tidy_frame": "rows",
+}
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -40,3 +61,15 @@ __all__ = [
     "split_features",
     "tidy_frame",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'evalkit.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"evalkit.store.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,8 +1,10 @@
 """The results export (``results.parquet``, ``results.csv``): written stamped, verified on reading.
 
 The export is a convenience for users (pandas, spreadsheets); results are always derived from the cells'
-checksummed ``rows.json`` (:mod:`evalkit.store.reader`). So that nobody — a report, a gate, a person — is
-misled by a stale or edited export, it carries where it came from:
+checksummed ``rows.json`` (:mod:`evalkit.store.reader`). It holds every finished cell of every config run into
+the folder (run.json ``configs``; each row carries the ``config_hash`` that made it), and the runner rewrites it
+after each cell, so a killed run leaves the table of what finished. So that nobody — a report, a gate, a
+person — is misled by a stale or edited export, it carries where it came from:
 
 - a *stamp*: the run's config hash and the sha256 of the ``rows.json`` of every cell it was made from, in
   the parquet's schema metadata (key ``evalkit``) and in the sidecar ``results.stamp.json``;

@@ -2,7 +2,8 @@
 
 Layout::
 
-    RUN/run.json                       config, config hash, environment, versions, git commit
+    RUN/run.json                       config, config hash, environment, versions, git commit; ``configs``:
+                                       every config run into the folder, by hash, with its cells
     RUN/.lock                          held (flock) while a process writes the run
     RUN/cells/<cell_id>/cell.json      the cell's spec, status, timings, the sha256 of every other file
                                        of the cell and of itself ("record_sha256"); written LAST, so its
@@ -14,8 +15,9 @@ Layout::
     RUN/cells/<cell_id>/rows.json      the cell's result rows
     RUN/conditions.npz                 the class label / prompt of every sample index (+ .sha256)
     RUN/results.stamp.json             the config hash and cell checksums the export was made from (last)
-    RUN/results.parquet, results.csv   all rows, tidy (one row per cell × metric): an export; readers
-                                       derive results from the cells (:mod:`evalkit.store.reader`)
+    RUN/results.parquet, results.csv   all rows of every config's finished cells, tidy (one row per cell ×
+                                       metric), rewritten after each cell: an export; readers derive results
+                                       from the cells (:mod:`evalkit.store.reader`)
 
 Crash safety: every file is written to a temporary file in its folder, fsynced and renamed over the
 target, so a reader sees the old file or the new one, never half of one. A cell counts as done only
@@ -270,6 +272,19 @@ class RunStore:
                 ) from None
         return self.collect_rows()
 
+    # -- noise floors (evalkit.study.floors) --------------------------------------------------------
+    @property
+    def floors_path(self) -> Path:
+        return self.root / "floors.json"
+
+    def write_floors(self, floors: dict[str, Any]) -> None:
+        """The run's real-vs-real noise floors (:func:`evalkit.study.floors.noise_floors`), sealed with their sha256."""
+        atomic_write_json(self.floors_path, seal_record(floors))
+
+    def read_floors(self) -> dict[str, Any] | None:
+        """The floors as written by :meth:`write_floors`; None when absent, unreadable or failing their checksum."""
+        return read_record(self.floors_path)
+
 
 def _read_rows(path: Path, expected_sha256: str | None) -> list[dict[str, Any]]:
     if not path.is_file():
@@ -281,3 +296,51 @@ def _read_rows(path: Path, expected_sha256: str | None) -> list[dict[str, Any]]:
             "run the suite again to recompute the cell"
         )
     return json.loads(data)
+
+
+def configs_seen(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """run.json's ``configs``: every config run into the folder, by config hash. A run.json written before
+    folders kept them gives its one config."""
+    seen = manifest.get("configs")
+    if isinstance(seen, dict):
+        return {str(h): e for h, e in seen.items() if isinstance(e, dict)}
+    if not manifest.get("config_hash") or not isinstance(manifest.get("config"), dict):
+        return {}
+    entry = {k: manifest.get(k) for k in ("suite", "config", "cells")}
+    return {
+        str(manifest["config_hash"]): {
+            **entry,
+            "first_run": manifest.get("created_at"),
+            "last_run": manifest.get("updated_at"),
+        }
+    }
+
+
+def record_config(manifest: dict[str, Any], config_hash: str, entry: dict[str, Any], now: str) -> dict[str, Any]:
+    """run.json's ``configs`` with ``entry`` (``{suite, config, cells}``) recorded as run now under ``config_hash``:
+    the configs already seen kept (a run.json from before folders kept them gives its own config)."""
+    seen = configs_seen(manifest)
+    first = (seen.get(config_hash) or {}).get("first_run") or now
+    return {**seen, config_hash: {**entry, "first_run": first, "last_run": now}}
+
+
+def finished_cells(
+    store: RunStore, manifest: dict[str, Any], cells: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """cell_id → record of every finished cell that a config run into the folder made: run.json's config's
+    (``cells``: cell_id → record, as the reader or the runner knows them) first, then each other config's in
+    ``configs`` whose cell on disk still carries the cell hash that config gave it, rows intact. Each cell once."""
+    out = {c: rec for c, rec in cells.items() if rec.get("status") == "done"}
+    for h, entry in configs_seen(manifest).items():
+        if h == manifest.get("config_hash"):
+            continue
+        for e in entry.get("cells") or []:
+            cid = e.get("cell_id") if isinstance(e, dict) else None
+            if not cid or cid in out or not e.get("cell_hash"):
+                continue
+            rec = store.read_cell(cid)
+            if rec and rec.get("status") == "done" and rec.get("cell_hash") == e["cell_hash"]:
+                rows_sha = (rec.get("files") or {}).get("rows.json")
+                if rows_sha and file_matches(store.cell_dir(cid) / "rows.json", rows_sha):
+                    out[cid] = rec
+    return out

@@ -9,6 +9,11 @@ A listed cell whose record another config made (its samples, seed, grid point or
 it — cell hash differ from run.json's: an interrupted run of another suite into the same folder) is
 *stale*: its rows are left out and :attr:`RunData.stale` says why. The export is verified against run.json
 and the cells on demand (:attr:`RunData.export_problems`, :meth:`RunData.export`; :mod:`evalkit.store.export`).
+
+:attr:`RunData.results` holds the cells of run.json's config (the last suite run into the folder): what the
+gate judges and the report shows. A folder keeps every suite run into it: run.json's ``configs`` lists each
+config seen (keyed by config hash) with its cells, and :attr:`RunData.all_results` — what ``results.parquet``
+holds — has the rows of every finished cell of any of them (:func:`finished_cells`), each cell once.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import pandas as pd
 
 from evalkit.errors import StoreError
 from evalkit.store import export as _export
-from evalkit.store.folder import RunStore
+from evalkit.store.folder import RunStore, configs_seen, finished_cells, record_config  # noqa: F401 (re-exported)
 from evalkit.store.rows import RESULT_COLUMNS, tidy_frame
 
 CELL_COLUMNS = ["model", "sampler", "steps", "guidance"]
@@ -54,7 +59,25 @@ class RunData:
     cells: dict[str, dict[str, Any]] = field(default_factory=dict)  # cell_id → record (done, failed or stale)
     stale: dict[str, str] = field(default_factory=dict)  # cell_id → why its record is not run.json's config's
     derived: bool = True  # results come from the cells (False: a folder holding only an export)
+    # every finished cell of every config run into the folder (cell_id → record) and their rows: the export
+    seen: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+    all_results: pd.DataFrame | None = field(default=None, repr=False)
     _export_problems: list[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.seen is None:
+            self.seen = {c: rec for c, rec in self.cells.items() if rec.get("status") == "done"}
+        if self.all_results is None:
+            self.all_results = self.results
+
+    @property
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """Every config run into this folder, by config hash: ``{suite, config, cells, first_run, last_run}``."""
+        return configs_seen(self.manifest)
+
+    def failed_metrics(self) -> pd.DataFrame:
+        """The rows of run.json's config whose metric failed (value NaN, ``error`` saying why)."""
+        return self.results[self.results["error"] != ""]
 
     @property
     def path(self) -> Path:
@@ -115,11 +138,51 @@ class RunData:
 
     @property
     def warnings(self) -> list[str]:
-        """What a reader should be told: stale cells left out, an export that disagrees with the cells."""
+        """What a reader should be told: stale cells left out, an export that disagrees with the cells, cells
+        timed on an overloaded machine (their ``timing.warnings``), samplers that space their timesteps
+        differently (leading vs linspace/trailing: at few steps not the same start, so not a like-for-like
+        comparison)."""
         stale = [
             f"{self.root}: cell {c} was made by another config and is left out ({why})" for c, why in self.stale.items()
         ]
-        return stale + self.export_problems
+        done = [rec for rec in self.cells.values() if rec.get("status") == "done"]
+        return stale + self.export_problems + self._timing_warnings(done) + self._spacing_warnings(done)
+
+    def _timing_warnings(self, done: list[dict[str, Any]]) -> list[str]:
+        """Each warned cell's own line; past three cells, one line naming them all."""
+        warned = [(rec.get("cell_id", "?"), w) for rec in done for w in (rec.get("timing") or {}).get("warnings", [])]
+        if len(warned) <= 3:
+            return [f"{self.root}: cell {cid}: {w}" for cid, w in warned]
+        cells = list(dict.fromkeys(cid for cid, _ in warned))
+        return [
+            f"{self.root}: {len(cells)} of {len(done)} cells timed on an overloaded machine "
+            f"({', '.join(cells[:8])}{', ...' if len(cells) > 8 else ''}); e.g. {warned[0][1]}"
+        ]
+
+    def _spacing_warnings(self, done: list[dict[str, Any]]) -> list[str]:
+        """One line when the cells' schedules (cell.json ``schedule``) use more than one timestep spacing; each
+        sampler's first timestep shown at its fewest steps, where the difference matters most."""
+        first: dict[tuple[str, str], tuple[int, Any]] = {}  # (sampler, spacing) → (steps, first timestep)
+        for rec in done:
+            sch = rec.get("schedule") or {}
+            spacing, timesteps = sch.get("timestep_spacing"), sch.get("timesteps")
+            if spacing and timesteps:
+                key, steps = (str(rec.get("sampler")), str(spacing)), int(rec.get("steps") or len(timesteps))
+                if key not in first or steps < first[key][0]:
+                    first[key] = (steps, timesteps[0])
+        spacings = {spacing for _, spacing in first}
+        if len(spacings) < 2:
+            return []
+        said = ", ".join(f"{s} uses {sp} spacing (first t = {t:g} at {n} steps)" for (s, sp), (n, t) in first.items())
+        why = (
+            "Leading spacing skips the high-noise end at few steps (Lin et al. 2024)"
+            if "leading" in spacings
+            else "Their timesteps differ at few steps"
+        )
+        return [
+            f"{self.root}: samplers space their timesteps differently: {said}. {why}, so these samplers are not "
+            "compared like for like; set samplers[].options.timestep_spacing (e.g. trailing) to make them agree"
+        ]
 
     def export(self) -> pd.DataFrame:
         """results.parquet as written by the run, once verified; :class:`StoreError` when it disagrees."""
@@ -140,14 +203,28 @@ class RunData:
                 )
             except Exception as e:  # an export that pandas cannot read is a problem to report, not a crash
                 exported[name] = e
-        done = [c for c, rec in self.cells.items() if rec.get("status") == "done"]
+        seen = self.seen or {}
         return _export.export_problems(
             self.root,
             config_hash=self.manifest.get("config_hash"),
-            rows_sha256={c: str((self.cells[c].get("files") or {}).get("rows.json", "")) for c in done},
-            derived=self.results,
+            rows_sha256={c: str((rec.get("files") or {}).get("rows.json", "")) for c, rec in seen.items()},
+            derived=self.all_results,
             exported=exported,
         )
+
+    def floors(self) -> pd.DataFrame | None:
+        """The real-vs-real noise floors the run stored (``floors.json``), one row per metric row, with the
+        method in ``attrs["method"]``; None when there are none or they were made for another N or seed."""
+        doc = self.store.read_floors()
+        config = self.manifest.get("config") if isinstance(self.manifest.get("config"), dict) else {}
+        if not doc or not isinstance(doc.get("rows"), list):
+            return None
+        for key, want in (("n", config.get("samples")), ("seed", config.get("seed"))):
+            if want is not None and not _equal(doc.get(key), want):
+                return None  # written by another config into this folder: not this run's floors
+        frame = pd.DataFrame(doc["rows"])
+        frame.attrs["method"] = str(doc.get("method", ""))
+        return frame
 
 
 def read_run(path: str | os.PathLike) -> RunData:
@@ -175,7 +252,12 @@ def read_run(path: str | os.PathLike) -> RunData:
         cells, stale = _listed_cells(store, manifest)
     rows = [r for cid, rec in cells.items() if rec.get("status") == "done" for r in store.cell_rows(cid)]
     results = _fill_cell_ids(normalise(tidy_frame(rows), manifest, root), manifest)
-    return RunData(root, manifest, results, cells, stale)
+    seen = finished_cells(store, manifest, cells)
+    all_results = results
+    if any(cells.get(c, {}).get("status") != "done" for c in seen):  # cells of other configs run into the folder
+        rows = [r for cid in seen for r in store.cell_rows(cid)]
+        all_results = _fill_cell_ids(normalise(tidy_frame(rows), manifest, root), manifest)
+    return RunData(root, manifest, results, cells, stale, seen=seen, all_results=all_results)
 
 
 def _listed_cells(store: RunStore, manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -242,9 +324,23 @@ def normalise(df: pd.DataFrame, manifest: dict[str, Any], path: Path) -> pd.Data
     run_id = manifest.get("run_id") or path.name
     df["run_id"] = df["run_id"].where(df["run_id"].notna() & (df["run_id"].astype(str) != ""), run_id).astype(str)
     df["suite"] = df["suite"].astype(object).where(df["suite"].notna(), manifest.get("suite", "")).astype(str)
-    for col in ("cell_id", "model", "sampler", "metric", "extractor", "weights_id", "mode", "device", "config_hash"):
+    text = (
+        "cell_id",
+        "model",
+        "sampler",
+        "metric",
+        "extractor",
+        "weights_id",
+        "mode",
+        "device",
+        "config_hash",
+        "error",
+    )
+    for col in text:
         df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
     df["steps"] = pd.to_numeric(df["steps"], errors="coerce").astype("Int64")
-    for col in ("guidance", "value", "std", "ci_low", "ci_high", "model_calls", "nfe", "s_per_image", "n", "seed"):
+    for col in ("guidance", "value", "std", "ci_low", "ci_high", "model_calls", "nfe", "s_per_image", "seed"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    n = pd.to_numeric(df["n"], errors="coerce")
+    df["n"] = n.astype("Int64") if (n.dropna() % 1 == 0).all() else n.astype("float64")  # samples: an integer
     return df.reset_index(drop=True)

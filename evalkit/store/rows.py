@@ -31,6 +31,7 @@ RESULT_COLUMNS = [
     "s_per_image",
     "device",
     "config_hash",
+    "error",  # "" or why the row's metric failed (its value is then NaN): one line
 ]
 
 
@@ -40,4 +41,6 @@ def tidy_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for col in RESULT_COLUMNS:
         if col not in df.columns:
             df[col] = pd.Series(dtype="float64")
+    # rows written before rows carried an error, and cost rows, have none: "" (a text column, never NaN)
+    df["error"] = df["error"].astype(object).where(df["error"].notna(), "").astype(str)
     return df[RESULT_COLUMNS + [c for c in df.columns if c not in RESULT_COLUMNS]]

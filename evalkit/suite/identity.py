@@ -29,9 +29,11 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def cell_hash(suite: Any, cell: Any) -> str:
     """``suite``: a :class:`~evalkit.suite.spec.Suite`; ``cell``: one of its cells."""
+    spec = asdict(cell)
+    spec["sampler"].pop("steps", None)  # a sampler's own step list: the cell's ``steps`` is what it ran
     return _digest(
         {
-            "cell": asdict(cell),
+            "cell": spec,
             "conditions": suite.conditions,
             "reference": suite.reference,
             "metrics": [asdict(m) for m in suite.metrics],

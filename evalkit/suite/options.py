@@ -39,7 +39,7 @@ def shown(key: Any) -> str:
 def unknown_option(name: str, accepted: Iterable[str], owner: str) -> OptionError:
     """``unknown option 'x' for <owner>; did you mean 'y'?`` (or the accepted names when nothing is close)."""
     accepted = sorted(accepted)
-    close = _close(name, accepted) if isinstance(name, str) else []
+    close = close_names(name, accepted) if isinstance(name, str) else []
     if close:
         hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
     elif accepted:
@@ -49,7 +49,7 @@ def unknown_option(name: str, accepted: Iterable[str], owner: str) -> OptionErro
     return OptionError(name, f"unknown option {name!r} for {owner}; {hint}")
 
 
-def _close(name: str, accepted: list[str]) -> list[str]:
+def close_names(name: str, accepted: list[str]) -> list[str]:
     """The closest name; a second one only when about as close, or when ``name`` is a shortened form of it
     (``subset`` → ``subsets`` or ``subset_size``)."""
     close = difflib.get_close_matches(name, accepted, n=2, cutoff=0.6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evalkit.suite import identity
+from evalkit.suite import grid, identity
 
 THROUGHPUT = "throughput"  # the cost rows (images/s, NFE, ...): a metric name that reads no extractor
 
@@ -22,6 +22,9 @@ class SamplerSpec:
     name: str
     label: str
     options: dict[str, Any] = field(default_factory=dict)
+    # This sampler's own step counts (suite: ``{name: heun, steps: [4, 8]}``), replacing the suite's ``steps``
+    # for it. Not part of a cell's hash (the cell's own ``steps`` is), nor of the config when None.
+    steps: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,22 +86,34 @@ class Suite:
     description: str = ""
     grid_samples: int = 32
     timing: TimingSpec = field(default_factory=TimingSpec)
+    # The grid beyond the full cross product (:mod:`evalkit.suite.grid`): lists paired instead of crossed,
+    # and filters keeping (``only``) or dropping (``exclude``) cells. Empty: every combination.
+    zip: list[str] = field(default_factory=list)
+    only: list[dict[str, Any]] = field(default_factory=list)
+    exclude: list[dict[str, Any]] = field(default_factory=list)
     file: str | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.timing, dict):  # a suite rebuilt from a recorded config (run.json, a baseline)
+            self.timing = TimingSpec(**self.timing)
+
     def cells(self) -> list[Cell]:
-        return [
-            Cell(m, s, st, g, self.samples, self.seed)
-            for m in self.models
-            for s in self.samplers
-            for st in self.steps
-            for g in self.guidance
-        ]
+        """The grid's cells, model-major (then sampler, steps, guidance), after ``zip``, ``only`` and ``exclude``."""
+        return [Cell(m, s, st, g, self.samples, self.seed) for m, s, st, g in grid.points(self)]
 
     def to_config(self) -> dict[str, Any]:
+        # Fields added since configs were first hashed are left out at their defaults, so that the config
+        # (and so config, cell and protocol hashes) of a suite that does not use them stays as it was.
         cfg = asdict(self)
         cfg.pop("file")
         if self.timing == TimingSpec():
-            cfg.pop("timing")  # a new field at its default leaves old configs' hashes unchanged
+            cfg.pop("timing")
+        for key in ("zip", "only", "exclude"):
+            if not cfg[key]:
+                cfg.pop(key)
+        for sampler in cfg["samplers"]:
+            if sampler.get("steps") is None:
+                sampler.pop("steps", None)
         return cfg
 
     def config_hash(self) -> str:

@@ -8,21 +8,30 @@ a :class:`SuiteError`, so the CLI prints it and exits 2 without a traceback.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ConfigError
 from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, SAMPLERS, is_callable_ref
-from evalkit.suite.options import OptionError, check_adapter_options, check_metric_options, check_sampler_options, shown
-from evalkit.suite.spec import THROUGHPUT, Cell, MetricSpec, ModelSpec, SamplerSpec, Suite
+from evalkit.suite import grid
+from evalkit.suite.options import (
+    OptionError,
+    check_adapter_options,
+    check_metric_options,
+    check_sampler_options,
+    close_names,
+    shown,
+)
+from evalkit.suite.spec import THROUGHPUT, MetricSpec, ModelSpec, SamplerSpec, Suite, TimingSpec
 
 _TOP_KEYS = {
     "name": "suite name (string)",
     "description": "free text",
     "models": "list of {name, adapter, options}",
-    "samplers": "list of sampler names or {name, options, label}",
-    "steps": "list of positive integers",
+    "samplers": "list of sampler names or {name, options, label, steps}",
+    "steps": "list of positive integers (may be left out when every sampler sets its own steps)",
     "guidance": "list of numbers ≥ 0",
     "samples": "positive integer: samples per cell",
     "batch_size": "positive integer",
@@ -33,6 +42,10 @@ _TOP_KEYS = {
     "metrics": "list of metric names or {name, extractor, options}",
     "extractor": "default extractor name for metrics",
     "grid_samples": "positive integer: images kept per cell for grids",
+    "zip": "list of two or more of models, samplers, steps, guidance: paired element by element, not crossed",
+    "only": "list of mappings over model, sampler, steps, guidance: keep only the cells matching one",
+    "exclude": "list of mappings over model, sampler, steps, guidance: drop the cells matching one",
+    "timing": "mapping {repeats: integer ≥ 1, warmup: integer ≥ 0, threads: integer ≥ 1 or null}",
 }
 
 
@@ -46,6 +59,9 @@ LIMITS = {
     "per_prompt": 10_000_000,
     "seed": 2**63 - 1,
     "reference.samples": 100_000_000,
+    "repeats": 100_000,
+    "warmup": 100_000,
+    "threads": 100_000,
 }
 # Values in one options mapping (they are hashed and recorded): bounds the work a huge or self-sharing value costs.
 MAX_OPTION_VALUES = 100_000
@@ -66,29 +82,14 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
         raise SuiteError(file, "<top level>", f"expected a mapping of {', '.join(_TOP_KEYS)}; got {_kind(raw)}")
     for key in raw:
         if key not in _TOP_KEYS:
-            shown = key if isinstance(key, str) and key.strip() and key.isprintable() else repr(key)
-            raise SuiteError(file, shown, f"unknown key; expected one of: {', '.join(_TOP_KEYS)}")
-    for key in ("name", "models", "samplers", "steps", "samples", "metrics"):
+            close = close_names(key, list(_TOP_KEYS)) if isinstance(key, str) else []
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SuiteError(file, shown(key), f"unknown key; expected one of: {', '.join(_TOP_KEYS)}{hint}")
+    for key in ("name", "models", "samplers", "samples", "metrics"):
         if key not in raw:
             raise SuiteError(file, key, f"required; expected {_TOP_KEYS[key]}")
-
     name = v.suite_name(raw["name"])
-    models = [v.model(f"models[{i}]", m, ADAPTERS.names()) for i, m in enumerate(v.list("models", raw["models"]))]
-    names = [m.name for m in models]
-    if len(set(names)) != len(names):
-        raise SuiteError(file, "models", f"model names must be unique; got {names}")
-    samplers = [
-        v.sampler(f"samplers[{i}]", s, SAMPLERS.names()) for i, s in enumerate(v.list("samplers", raw["samplers"]))
-    ]
-    labels = [s.label for s in samplers]
-    if len(set(labels)) != len(labels):
-        raise SuiteError(
-            file, "samplers", f"sampler labels must be unique (set 'label' to tell options apart); got {labels}"
-        )
-    steps = [v.integer(f"steps[{i}]", s, minimum=1) for i, s in enumerate(v.list("steps", raw["steps"]))]
-    guidance = [
-        v.number(f"guidance[{i}]", g, minimum=0.0) for i, g in enumerate(v.list("guidance", raw.get("guidance", [1.0])))
-    ]
+    models, samplers, steps, guidance = _axes(v, raw)
     extractors = EXTRACTORS.names()
     default_ex = raw.get("extractor")
     if default_ex is not None:
@@ -100,24 +101,51 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
     reference = v.reference(raw.get("reference"))
     samples = v.integer("samples", raw["samples"], minimum=1)
     _check_metrics_have_inputs(file, metrics, extractors, reference)
-    suite = Suite(
-        name=name,
-        models=models,
-        samplers=samplers,
-        steps=steps,
-        guidance=guidance,
-        samples=samples,
-        metrics=metrics,
-        reference=reference,
-        conditions=v.conditions(raw.get("conditions")),
-        batch_size=v.integer("batch_size", raw.get("batch_size", 64), minimum=1),
-        seed=v.integer("seed", raw.get("seed", 0), minimum=0),
-        description=v.string("description", raw.get("description", ""), allow_empty=True),
-        grid_samples=v.integer("grid_samples", raw.get("grid_samples", 32), minimum=1),
-        file=str(file) if file else None,
-    )
-    _check_unique_cell_ids(file, suite)
+    try:
+        grid_fields = grid.parse_grid(raw, [m.name for m in models], [s.label for s in samplers])
+        suite = Suite(
+            name=name,
+            models=models,
+            samplers=samplers,
+            steps=steps,
+            guidance=guidance,
+            samples=samples,
+            metrics=metrics,
+            reference=reference,
+            conditions=v.conditions(raw.get("conditions")),
+            batch_size=v.integer("batch_size", raw.get("batch_size", 64), minimum=1),
+            seed=v.integer("seed", raw.get("seed", 0), minimum=0),
+            description=v.string("description", raw.get("description", ""), allow_empty=True),
+            grid_samples=v.integer("grid_samples", raw.get("grid_samples", 32), minimum=1),
+            timing=v.timing(raw.get("timing")),
+            file=str(file) if file else None,
+            **grid_fields,
+        )
+        grid.check_grid(suite)  # zipped lengths, filters matching nothing, an empty grid, shared cell ids
+    except grid.GridError as e:
+        raise SuiteError(file, e.field, e.message) from None
     return suite
+
+
+def _axes(v: _Validator, raw: dict[str, Any]) -> tuple[list[ModelSpec], list[SamplerSpec], list[int], list[float]]:
+    """The grid's four lists: models and sampler labels unique, ``steps`` optional when every sampler has its own."""
+    models = [v.model(f"models[{i}]", m, ADAPTERS.names()) for i, m in enumerate(v.list("models", raw["models"]))]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise v.fail("models", f"model names must be unique; got {names}")
+    samplers = [
+        v.sampler(f"samplers[{i}]", s, SAMPLERS.names()) for i, s in enumerate(v.list("samplers", raw["samplers"]))
+    ]
+    labels = [s.label for s in samplers]
+    if len(set(labels)) != len(labels):
+        raise v.fail("samplers", f"sampler labels must be unique (set 'label' to tell options apart); got {labels}")
+    if "steps" not in raw and any(s.steps is None for s in samplers):
+        raise v.fail("steps", f"required (for samplers without their own); expected {_TOP_KEYS['steps']}")
+    steps = [v.integer(f"steps[{i}]", s, minimum=1) for i, s in enumerate(v.list("steps", raw.get("steps", [1])))]
+    guidance = [
+        v.number(f"guidance[{i}]", g, minimum=0.0) for i, g in enumerate(v.list("guidance", raw.get("guidance", [1.0])))
+    ]
+    return models, samplers, steps if "steps" in raw else [], guidance
 
 
 def _check_metrics_have_inputs(
@@ -141,21 +169,6 @@ def _check_metrics_have_inputs(
                 f"metric {m.name!r} compares with a reference set; "
                 "expected a mapping with one of 'dataset', 'path', 'stats'",
             )
-
-
-def _check_unique_cell_ids(file: str | Path | None, suite: Suite) -> None:
-    # Each cell gets its own folder: two grid points must not share an id (e.g. model "a__b" with
-    # sampler "c" and model "a" with sampler "b__c", or guidance 1 and 1.0000001, both "g1").
-    seen: dict[str, Cell] = {}
-    for cell in suite.cells():
-        if cell.cell_id in seen:
-            raise SuiteError(
-                file,
-                "models/samplers/steps/guidance",
-                f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a "
-                "sampler 'label' (or use guidance values that differ in their shortest form)",
-            )
-        seen[cell.cell_id] = cell
 
 
 def _kind(x: Any) -> str:
@@ -197,7 +210,8 @@ class _Validator:
             raise self.fail(f, f"expected an integer{f' ≥ {minimum}' if minimum is not None else ''}; got {_kind(x)}")
         if minimum is not None and x < minimum:
             raise self.fail(f, f"expected an integer ≥ {minimum}; got {x}")
-        limit = LIMITS.get(f.split("[")[0].replace("conditions.", ""))
+        key = re.sub(r"\[\d+\]", "", f).replace("conditions.", "")  # samplers[1].steps[0] -> samplers.steps
+        limit = LIMITS.get(key, LIMITS.get(key.rsplit(".", 1)[-1]))
         if limit is not None and x > limit:
             raise self.fail(f, f"expected an integer ≤ {limit}; got {x}")
         return x
@@ -291,11 +305,27 @@ class _Validator:
     def sampler(self, f: str, x: Any, samplers: list[str]) -> SamplerSpec:
         if isinstance(x, str):
             return SamplerSpec(self.choice(f, x, samplers), x)
-        x = self.mapping(f, x, {"name": "", "options": "", "label": ""})
+        x = self.mapping(f, x, {"name": "", "options": "", "label": "", "steps": ""})
         name = self.choice(f"{f}.name", x.get("name"), samplers)
         label = self.string(f"{f}.label", x.get("label", name))
-        return SamplerSpec(
-            name, label, self.options(f"{f}.options", x.get("options"), lambda o: check_sampler_options(name, o))
+        options = self.options(f"{f}.options", x.get("options"), lambda o: check_sampler_options(name, o))
+        steps = None
+        if "steps" in x:  # this sampler's own step counts, in place of the suite's
+            steps = [
+                self.integer(f"{f}.steps[{i}]", s, minimum=1) for i, s in enumerate(self.list(f"{f}.steps", x["steps"]))
+            ]
+        return SamplerSpec(name, label, options, steps)
+
+    def timing(self, x: Any) -> TimingSpec:
+        """How cost is measured; outside every identity hash (it changes no quality number)."""
+        if x is None:
+            return TimingSpec()
+        x = self.mapping("timing", x, {"repeats": "", "warmup": "", "threads": ""})
+        threads = x.get("threads")
+        return TimingSpec(
+            repeats=self.integer("timing.repeats", x.get("repeats", TimingSpec.repeats), minimum=1),
+            warmup=self.integer("timing.warmup", x.get("warmup", TimingSpec.warmup), minimum=0),
+            threads=None if threads is None else self.integer("timing.threads", threads, minimum=1),
         )
 
     def metric(self, f: str, x: Any, metrics: list[str], extractors: list[str], default_ex: str | None) -> MetricSpec:

@@ -2,16 +2,35 @@
 
 ``load_mnist_unet`` gives a class-conditional diffusion model to evaluate; ``load_mnist_net`` gives
 the classifier whose features/logits are evalkit's built-in extractor for digits. The zoo knows
-nothing of the harness; `evalkit zoo train mnist` (see ``commands``) retrains both.
+nothing of the harness; `evalkit zoo train mnist` (see ``commands``) retrains both. The names load on first
+use (:mod:`evalkit.zoo.models` imports torch), so the command's ``--help`` does not pay for torch.
 """
 
-from evalkit.zoo.models import (
-    NULL_CLASS,
-    MnistNet,
-    ZooWeightsError,
-    load_mnist_net,
-    load_mnist_unet,
-    model_card,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalkit.zoo.models import (
+        NULL_CLASS,
+        MnistNet,
+        ZooWeightsError,
+        load_mnist_net,
+        load_mnist_unet,
+        model_card,
+    )
 
 __all__ = ["NULL_CLASS", "MnistNet", "ZooWeightsError", "load_mnist_net", "load_mnist_unet", "model_card"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'evalkit.zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module("evalkit.zoo.models"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -57,7 +57,7 @@ def test_dry_run_does_not_import_a_module_function_adapter(tmp_path):
 def test_python_m_evalkit_does_not_import_from_the_working_folder(tmp_path):
     folder = _folder(tmp_path)
     r = _evalkit(folder, "run", "probe.yaml", "--out", str(tmp_path / "out"), "-q")
-    assert r.returncode == 1, r.stderr  # the model's cells fail (as for any adapter that cannot be built)
+    assert r.returncode == 2, r.stderr  # found by the preflight, before any cell (evalkit.run.preflight)
     assert "No module named 'cwd_probe_adapter'" in r.stderr
     assert not (folder / "IMPORTED").exists()
     # asked for explicitly, the working folder is importable

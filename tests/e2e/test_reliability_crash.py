@@ -27,7 +27,7 @@ import torch
 import evalkit.run.runner  # noqa: F401  (imported now, so the baseline's wall time is the run alone)
 from evalkit.cli import main
 from evalkit.run.cell import THROUGHPUT_ROWS
-from evalkit.store import RunStore, load_npz_checked, record_intact
+from evalkit.store import RunStore, load_npz_checked, read_run, record_intact
 
 SUITE = """\
 name: crash
@@ -114,14 +114,18 @@ def _assert_nothing_half_written(out: Path, cache: Path) -> None:
     store = RunStore(out)
     if (out / "run.json").exists():
         assert isinstance(json.loads((out / "run.json").read_text()), dict)
+    done = set()
     for cell_json in out.glob("cells/*/cell.json"):
         record = json.loads(cell_json.read_text())  # never truncated
         assert record_intact(record) is True, cell_json
         if record["status"] == "done":  # written last: everything it lists is complete
             assert store.is_done(record["cell_id"]), cell_json
+            done.add(record["cell_id"])
     for name in ("results.csv", "results.parquet"):
         if (out / name).exists():
-            (pd.read_csv if name.endswith("csv") else pd.read_parquet)(out / name)
+            table = (pd.read_csv if name.endswith("csv") else pd.read_parquet)(out / name)
+            # rewritten after each finished cell: a killed run leaves a table of finished cells only
+            assert set(table.cell_id) <= done, (name, set(table.cell_id) - done)
     for entry in cache.glob("reference-features/*.npz"):
         sidecar = entry.with_suffix(".npz.sha256")
         if sidecar.exists():  # the sidecar is written last: an entry it vouches for is whole
@@ -188,6 +192,7 @@ def test_sigkill_at_random_points_never_changes_the_results(tmp_path, monkeypatc
             for k, v in arrays.items():
                 np.testing.assert_array_equal(v, want_feats[cell_id][k], err_msg=f"trial {t} {cell_id} {k}")
         assert not list(out.rglob("*.tmp")), "a resumed run removes the temporaries of killed writers"
+        assert read_run(out).export_problems == [], f"trial {t}"
         manifest = json.loads((out / "run.json").read_text())
         assert manifest["status"] == {"done": CELLS, "failed": 0, "total": CELLS}
 

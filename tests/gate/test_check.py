@@ -127,6 +127,18 @@ def baseline_file(tmp_path_factory) -> Path:
     return b.save(tmp / "fake.json", side)
 
 
+def table(md: str) -> list[dict[str, str]]:
+    """The check table's rows as {column header: cell text} (columns found by name, not position)."""
+    lines = [line for line in md.splitlines() if line.startswith("|")]  # header, |---|, rows
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (x.strip() for x in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def interval(text: str) -> tuple[float, float]:
+    lo, hi = (float(x) for x in text.strip("[]").split(","))
+    return lo, hi
+
+
 def check(target, baseline_file, *extra) -> int:
     """``evalkit check`` in-process; 50 bootstrap resamples keep the tests fast (the default is 200)."""
     return main(["check", str(target), "--baseline", str(baseline_file), "-q", "--bootstrap", "50", *extra])
@@ -278,11 +290,11 @@ def test_degraded_model_fails_with_a_paired_ci_clear_of_zero(baseline_file, tmp_
     assert check(write_run(tmp_path / "run", suite(), shift=1.0), baseline_file, "--junit", str(junit)) == 1
     md = capsys.readouterr().out
     assert "FAIL" in md
-    fd_rows = [line.split("|") for line in md.splitlines() if line.startswith("| m__") and "| fd ↓ |" in line]
+    fd_rows = [r for r in table(md) if r["metric"] == "fd ↓"]
     assert len(fd_rows) == 2
-    for cols in fd_rows:
-        lo, hi = (float(x) for x in cols[7].strip(" []").split(","))
-        assert "REGRESSION" in cols[8] and float(cols[5]) > float(cols[6]) > 0 and 0 < lo <= hi
+    for r in fd_rows:
+        lo, hi = interval(r["paired CI"])
+        assert "REGRESSION" in r["verdict"] and float(r["delta"]) > float(r["tolerance"]) > 0 and 0 < lo <= hi
     ts = _junit(junit)
     failed = [c for c in ts.findall("testcase") if c.find("failure") is not None]
     assert int(ts.get("failures")) == len(failed) >= 2
@@ -294,13 +306,13 @@ def test_degraded_model_fails_with_a_paired_ci_clear_of_zero(baseline_file, tmp_
 def test_improvement_is_reported_never_failed(baseline_file, tmp_path, capsys):
     assert check(write_run(tmp_path / "run", suite(), shift=0.0), baseline_file) == 0
     md = capsys.readouterr().out
-    rows = [line.split("|") for line in md.splitlines() if line.startswith("| m__")]
-    improved = [r for r in rows if "improved" in r[8]]
-    assert "PASS" in md and improved and not any("REGRESSION" in r[8] for r in rows)
+    rows = table(md)
+    improved = [r for r in rows if "improved" in r["verdict"]]
+    assert "PASS" in md and improved and not any("REGRESSION" in r["verdict"] for r in rows)
     for r in improved:  # better by more than the tolerance, CI clear of zero on the better side
-        sign = 1 if "↑" in r[2] else -1
-        lo, _ = sorted(sign * float(x) for x in r[7].strip(" []").split(","))
-        assert sign * float(r[5]) > float(r[6]) and lo > 0
+        sign = 1 if "↑" in r["metric"] else -1
+        lo, _ = sorted(sign * x for x in interval(r["paired CI"]))
+        assert sign * float(r["delta"]) > float(r["tolerance"]) and lo > 0
 
 
 def test_a_failed_cell_is_an_error(baseline_file, tmp_path, capsys):

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from test_check import table
 
 from evalkit.cli import main
 
@@ -74,7 +75,7 @@ def test_check_of_the_same_model_passes_and_a_broken_one_fails(made, tmp_path, c
     junit = tmp_path / "j.xml"
     assert main(["check", str(suite), "--baseline", baseline, "--junit", str(junit), "-q", "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
-    deltas = [float(line.split("|")[5]) for line in out.splitlines() if line.startswith("| mnist__")]
+    deltas = [float(r["delta"]) for r in table(out)]
     assert len(deltas) == 6 and np.allclose(deltas, 0.0, atol=1e-9)  # same model, same seeds: same numbers
     cases = ET.parse(junit).getroot().findall(".//testcase")
     assert len(cases) == 6 and not ET.parse(junit).getroot().findall(".//failure")

@@ -333,3 +333,21 @@ def test_options_are_checked_and_recorded():
         build_adapter("diffusers", path="x", dtype="fp8")
     info = build_adapter("diffusers", path="x", dtype="bf16", compile=True, attention="sdpa").info()
     assert (info["dtype"], info["compile"], info["attention"]) == ("bf16", True, "sdpa")
+
+
+def test_the_pipelines_own_loop_reports_the_schedule_it_walked(sd_adapter):
+    """A text-to-image pipeline runs its own loop on evalkit's scheduler: the batch carries the timesteps that
+    loop walked. Stable Diffusion's config (steps_offset 1) under DDIM's default leading spacing starts at 751
+    at 4 steps, a quarter of the noise range below the last training step; trailing starts at 999."""
+    cases = {None: [751, 501, 251, 1], "trailing": [999, 749, 499, 249]}
+    for spacing, expected in cases.items():
+        req = _request("ddim", 2, n=2, steps=4, prompts=PROMPTS[:2])
+        if spacing:
+            req.sampler_options = {"timestep_spacing": spacing}
+        (batch,) = list(sd_adapter.generate(req))
+        sch = batch.schedule
+        assert sch["timesteps"] == expected and sch["timestep_spacing"] == (spacing or "leading")
+        assert batch.model_calls == len(sch["timesteps"])  # one (CFG-batched) call per recorded timestep
+        assert (
+            sch["scheduler"] == "DDIMScheduler" and len(sch["sigmas"]) == 4 and sch["sigmas_from"] == "alphas_cumprod"
+        )

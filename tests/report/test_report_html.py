@@ -95,7 +95,7 @@ def test_cli_errors_exit_2(built, tmp_path, capsys):
 
 
 def test_two_runs_side_by_side(built, tmp_path_factory, monkeypatch):
-    monkeypatch.setattr(report_html, "build_figures", lambda df, cells: [])  # plots: see test_report_plots
+    monkeypatch.setattr(report_html, "build_figures", lambda *a, **k: [])  # plots: see test_report_plots
     html, _ = render_report([built["run"], shared_run(tmp_path_factory, **WORSE)])
     assert "Runs: synthetic-20250101T000000Z, worse" in html
     assert "<h3>Run worse</h3>" in html and "<h3>Run synthetic-20250101T000000Z</h3>" in html

@@ -94,6 +94,7 @@ reference: {{dataset: mnist-heldout}}
 extractor: mnist-net
 metrics: [fd, kid, is, pr, throughput]
 grid_samples: 10
+timing: {{repeats: 1}}  # one timed batch: these tests check results, not timing (tests/run/test_timing_discipline.py)
 """
 
 
@@ -127,7 +128,7 @@ def test_run_writes_tidy_results_and_provenance(tmp_path, capsys):
     assert (calls == 3).all() and (nfe.loc[3.0] == 6).all() and (nfe.loc[1.0] == 3).all()
     fd_rows = df[df.metric == "fd"]
     assert (fd_rows.extractor == "mnist-net").all() and fd_rows.weights_id.str.len().min() >= 16
-    assert (df.n == 30).all() and (df.seed == 0).all()
+    assert (df.n == 30).all() and (df.seed == 0).all() and df.n.dtype.kind == "i"
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["config_hash"] == load_suite(_suite(tmp_path, steps="3", n=30)).config_hash()
     assert {"torch", "diffusers", "numpy"} <= set(manifest["environment"]["packages"])
@@ -135,7 +136,8 @@ def test_run_writes_tidy_results_and_provenance(tmp_path, capsys):
     assert manifest["reference"]["n"] == 1000
     cell = next(RunStore(out).iter_cells())
     assert (out / "cells" / os.path.basename(cell["_dir"]) / "grid.png").stat().st_size > 100
-    assert "fd" in capsys.readouterr().out  # the summary table
+    printed = capsys.readouterr().out  # the summary: every metric, with the N
+    assert all(name in printed for name in ("FD", "KID", "IS", "precision", "recall", "N=30"))
 
 
 def test_run_json_and_cells_record_every_models_weights(tmp_path):
@@ -240,6 +242,9 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
     proc.wait()
     finished = _cells_done(out)
     assert 2 <= len(finished) < 8, "the kill must land mid-run"
+    # the table is rewritten after each cell: it holds the finished cells (the last one possibly not yet)
+    exported = set(pd.read_parquet(out / "results.parquet").cell_id)
+    assert exported <= set(finished) and len(exported) >= len(finished) - 1
     stamps = {c: (out / "cells" / c / "cell.json").stat().st_mtime_ns for c in finished}
     res = subprocess.run(
         [sys.executable, "-m", "evalkit", "run", str(suite), "--out", str(out), "-q"],
@@ -302,3 +307,202 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path, capsys):
     assert "RuntimeError: boom on purpose" in bad["error"] and "Traceback" in bad["error"]
     assert "FAILED m__dpmpp_2m__s2__g1" in capsys.readouterr().err
     assert set(pd.read_parquet(out / "results.parquet").sampler) == {"ddim"}
+
+
+# -- results kept and current; a failing metric costs only its own rows ---------------------------------------
+NOISE = """\
+name: {name}
+models: [{{name: m, adapter: noise}}]
+samplers: [{samplers}]
+steps: [2]
+samples: 12
+seed: {seed}
+reference: {{dataset: mnist-heldout, samples: 100}}
+extractor: mnist-net
+metrics: [{metrics}]
+"""
+
+
+def _noise_suite(tmp_path, samplers="ddim, euler, heun", metrics="fd, throughput", seed=0, name="n", file="n.yaml"):
+    p = tmp_path / file
+    p.write_text(NOISE.format(name=name, samplers=samplers, metrics=metrics, seed=seed))
+    return p
+
+
+def test_a_killed_run_leaves_the_table_of_the_cells_that_finished(tmp_path, monkeypatch):
+    from evalkit.run.runner import Runner
+    from evalkit.store import read_run
+
+    out, started = tmp_path / "run", []
+    real = Runner.run_cell
+
+    def run_cell(self, cell):
+        started.append(cell.cell_id)
+        if len(started) == 3:  # the 3rd of 3 cells: the process dies here
+            raise KeyboardInterrupt
+        real(self, cell)
+
+    monkeypatch.setattr(Runner, "run_cell", run_cell)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(load_suite(_noise_suite(tmp_path)), out).run()
+    df = pd.read_parquet(out / "results.parquet")
+    assert set(df.cell_id) == set(started[:2]) and len(started) == 3
+    assert set(pd.read_csv(out / "results.csv").cell_id) == set(started[:2])
+    run = read_run(out)
+    assert run.export_problems == [] and run.stale == {}
+    assert sorted(run.export()["value"].dropna()) == sorted(run.results["value"].dropna())
+    assert json.loads((out / "run.json").read_text())["status"] == {"done": 2, "failed": 0, "total": 3}
+
+
+def test_n_is_an_integer_column(tmp_path):
+    from evalkit.store import read_run
+
+    out = tmp_path / "run"
+    assert main(["run", str(_noise_suite(tmp_path, samplers="ddim")), "--out", str(out), "-q"]) == 0
+    assert pd.read_parquet(out / "results.parquet").n.dtype.kind == "i"
+    results = read_run(out).results
+    assert str(results.n.dtype) == "Int64" and (results.n == 12).all()
+    assert (results.error == "").all()
+
+
+def test_a_folder_keeps_the_results_of_every_suite_run_into_it(tmp_path, capsys):
+    """Suite A, then suite B into one folder: the export holds both (each row with the config hash that made it),
+    run.json lists both configs; readers and the gate judge the last one's cells, and accept the folder."""
+    from evalkit.gate.integrity import integrity_problems
+    from evalkit.store import read_run
+
+    out = tmp_path / "run"
+    a = _noise_suite(tmp_path, samplers="ddim", file="a.yaml", name="a")
+    b = _noise_suite(tmp_path, samplers="euler", file="b.yaml", name="b")
+    assert main(["run", str(a), "--out", str(out), "-q"]) == 0
+    assert main(["run", str(b), "--out", str(out), "-q"]) == 0
+    ha, hb = load_suite(a).config_hash(), load_suite(b).config_hash()
+    df = pd.read_parquet(out / "results.parquet")
+    assert set(zip(df.cell_id, df.config_hash)) == {("m__ddim__s2__g1", ha), ("m__euler__s2__g1", hb)}
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["config_hash"] == hb and set(manifest["configs"]) == {ha, hb}
+    assert [c["cell_id"] for c in manifest["configs"][ha]["cells"]] == ["m__ddim__s2__g1"]
+    assert manifest["configs"][ha]["config"] == load_suite(a).to_config()
+    run = read_run(out)
+    assert set(run.results.cell_id) == {"m__euler__s2__g1"}  # what a check or a report judges: the last suite
+    assert set(run.all_results.cell_id) == {"m__ddim__s2__g1", "m__euler__s2__g1"}
+    assert run.export_problems == [] and integrity_problems(run) == []
+    assert "m__ddim__s2__g1" not in capsys.readouterr().out.split("run folder:")[-1]
+
+    # suite A again: its cell is reused, both configs stay, the export still holds both
+    assert main(["run", str(a), "--out", str(out), "-q"]) == 0
+    assert "0 cells computed, 1 reused" in capsys.readouterr().out
+    run = read_run(out)
+    assert set(run.configs) == {ha, hb} and set(run.results.cell_id) == {"m__ddim__s2__g1"}
+    assert set(pd.read_parquet(out / "results.parquet").cell_id) == {"m__ddim__s2__g1", "m__euler__s2__g1"}
+    assert run.export_problems == []
+
+    # an edited export is still refused
+    df = pd.read_parquet(out / "results.parquet")
+    df.loc[df.metric == "fd", "value"] += 1
+    df.to_parquet(out / "results.parquet", index=False)
+    assert any("was changed after evalkit wrote it" in p for p in integrity_problems(read_run(out)))
+
+
+FLAKY = {"fail": False}
+
+
+def _flaky(inputs):
+    if FLAKY["fail"]:
+        raise RuntimeError("flaky metric broke\n on purpose")
+    x = np.asarray(inputs.gen["features"], dtype=np.float64)
+    from evalkit.metrics.base import MetricValue
+
+    return {"flaky_mean": MetricValue(float(x.mean())), "flaky_spread": MetricValue(float(x.std()))}
+
+
+@pytest.fixture
+def flaky():
+    """A registered metric that raises while FLAKY['fail'] is set; unregistered afterwards."""
+    from evalkit.metrics.base import MetricDef, register_metric
+    from evalkit.registry import METRICS
+
+    defn = MetricDef("flaky", False, {"flaky_mean": True, "flaky_spread": False}, _flaky, options={})
+    register_metric(defn)
+    FLAKY["fail"] = False
+    yield FLAKY
+    FLAKY["fail"] = False
+    METRICS._items.pop("flaky", None)
+
+
+def test_a_failing_metric_marks_its_own_rows_and_keeps_the_other_metrics(tmp_path, flaky, capsys):
+    from evalkit.store import read_run
+
+    flaky["fail"] = True
+    suite, out = _noise_suite(tmp_path, samplers="ddim, euler", metrics="fd, flaky, throughput"), tmp_path / "run"
+    assert main(["run", str(suite), "--out", str(out), "-q"]) == 1
+    captured = capsys.readouterr()
+    for cell in ("m__ddim__s2__g1", "m__euler__s2__g1"):
+        for row in ("flaky_mean", "flaky_spread"):
+            assert f"FAILED metric {row} of {cell}: RuntimeError: flaky metric broke on purpose" in captured.err
+    assert "2 cells computed, 0 reused, 0 failed; 4 metric rows failed" in captured.out
+    run = read_run(out)
+    assert {run.status(c) for c in ("m__ddim__s2__g1", "m__euler__s2__g1")} == {"done"}
+    df = run.results.set_index(["cell_id", "metric"])
+    for cell in ("m__ddim__s2__g1", "m__euler__s2__g1"):
+        assert np.isfinite(df.loc[(cell, "fd"), "value"]) and df.loc[(cell, "fd"), "error"] == ""
+        assert np.isfinite(df.loc[(cell, "images_per_s"), "value"])
+        for row in ("flaky_mean", "flaky_spread"):
+            assert np.isnan(df.loc[(cell, row), "value"])
+            assert df.loc[(cell, row), "error"] == "RuntimeError: flaky metric broke on purpose"
+            assert df.loc[(cell, row), "extractor"] == "mnist-net"
+    assert len(run.failed_metrics()) == 4 and set(run.failed_metrics().metric) == {"flaky_mean", "flaky_spread"}
+    assert run.export_problems == []
+    # resumed: the cells are done (features kept), the failed metrics are still named and still exit 1
+    assert main(["run", str(suite), "--out", str(out), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        "0 cells computed, 2 reused" in captured.out and "FAILED metric flaky_mean of m__ddim__s2__g1" in captured.err
+    )
+
+
+def test_the_gate_judges_a_failed_metric_as_an_error(tmp_path, flaky):
+    """A baseline made while the metric worked; a run where it fails: that metric's verdict is an error (exit 1),
+    the cell's other metrics are still judged."""
+    from evalkit.gate.baseline import build_baseline
+    from evalkit.gate.compare import ERROR, PASS, compare
+    from evalkit.run.runner import Runner
+    from evalkit.store import read_run
+
+    def run(seed: int, out: str):
+        suite = load_suite(_noise_suite(tmp_path, samplers="ddim", metrics="fd, flaky", seed=seed, file=f"{out}.yaml"))
+        return Runner(suite, tmp_path / out).run()
+
+    assert run(0, "s0").exit_code == 0 and run(1, "s1").exit_code == 0
+    baseline, _ = build_baseline([read_run(tmp_path / "s0"), read_run(tmp_path / "s1")])
+    flaky["fail"] = True
+    assert run(0, "now").exit_code == 1
+    report = compare(baseline, read_run(tmp_path / "now"))
+    verdicts = {c.entry.metric: c.verdict for c in report.comparisons}
+    assert verdicts == {"fd": PASS, "flaky_mean": ERROR, "flaky_spread": ERROR}
+    assert report.exit_code == 1
+
+
+def test_a_paired_check_judges_a_failed_metric_as_an_error(tmp_path, flaky):
+    """As above, with the baseline's feature sidecar: same seed, so the check is paired and computes CIs."""
+    from evalkit.gate.baseline import Baseline, build_baseline
+    from evalkit.gate.compare import ERROR, PASS, compare
+    from evalkit.run.runner import Runner
+    from evalkit.store import read_run
+
+    def run(seed: int, out: str):
+        suite = load_suite(_noise_suite(tmp_path, samplers="ddim", metrics="fd, flaky", seed=seed, file=f"{out}.yaml"))
+        return Runner(suite, tmp_path / out).run()
+
+    run(0, "s0"), run(1, "s1")
+    baseline, sidecar = build_baseline([read_run(tmp_path / "s0"), read_run(tmp_path / "s1")])
+    path = baseline.save(tmp_path / "b.json", sidecar)
+    flaky["fail"] = True
+    run(0, "now")
+    report = compare(Baseline.load(path), read_run(tmp_path / "now"))
+    assert report.paired
+    assert {c.entry.metric: c.verdict for c in report.comparisons} == {
+        "fd": PASS,
+        "flaky_mean": ERROR,
+        "flaky_spread": ERROR,
+    }

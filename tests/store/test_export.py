@@ -13,6 +13,7 @@ import pytest
 
 from evalkit.store import RunStore, StoreError, read_run, sha256_file, tidy_frame
 from evalkit.store.export import CSV, META_KEY, PARQUET, STAMP, write_export
+from evalkit.store.folder import configs_seen, record_config
 
 CONFIG = {"name": "t", "samples": 3, "seed": 0}
 
@@ -163,3 +164,81 @@ def test_a_cell_hash_named_by_run_json_must_match(tmp_path):
     data = read_run(run)
     assert set(data.stale) == {"m__ddim__s4__g3", "m__euler__s4__g3"} and data.results.empty
     assert data.stale["m__ddim__s4__g3"] == "cell hash h-old != h-new in run.json"
+
+
+# -- every config run into a folder -----------------------------------------------------------------------------
+def _add_config(run: Path, config_hash: str, cells: dict[str, str]) -> None:
+    """Record in run.json another config seen in the folder, with its cells and their hashes."""
+    manifest = json.loads((run / "run.json").read_text())
+    seen = configs_seen(manifest)
+    seen[config_hash] = {"suite": "old", "config": {**CONFIG, "seed": 1}, "cells": [
+        {"cell_id": c, "cell_hash": h} for c, h in cells.items()
+    ]}  # fmt: skip
+    (run / "run.json").write_text(json.dumps({**manifest, "configs": seen}))
+
+
+def _old_cell(run: Path, cell: str, cell_hash: str, fd: float) -> None:
+    RunStore(run).write_cell(
+        cell,
+        {"cell_id": cell, "n": 3, "seed": 1, "cell_hash": cell_hash},
+        features={"net/f": [[0.0]]},
+        rows=_rows(cell, fd),
+    )
+
+
+def test_a_run_json_without_configs_gives_its_own_config():
+    manifest = {"config_hash": "cfg-1", "config": CONFIG, "suite": "t", "cells": [{"cell_id": "c"}], "created_at": "x"}
+    assert configs_seen(manifest) == {
+        "cfg-1": {"suite": "t", "config": CONFIG, "cells": [{"cell_id": "c"}], "first_run": "x", "last_run": None}
+    }
+    assert configs_seen({"run_id": "r"}) == {}
+    first = record_config(manifest, "cfg-2", {"suite": "u"}, "t1")
+    again = record_config({**manifest, "configs": first}, "cfg-2", {"suite": "u"}, "t2")
+    assert (
+        set(again) == {"cfg-1", "cfg-2"} and again["cfg-2"]["first_run"] == "t1" and again["cfg-2"]["last_run"] == "t2"
+    )
+
+
+def test_cells_of_other_configs_are_in_the_export_not_in_the_results(tmp_path):
+    run = make_run(tmp_path / "run", stamped=False)
+    _old_cell(run, "m__heun__s4__g3", "h-old", 20.0)
+    _add_config(run, "cfg-0", {"m__heun__s4__g3": "h-old"})
+    data = read_run(run)
+    assert set(data.results.cell_id) == {"m__ddim__s4__g3", "m__euler__s4__g3"}  # run.json's config only
+    assert set(data.all_results.cell_id) == {"m__ddim__s4__g3", "m__euler__s4__g3", "m__heun__s4__g3"}
+    assert set(data.configs) == {"cfg-1", "cfg-0"}
+    write_export(RunStore(run), tidy_frame([r for c in data.seen for r in RunStore(run).cell_rows(c)]))
+    assert read_run(run).export_problems == []
+    # an export of only run.json's config now misses a finished cell of the folder: named, not trusted
+    write_export(
+        RunStore(run), tidy_frame([r for c in data.results.cell_id.unique() for r in RunStore(run).cell_rows(c)])
+    )
+    assert any("no rows of finished cells m__heun__s4__g3" in p for p in read_run(run).export_problems)
+
+
+def test_a_cell_recomputed_by_another_config_or_corrupt_is_left_out(tmp_path):
+    run = make_run(tmp_path / "run", stamped=False)
+    # the old config's cell m__ddim__s4__g3 was recomputed by the current config (another hash now): once, current
+    _add_config(run, "cfg-0", {"m__ddim__s4__g3": "h-gone", "m__heun__s4__g3": "h-old"})
+    _old_cell(run, "m__heun__s4__g3", "h-old", 20.0)
+    (run / "cells" / "m__heun__s4__g3" / "rows.json").write_text("[]")  # corrupt: left out, never a crash
+    data = read_run(run)
+    assert sorted(data.all_results.cell_id.unique()) == ["m__ddim__s4__g3", "m__euler__s4__g3"]
+    assert data.all_results[data.all_results.metric == "fd"].value.tolist() == [10.0, 11.0]
+
+
+def test_failed_metric_rows_keep_their_error_and_n_is_an_integer(tmp_path):
+    run = make_run(tmp_path / "run", stamped=False)
+    c = "m__ddim__s4__g3"
+    rows = [{**r, "n": 3} for r in _rows(c, 10.0)] + [
+        {**_rows(c, 0)[0], "metric": "kid", "value": float("nan"), "error": "ValueError: too few samples", "n": 3}
+    ]
+    RunStore(run).write_cell(
+        c, {"cell_id": c, "n": 3, "seed": 0, "cell_hash": "h-a"}, features={"net/f": [[0.0]]}, rows=rows
+    )
+    data = read_run(run)
+    assert data.failed_metrics()[["cell_id", "metric", "error"]].values.tolist() == [
+        [c, "kid", "ValueError: too few samples"]
+    ]
+    assert (data.results[data.results.metric != "kid"].error == "").all()  # rows written without one: ""
+    assert str(data.results.n.dtype) == "Int64"

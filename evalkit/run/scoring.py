@@ -1,0 +1,93 @@
+"""Scoring a cell's features: each metric of the suite on its own, so one failing metric costs only its rows.
+
+A metric that raises (a bug, too few distinct samples, a degenerate covariance) gives one row per row name it
+declares (``MetricDef.higher_is_better``) with ``value`` NaN and ``error`` holding a one-line message; the
+cell's other metrics keep their values, the cell counts as done (its samples and features are stored), and
+the run exits 1 naming the failed metrics. Readers see a failed metric as a NaN value with an ``error``: the
+gate's verdict on a non-finite value is an error.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from evalkit.features.base import Extractor
+from evalkit.metrics.base import MetricDef, MetricInputs, get_metric
+from evalkit.store import split_features
+from evalkit.suite import THROUGHPUT, MetricSpec
+
+ERROR_CHARS = 300  # a message longer than this is cut: it lives in every failed row
+
+
+def score(
+    metrics: list[MetricSpec],
+    features: dict[str, np.ndarray],
+    reference: dict[str, dict[str, np.ndarray]],
+    extractors: dict[str, Extractor],
+    *,
+    labels: np.ndarray | None,
+    prompts: list[str] | None,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Each metric of the suite on the cell's features → partial rows (metric, value, CI, extractor identity,
+    error: "" or why the metric failed)."""
+    by_extractor = split_features(features)
+    rows: list[dict[str, Any]] = []
+    for spec in metrics:
+        if spec.name == THROUGHPUT:
+            continue
+        ex = extractors[spec.extractor]
+        identity = {"extractor": spec.extractor, "weights_id": ex.weights_id, "mode": ex.mode}
+        mdef = get_metric(spec.name)
+        inputs = MetricInputs(
+            gen=by_extractor.get(spec.extractor, {}),
+            ref=reference.get(spec.extractor),
+            labels=labels,
+            prompts=prompts,
+            seed=seed,
+            options=spec.options,
+        )
+        try:
+            rows += _rows(mdef, inputs, identity)
+        except Exception as e:  # this metric only: the others, and the cell's features, are kept
+            rows += failed_rows(mdef, e, identity)
+    return rows
+
+
+def _rows(mdef: MetricDef, inputs: MetricInputs, identity: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "metric": metric,
+            "value": float(val.value),
+            "std": _num(val.std),
+            "ci_low": _num(val.ci_low),
+            "ci_high": _num(val.ci_high),
+            **identity,
+            "error": "",
+        }
+        for metric, val in mdef.compute(inputs).items()
+    ]
+
+
+def failed_rows(mdef: MetricDef, error: BaseException, identity: dict[str, str]) -> list[dict[str, Any]]:
+    """The rows a metric would have given, each with value NaN and the error as one line."""
+    message = error_line(error)
+    nan = math.nan
+    names = list(mdef.higher_is_better) or [mdef.name]
+    return [
+        {"metric": m, "value": nan, "std": nan, "ci_low": nan, "ci_high": nan, **identity, "error": message}
+        for m in names
+    ]
+
+
+def error_line(error: BaseException) -> str:
+    """``Type: message`` on one line, at most :data:`ERROR_CHARS` characters."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+
+
+def _num(x: float | None) -> float:
+    return math.nan if x is None else float(x)

@@ -1,0 +1,196 @@
+"""Each cell's bootstrap replicates, the arms of every comparison: computed once per (run, cell, metric spec),
+shared by all the pairs the cell is in, and cached on disk so the report after a run does not recompute what
+the run's summary computed.
+
+A replicate is the metric on the cell's generated samples resampled by one row of ``bootstrap_indices(N, B,
+seed)`` (the same rows for every cell of one N and seed: that is what pairs them). The cache entry
+(``<cache_dir>/replicates/<digest>.npz`` + ``.sha256``) is keyed by the sha256 of the cell's features (from its
+sealed cell.json), the metric spec, a digest of the reference features, the per-sample conditions, N, B, the
+seed and the evalkit version; an entry that fails its checksum is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import evalkit
+from evalkit.errors import StoreError
+from evalkit.metrics.base import MetricInputs, get_metric
+from evalkit.metrics.resampling import bootstrap_indices
+from evalkit.store import RunData, atomic_write_bytes, load_npz_checked, npz_bytes, sha256_bytes
+from evalkit.study.paired import NO_CI_ERRORS, replicates, run_conditions
+from evalkit.study.reference import cached_reference_features
+
+FORMAT = "evalkit-replicates/1"
+Result = tuple[np.ndarray | None, str]  # (replicates, "") or (None, why there are none)
+
+
+class Arms:
+    """The replicates of every (run, cell, metric row) a comparison asks for; see the module docstring."""
+
+    def __init__(
+        self,
+        runs: list[RunData],
+        rows: pd.DataFrame,
+        n_resamples: int,
+        reference: dict[str, dict[str, np.ndarray]] | None,
+        cache_dir: str | Path | None,
+    ) -> None:
+        self.runs, self.n_resamples, self.reference = runs, n_resamples, reference
+        self.specs = {r: sorted(set(g["spec"]) - {-1}) for r, g in rows.groupby("run")}  # specs compared per run
+        self._cache_dir = cache_dir
+        self._cells: dict[tuple[int, str], dict[tuple[int, str], Result]] = {}
+        self._refs: dict[int, tuple[dict[str, dict[str, np.ndarray]], str]] = {}
+        self._digests: dict[tuple[int, str], str] = {}
+
+    @property
+    def cache_dir(self) -> Path:
+        if self._cache_dir is None:
+            from evalkit.references.cache import default_cache_dir  # imports torch: only when needed
+
+            self._cache_dir = default_cache_dir()
+        return Path(self._cache_dir)
+
+    def get(self, rec: dict[str, Any]) -> Result:
+        """The replicates of one quality row (a record of :func:`evalkit.study.compare.quality_rows`)."""
+        if int(rec["spec"]) < 0:
+            return None, "no metric spec in run.json for this row"
+        key = (int(rec["run"]), str(rec["cell_id"]))
+        if key not in self._cells:
+            self._cells[key] = self._compute(key[0], key[1], int(rec["n"]))
+        return self._cells[key].get((int(rec["spec"]), str(rec["metric"])), (None, "the metric gave no replicates"))
+
+    def _reference(self, i: int) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+        if self.reference is not None:
+            return self.reference, "no reference features given for this extractor"
+        if i not in self._refs:
+            self._refs[i] = cached_reference_features(self.runs[i], self.cache_dir)
+        return self._refs[i]
+
+    def _compute(self, i: int, cell_id: str, n: int) -> dict[tuple[int, str], Result]:
+        run = self.runs[i]
+        specs = (run.manifest.get("config") or {}).get("metrics") or []
+        try:
+            feats = run.features(cell_id)
+            conditions = run_conditions(run)
+        except (StoreError, OSError, KeyError, ValueError) as e:
+            return {
+                (j, row): (None, f"no stored features: {e}") for j in self.specs.get(i, []) for row in _rows(specs[j])
+            }
+        out: dict[tuple[int, str], Result] = {}
+        for j in self.specs.get(i, []):
+            reps, why = self._spec_replicates(i, cell_id, specs[j], feats, conditions, n)
+            for row in _rows(specs[j]):
+                out[(j, row)] = (reps[row], "") if reps is not None and row in reps else (None, why)
+        return out
+
+    def _spec_replicates(
+        self,
+        i: int,
+        cell_id: str,
+        spec: dict[str, Any],
+        feats: dict[str, dict[str, np.ndarray]],
+        conditions: tuple[np.ndarray | None, list[str] | None],
+        n: int,
+    ) -> tuple[dict[str, np.ndarray] | None, str]:
+        defn, ex, run = get_metric(spec["name"]), str(spec.get("extractor") or ""), self.runs[i]
+        gen = feats.get(ex) or {}
+        sizes = {len(a) for a in gen.values()}
+        if not gen:
+            return None, f"the cell stored no features of extractor {ex!r}"
+        if sizes != {n}:
+            return None, f"the stored {ex or 'generated'} features hold {sorted(sizes)} samples, the cell has N={n}"
+        ref = None
+        if defn.needs_reference:
+            refs, why = self._reference(i)
+            if ex not in refs:
+                return None, why or f"no reference features for {ex}"
+            ref = refs[ex]
+        options = dict(spec.get("options") or {})
+        path = self._entry(i, cell_id, spec, ref, conditions, n)
+        cached = _load(path)
+        if cached is not None:
+            return cached, ""
+        labels, prompts = conditions
+        inputs = MetricInputs(gen=gen, ref=ref, labels=labels, prompts=prompts, seed=run.seed, options=options)
+        try:
+            reps = replicates(defn, inputs, bootstrap_indices(n, self.n_resamples, seed=run.seed))
+        except NO_CI_ERRORS as e:
+            return None, f"{spec['name']} has no bootstrap replicates here ({type(e).__name__}: {e})"
+        _store(path, reps)
+        return reps, ""
+
+    def _entry(
+        self,
+        i: int,
+        cell_id: str,
+        spec: dict[str, Any],
+        ref: dict[str, np.ndarray] | None,
+        conditions: tuple[np.ndarray | None, list[str] | None],
+        n: int,
+    ) -> Path | None:
+        """The cache file of one cell × metric spec, or None where the cell records no features checksum."""
+        run = self.runs[i]
+        features_sha = ((run.cells.get(cell_id) or {}).get("files") or {}).get("features.npz")
+        if not features_sha:
+            return None
+        ex = str(spec.get("extractor") or "")
+        if ref is not None and (i, ex) not in self._digests:
+            self._digests[(i, ex)] = _digest(ref)
+        labels, prompts = conditions
+        key = {
+            "format": FORMAT,
+            "evalkit": evalkit.__version__,
+            "features": features_sha,
+            "spec": spec,
+            "reference": self._digests.get((i, ex), "") if ref is not None else "",
+            "labels": "" if labels is None else _digest({"labels": np.asarray(labels)}),
+            "prompts": prompts,
+            "n": n,
+            "resamples": self.n_resamples,
+            "seed": run.seed,
+        }
+        name = sha256_bytes(json.dumps(key, sort_keys=True, default=str).encode())[:32]
+        return self.cache_dir / "replicates" / f"{name}.npz"
+
+
+def _rows(spec: dict[str, Any]) -> list[str]:
+    return list(get_metric(spec["name"]).higher_is_better)
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for k, a in sorted(arrays.items()):
+        a = np.ascontiguousarray(a)
+        h.update(f"{k}:{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _load(path: Path | None) -> dict[str, np.ndarray] | None:
+    if path is None:
+        return None
+    try:
+        digest = path.with_suffix(".npz.sha256").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return load_npz_checked(path, digest) if len(digest) == 64 else None
+
+
+def _store(path: Path | None, reps: dict[str, np.ndarray]) -> None:
+    """Write an entry (npz, then its sha256 sidecar, which marks it valid); a cache that cannot be written is
+    not an error (the replicates are simply recomputed next time)."""
+    if path is None:
+        return
+    data = npz_bytes({k: np.asarray(v, dtype=np.float64) for k, v in reps.items()})
+    try:
+        atomic_write_bytes(path, data)
+        atomic_write_bytes(path.with_suffix(".npz.sha256"), (sha256_bytes(data) + "\n").encode())
+    except OSError:
+        pass

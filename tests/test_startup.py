@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -293,3 +294,42 @@ def test_a_command_without_torch_does_not_import_it(tmp_path):
         extra_path=tmp_path,
     )
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "0", r.stderr
+
+
+# -- `evalkit run SUITE --dry-run` plans the built-in models from declarations: no torch, diffusers, pandas ----
+def test_the_smoke_dry_run_imports_no_heavy_library_and_plans_what_the_adapter_counts(tmp_path):
+    from evalkit.generate.zoo_adapter import ZooMnistAdapter
+    from evalkit.suite import load_suite
+
+    code, out, loaded = _run_main(["run", "suites/smoke.yaml", "--dry-run", "--out", str(tmp_path / "run")])
+    assert code == 0, out
+    assert loaded == [], f"evalkit run suites/smoke.yaml --dry-run imported {loaded}"
+    assert not (tmp_path / "run").exists()
+    found = re.findall(r"^  (\S+) +model calls/sample +(\d+)   batched calls (\d+)$", out, flags=re.MULTILINE)
+    planned = {cell: (int(per), int(calls)) for cell, per, calls in found}
+    # the full path: the built adapter (trained weights, their recorded schedule) asked cell by cell
+    suite, adapter = load_suite(ROOT / "suites" / "smoke.yaml"), ZooMnistAdapter()
+    expected = {}
+    for cell in suite.cells():
+        per = adapter.expected_model_calls(cell.sampler.name, cell.steps, cell.sampler.options)
+        expected[cell.cell_id] = (per, per * -(-cell.n // suite.batch_size))
+    assert planned == expected
+    assert f"total batched model calls (estimate): {sum(c for _, c in expected.values())}\n" in out
+    assert f"suite smoke: {len(expected)} cells × {suite.samples} samples, batch {suite.batch_size}\n" in out
+
+
+def test_a_real_run_still_imports_torch_with_signals_deferred_and_a_dry_run_does_not(tmp_path):
+    (tmp_path / "torch.py").write_text("raise RuntimeError('torch imported')\n")
+    r = _python(
+        f"""
+        from evalkit.cli import main
+        print(main(["run", "suites/smoke.yaml", "--dry-run", "--out", {str(tmp_path / "run")!r}]))
+        """,
+        extra_path=tmp_path,
+    )
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "0", r.stderr
+    from evalkit.cli import _needs_torch, build_parser
+
+    parser = build_parser()
+    assert _needs_torch(parser.parse_args(["run", "smoke"]))
+    assert not _needs_torch(parser.parse_args(["run", "smoke", "--dry-run"]))

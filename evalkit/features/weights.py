@@ -20,6 +20,7 @@ Where a full sha256 is not published, ``sha256`` is None and the torch-hub file-
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,9 +60,15 @@ def check_trusted(path: Path) -> None:
 
 
 def _torch_hub_dir() -> Path:
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """torch.hub's checkpoint folder, found as ``torch.hub.get_dir()`` finds it but without importing torch (the
+    preflight runs before torch loads): ``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``,
+    then ``hub``. Where torch is already loaded, its own answer (which honours ``torch.hub.set_dir``)."""
+    hub = sys.modules.get("torch.hub")
+    if hub is not None:
+        return Path(hub.get_dir()) / "checkpoints"
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(xdg, "torch")))
+    return Path(home) / "hub" / "checkpoints"
 
 
 @dataclass(frozen=True)

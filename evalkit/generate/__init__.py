@@ -24,6 +24,8 @@ class _BuiltinAdapter:
     """A built-in adapter's factory: it imports its class only when called or inspected, and
     ``inspect.signature`` of it is the class's own (suite validation checks option names against it)."""
 
+    builtin = True  # shipped with evalkit: the preflight need not import it to check a model without options
+
     def __init__(self, module: str, cls: str):
         self._module, self._cls = module, cls
 

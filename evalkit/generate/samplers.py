@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from evalkit.errors import ConfigError
@@ -36,6 +37,9 @@ class SamplerDef:
     batch_invariant: bool = True  # per-sample noise only; False where the library seeds per batch
     requires: tuple[str, ...] = ()  # extra modules the scheduler imports
     description: str = ""
+    # Model calls per sample as a function of steps, declared so that a plan (``--dry-run``) need not import
+    # diffusers (see :func:`declared_model_calls`); None: only the scheduler can tell (``model_calls_per_sample``)
+    model_calls: Callable[[int], int] | None = None
 
     def scheduler_class(self) -> type:
         import diffusers  # here, not at import: `evalkit list` and suite validation load no diffusers/torch
@@ -87,9 +91,32 @@ def _step_option_names(cls: type) -> set[str]:
     return set(_option_parameters(cls) or {}) - set(keyword_parameters(cls.__init__) or {})
 
 
+def one_call_per_step(steps: int) -> int:
+    return steps
+
+
+def two_calls_per_step_but_the_last(steps: int) -> int:
+    """Heun-type second-order steps: a second model call in every step but the last (k-diffusion's convention)."""
+    return 2 * steps - 1
+
+
+def plms_calls(steps: int) -> int:
+    """PLMS (PNDM with ``skip_prk_steps``): one call more than steps, for its second-order warm-up step; 1 at 1."""
+    return steps + 1 if steps > 1 else 1
+
+
 def register_sampler(defn: SamplerDef) -> SamplerDef:
     return SAMPLERS.register(defn.name, defn)
 
+
+# The built-ins' declared model calls per sample (checked against diffusers for 1-50 steps by
+# tests/generate/test_samplers.py); one per step unless listed
+_CALLS: dict[str, Callable[[int], int]] = {
+    "heun": two_calls_per_step_but_the_last,
+    "dpm2": two_calls_per_step_but_the_last,
+    "dpmpp_sde": two_calls_per_step_but_the_last,
+    "pndm": plms_calls,
+}
 
 for _d in [
     SamplerDef("ddpm", "DDPMScheduler", stochastic=True, description="ancestral DDPM (Ho et al. 2020)"),
@@ -125,7 +152,7 @@ for _d in [
     SamplerDef("unipc", "UniPCMultistepScheduler", description="UniPC multistep (bh2)"),
     SamplerDef("deis", "DEISMultistepScheduler", description="DEIS multistep, order 2"),
 ]:
-    register_sampler(_d)
+    register_sampler(replace(_d, model_calls=_CALLS.get(_d.name, one_call_per_step)))
 
 
 def available_samplers() -> list[str]:
@@ -192,6 +219,21 @@ def schedule_info(name: str, scheduler: Any, options: dict[str, Any] | None = No
         "sigmas": None if sigmas is None else torch.as_tensor(sigmas).detach().cpu().double().tolist(),
         "sigmas_from": None if sigmas is None else source,
     }
+
+
+def declared_model_calls(
+    name: str, steps: int, options: dict[str, Any] | None = None, *, num_train_timesteps: int
+) -> int | None:
+    """Model calls per sample from sampler ``name``'s declared rule (:attr:`SamplerDef.model_calls`), with no
+    scheduler built and no diffusers imported (``--dry-run``), for a model trained on ``num_train_timesteps``.
+
+    None where only the scheduler can tell (ask :func:`model_calls_per_sample`): a sampler without a rule (a
+    plugin's), options set by the suite (they may change the count: PNDM's ``skip_prk_steps``), or steps outside
+    1..``num_train_timesteps`` (where a scheduler may refuse or repeat timesteps)."""
+    if options or not 1 <= steps <= num_train_timesteps:
+        return None
+    rule = get_sampler(name).model_calls
+    return None if rule is None else int(rule(steps))
 
 
 def model_calls_per_sample(

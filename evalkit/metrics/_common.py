@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from evalkit.errors import ConfigError
-from evalkit.metrics.base import MetricInputs
+from evalkit.metrics.base import MetricContext, MetricInputs
 
 # A reference given only as Gaussian statistics (``{"stats": "file.npz"}``) carries
 # ``"<output>.mu"`` and ``"<output>.sigma"`` (and ``"<output>.n"``) instead of per-sample arrays.
@@ -53,3 +56,25 @@ def gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if x.shape[0] < 2:
         raise ValueError(f"a covariance needs at least 2 samples, got {x.shape[0]}")
     return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+# -- preflight checks (MetricDef.check): what a suite's options and samples must be, before anything runs ----------
+def integer_option(options: dict[str, Any], name: str, default: int, minimum: int, why: str) -> tuple[int | None, str]:
+    """``options[name]`` (else ``default``) if it is an integer ≥ ``minimum``: (value, ""); otherwise (None, the
+    problem as a line naming the option, what it must be and why, and the value given)."""
+    x = options.get(name, default)
+    if isinstance(x, bool) or not isinstance(x, int) or x < minimum:
+        return None, f"option {name}: expected an integer ≥ {minimum} ({why}); got {x!r}"
+    return x, ""
+
+
+def too_few_samples(ctx: MetricContext, minimum: int, why: str) -> list[str]:
+    """[] if a cell's samples reach ``minimum``, else the problem: what is needed, why, the suite's value."""
+    if ctx.samples >= minimum:
+        return []
+    return [f"needs samples ≥ {minimum} ({why}); the suite has samples: {ctx.samples}; set samples ≥ {minimum}"]
+
+
+def needs_samples(minimum: int, why: str) -> Callable[[dict[str, Any], MetricContext], list[str]]:
+    """A :attr:`MetricDef.check` for a metric whose only precondition is ``minimum`` samples per cell."""
+    return lambda options, ctx: too_few_samples(ctx, minimum, why)

@@ -8,11 +8,12 @@ inside [0, 1] and behaves near 100% where the normal approximation does not.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from evalkit.metrics._common import MetricInputError, flat2d, gen_array
-from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -38,12 +39,24 @@ def compute_class_acc(inputs: MetricInputs) -> dict[str, MetricValue]:
     return {"class_acc": MetricValue(hits / len(labels), ci_low=lo, ci_high=hi, extra={"hits": hits})}
 
 
+def check_class_acc(options: dict[str, Any], ctx: MetricContext) -> list[str]:
+    """Before a run: the samples have class labels (:func:`compute_class_acc` compares the classifier with them)."""
+    if ctx.labels is not None:
+        return []
+    has = "prompts, not classes" if ctx.prompts is not None else "no conditions"
+    return [
+        "needs class-conditional samples (it compares each sample's requested class with the classifier's); "
+        f"the suite has {has}; set conditions.classes (e.g. conditions: {{classes: 10}})"
+    ]
+
+
 register_metric(
     MetricDef(
         name="class_acc",
         needs_reference=False,
         higher_is_better={"class_acc": True},
         compute=compute_class_acc,
+        check=check_class_acc,
         options={},
         description="fraction of class-conditional samples a classifier assigns to the requested class (Wilson 95% CI)",
     )

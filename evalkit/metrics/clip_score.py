@@ -8,10 +8,12 @@ The CI is a seeded percentile bootstrap over samples of the same clamped mean.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from evalkit.metrics._common import flat2d, gen_array, option
-from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.resampling import DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 
@@ -46,12 +48,24 @@ def compute_clip_score(inputs: MetricInputs) -> dict[str, MetricValue]:
     return {"clip_score": out}
 
 
+def check_clip_score(options: dict[str, Any], ctx: MetricContext) -> list[str]:
+    """Before a run: the samples have prompts (the runner encodes ``text_embeds`` only from a suite's prompts)."""
+    if ctx.prompts is not None:
+        return []
+    has = "class labels, not prompts" if ctx.labels is not None else "no conditions"
+    return [
+        "needs a prompt per sample (it scores each image against its prompt's text embedding); "
+        f"the suite has {has}; set conditions.prompts (a list or a prompt file)"
+    ]
+
+
 register_metric(
     MetricDef(
         name="clip_score",
         needs_reference=False,
         higher_is_better={"clip_score": True},
         compute=compute_clip_score,
+        check=check_clip_score,
         options={
             "bootstrap": "bootstrap resamples for the CI (0: none; default 1000)",
             "confidence": "CI level (default 0.95)",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, option
-from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics._common import flat2d, gen_array, integer_option, option
+from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.frechet import (
     PreparedReference,
     _as_prepared,
@@ -13,6 +15,8 @@ from evalkit.metrics.frechet import (
     frechet_distance_resampled,
     prepare_reference,
 )
+
+DEFAULT_POINTS = 15
 
 
 def fd_infinity(
@@ -43,11 +47,39 @@ def compute_fd_inf(inputs: MetricInputs) -> dict[str, MetricValue]:
     ref = entry.prepared
     n = gen.shape[0]
     lo = int(option(inputs, "min_n", max(n // 5, min(n, gen.shape[1] + 2))))
-    sizes = np.unique(np.linspace(lo, n, int(option(inputs, "points", 15))).astype(np.int64))
+    sizes = np.unique(np.linspace(lo, n, int(option(inputs, "points", DEFAULT_POINTS))).astype(np.int64))
     if sizes.size < 2:
         raise ValueError(f"fd_inf needs at least two distinct subset sizes; got N={n}, min_n={lo}")
     value, fds = fd_infinity(gen, ref, sizes=sizes, seed=inputs.seed)
     return {"fd_inf": MetricValue(value, extra={"sizes": sizes.tolist(), "fd_per_size": fds.tolist()})}
+
+
+def check_fd_inf(options: dict[str, Any], ctx: MetricContext) -> list[str]:
+    """Before a run: the line in 1/N needs two distinct subset sizes from ``min_n`` to N, each of ≥ 2 samples (a
+    covariance). So ``points`` ≥ 2 and a given ``min_n`` with 2 ≤ min_n < samples (min_n = samples leaves one size;
+    min_n > samples asks for subsets larger than the set, which silently hold all N: a meaningless fit). The default
+    min_n, max(N/5, min(N, feature dim + 2)), depends on the feature dimension, unknown before any features exist:
+    here only samples ≤ 3 (one size whatever the dimension) is refused; samples ≤ dim + 2 still fails at scoring."""
+    points, problem = integer_option(options, "points", DEFAULT_POINTS, 2, "a line needs two subset sizes")
+    problems = [problem] if points is None else []
+    if "min_n" not in options:
+        if ctx.samples <= 3:
+            problems.append(
+                f"needs samples ≥ 4 (subsets from the default min_n = max(samples/5, min(samples, feature dim + 2)) "
+                f"up to samples give one size only); the suite has samples: {ctx.samples}; set samples > feature "
+                "dim + 2, or options.min_n"
+            )
+        return problems
+    lo, problem = integer_option(options, "min_n", 2, 2, "the smallest subset needs a covariance")
+    if lo is None:
+        problems.append(problem)
+    elif lo >= ctx.samples:
+        fix = f" or options.min_n ≤ {ctx.samples - 1}" if ctx.samples > 2 else ""
+        problems.append(
+            f"min_n={lo} needs samples > {lo} (subsets from min_n up to samples, two sizes at least); the suite has "
+            f"samples: {ctx.samples}; set samples ≥ {lo + 1}{fix}"
+        )
+    return problems
 
 
 register_metric(
@@ -56,6 +88,7 @@ register_metric(
         needs_reference=True,
         higher_is_better={"fd_inf": False},
         compute=compute_fd_inf,
+        check=check_fd_inf,
         options={
             "read": "which extractor output to read (default features)",
             "min_n": "smallest subset size (default N/5)",

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evalkit.metrics._common import MU_SUFFIX, SIGMA_SUFFIX, flat2d, gaussian_stats, gen_array, option
+from evalkit.metrics._common import MU_SUFFIX, SIGMA_SUFFIX, flat2d, gaussian_stats, gen_array, needs_samples, option
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.resampling import bootstrap_indices, percentile_interval
 from evalkit.metrics.threads import single_thread_blas_when_oversubscribed
@@ -380,6 +380,7 @@ register_metric(
         needs_reference=True,
         higher_is_better={"fd": False},
         compute=compute_fd,
+        check=needs_samples(2, "FD fits a covariance to the generated features"),
         options={
             "read": "which extractor output to read (default features)",
             "bootstrap": "bootstrap resamples for the CI (0: none)",

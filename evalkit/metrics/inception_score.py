@@ -13,10 +13,12 @@ stored baseline); options ``{is_seed: 2020}`` reproduce torch-fidelity's default
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, option
-from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics._common import flat2d, gen_array, integer_option, option
+from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 
 DEFAULT_SPLITS = 10
 
@@ -53,12 +55,27 @@ def compute_is(inputs: MetricInputs) -> dict[str, MetricValue]:
     return {"is": MetricValue(float(scores.mean()), std=float(scores.std()), extra={"splits": int(scores.size)})}
 
 
+def check_is(options: dict[str, Any], ctx: MetricContext) -> list[str]:
+    """Before a run: ``splits`` ≥ 1 (0 splits average nothing: NaN) and samples ≥ splits
+    (:func:`inception_score_splits` refuses fewer)."""
+    splits, problem = integer_option(options, "splits", DEFAULT_SPLITS, 1, "the score is a mean over splits")
+    if splits is None:
+        return [problem]
+    if ctx.samples < splits:
+        return [
+            f"splits={splits} needs samples ≥ {splits} (each split scores its own share of the samples); the suite "
+            f"has samples: {ctx.samples}; set samples ≥ {splits} or options.splits ≤ {ctx.samples}"
+        ]
+    return []
+
+
 register_metric(
     MetricDef(
         name="is",
         needs_reference=False,
         higher_is_better={"is": True},
         compute=compute_is,
+        check=check_is,
         options={
             "read": "which extractor output to read (default logits)",
             "splits": "number of splits (default 10)",

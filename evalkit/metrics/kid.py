@@ -9,10 +9,12 @@ on float64 features the two agree exactly).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, option, ref_array
-from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics._common import flat2d, gen_array, integer_option, option, ref_array, too_few_samples
+from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 
 DEFAULT_SUBSETS = 100
 DEFAULT_SUBSET_SIZE = 1000
@@ -100,12 +102,29 @@ def kid_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarra
     return {"kid": out}
 
 
+def check_kid(options: dict[str, Any], ctx: MetricContext) -> list[str]:
+    """Before a run: ``subsets`` ≥ 1 (none: a mean of nothing, NaN), and each subset — ``min(subset_size, samples,
+    reference size)`` samples — holds 2 or more (the unbiased estimator pairs distinct samples): ``subset_size`` ≥ 2
+    and samples ≥ 2. A ``subset_size`` above the samples is no problem: subsets then take all of them."""
+    why = "the unbiased MMD² needs two distinct samples in a subset"
+    problems = [
+        p
+        for p in (
+            integer_option(options, "subsets", DEFAULT_SUBSETS, 1, "KID is the mean over subsets")[1],
+            integer_option(options, "subset_size", DEFAULT_SUBSET_SIZE, 2, why)[1],
+        )
+        if p
+    ]
+    return problems + too_few_samples(ctx, 2, why)
+
+
 register_metric(
     MetricDef(
         name="kid",
         needs_reference=True,
         higher_is_better={"kid": False},
         compute=compute_kid,
+        check=check_kid,
         options={
             "read": "which extractor output to read (default features)",
             "subsets": "number of subsets (default 100)",

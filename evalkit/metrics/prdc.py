@@ -14,11 +14,12 @@ bounded (O(chunk × N)) for large sets.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, option, ref_array
-from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics._common import flat2d, gen_array, integer_option, option, ref_array
+from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 
 DEFAULT_K = 3
 _CHUNK_ELEMS = 1 << 24  # distance-matrix entries per chunk (128 MiB in float64)
@@ -93,6 +94,21 @@ def per_sample_pr(inputs: MetricInputs) -> dict[str, np.ndarray]:
     return {"precision": (counts > 0).astype(np.float64), "density": counts / k}
 
 
+def check_pr(options: dict[str, Any], ctx: MetricContext) -> list[str]:
+    """Before a run: ``k`` ≥ 1 (k = 0 makes every radius 0 and density 0/0), and more generated samples than
+    ``k`` (:func:`knn_radii` needs a k-th nearest *other* sample). The reference's size is not known before it is
+    loaded; a reference of ≤ k samples still fails at scoring."""
+    k, problem = integer_option(options, "k", DEFAULT_K, 1, "the k-th nearest neighbour sets each radius")
+    if k is None:
+        return [problem]
+    if ctx.samples <= k:
+        return [
+            f"k={k} needs samples > {k} (each sample's radius is the distance to its k-th nearest other generated "
+            f"sample); the suite has samples: {ctx.samples}; set samples ≥ {k + 1} or options.k ≤ {ctx.samples - 1}"
+        ]
+    return []
+
+
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The full distance matrix, assembled from :func:`_distance_chunks` (the same formula, so radii compare
     exactly with :func:`prdc`'s)."""
@@ -125,6 +141,7 @@ register_metric(
         needs_reference=True,
         higher_is_better={"precision": True, "recall": True, "density": True, "coverage": True},
         compute=compute_pr,
+        check=check_pr,
         options={"read": "which extractor output to read (default features)", "k": "nearest neighbour k (default 3)"},
         description="Precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020), k=3 nearest neighbours.",
         per_sample=per_sample_pr,

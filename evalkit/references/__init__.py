@@ -17,9 +17,9 @@ if TYPE_CHECKING:
         reference_features,
         save_reference_stats,
     )
+    from evalkit.references.names import BUILTIN_DATASETS
     from evalkit.references.open import open_reference
     from evalkit.references.sets import (
-        BUILTIN_DATASETS,
         ArrayReference,
         FileReference,
         ReferenceSet,
@@ -34,7 +34,7 @@ _EXPORTS = {
     "reference_features": "cache",
     "save_reference_stats": "cache",
     "open_reference": "open",
-    "BUILTIN_DATASETS": "sets",
+    "BUILTIN_DATASETS": "names",
     "ArrayReference": "sets",
     "FileReference": "sets",
     "ReferenceSet": "sets",

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from evalkit.errors import InputError
+from evalkit.references.names import BUILTIN_DATASETS as BUILTIN_DATASETS  # re-exported: its home is torch-free
 from evalkit.store import sha256_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-BUILTIN_DATASETS = ("mnist-heldout", "mnist-train")
 # Bump when the cached layout or the meaning of a key changes. 2: entries record the files skipped as
 # undecodable (name and reason), and "n" is the number of feature rows.
 CACHE_FORMAT = 2

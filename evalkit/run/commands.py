@@ -1,17 +1,18 @@
 """``evalkit run SUITE``: run a suite into a run folder (resuming it), or plan it with ``--dry-run``.
 
-Cheap to import: the runner, the suite loader and pandas load inside the handler.
+Cheap to import: the runner, the suite loader and pandas load inside the handler. ``--dry-run`` needs no torch
+for the built-in offline models (:mod:`evalkit.run.dry_run`); any other adapter it builds imports its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError
-from evalkit.registry import is_callable_ref
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -20,16 +21,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer ≥ 1; got {args.batch_size}")
     suite = load_suite(args.suite)  # before torch and diffusers load: a bad suite fails in well under a second
+    out = Path(args.out) if args.out else Path("runs") / suite.name
+    if args.dry_run:
+        return _dry_run(args, suite, out)
     from evalkit.run import distributed
-    from evalkit.run.preflight import PreflightError
+    from evalkit.run.preflight import PreflightError, print_problems
     from evalkit.run.runner import Runner
     from evalkit.store import read_run
 
-    out = Path(args.out) if args.out else Path("runs") / suite.name
     runner = Runner(suite, out, device=args.device, batch_size=args.batch_size, progress=not args.quiet)
     try:
-        if args.dry_run:
-            return dry_run(runner) if runner.dist.is_main else EXIT_OK
         summary = runner.run()
     except PreflightError as e:  # every problem on its own line(s), not one long line
         if runner.dist.is_main:
@@ -63,53 +64,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
-def dry_run(runner: Any) -> int:
-    """Cells (after ``only``/``exclude``), samples and the model calls they will cost, then every problem the run
-    would stop on (:mod:`evalkit.run.preflight`; exit 2). ``module:function`` adapters are not imported: a plan
-    must not run a plugin's code (their calls show as '?'); with problems found, no model is built either."""
-    from evalkit.run.preflight import PreflightError, preflight
-    from evalkit.suite.grid import full_points
+def _dry_run(args: argparse.Namespace, suite: Any, out: Path) -> int:
+    """:func:`evalkit.run.dry_run.dry_run`, building the :class:`~evalkit.run.runner.Runner` (torch) only for a cell
+    whose adapter must be built to tell its model calls; the built-in offline models need none."""
+    from evalkit.run.dry_run import dry_run
 
-    suite = runner.suite
-    problems = preflight(suite, base_dir=runner.base_dir, import_plugins=False)
-    total_calls, cells, full = 0, suite.cells(), len(full_points(suite))
-    dropped = f" (of {full} in the grid: {full - len(cells)} dropped by only/exclude)" if full != len(cells) else ""
-    print(f"suite {suite.name}: {len(cells)} cells{dropped} × {suite.samples} samples, batch {runner.batch_size}")
-    notes, errors = {}, 0
-    for cell in cells:
-        if is_callable_ref(cell.model.adapter):
-            per, note = None, f"adapter {cell.model.adapter} is not imported by --dry-run"
-        elif problems:
-            per, note = None, "not built: fix the problems below first"
-        else:
-            adapter = runner.adapter(cell)
-            try:
-                per = adapter.expected_model_calls(cell.sampler.name, cell.steps, cell.sampler.options)
-            except ValueError as e:  # e.g. a sampler the pipeline's scheduler is not compatible with
-                print(f"  {cell.cell_id:<40} error: {e}")
-                errors += 1
-                continue
-            note = getattr(adapter, "dry_run_note", lambda: None)()  # e.g. the weights are not on this machine
-        batches = -(-cell.n // runner.batch_size)
-        calls = per * batches if per is not None else None
-        total_calls += calls or 0
-        shown_per, shown_calls = (per if per is not None else "?"), (calls if calls is not None else "?")
-        print(f"  {cell.cell_id:<40} model calls/sample {shown_per:>4}   batched calls {shown_calls}")
-        if note:
-            notes[cell.model.name] = note
-    print(f"total batched model calls (estimate): {total_calls}{' + unknown' if notes else ''}")
-    for model, note in notes.items():
-        print(f"note: model {model}: {note}")
-    if problems:
-        print_problems(PreflightError(str(suite.file or suite.name), problems))
-    return EXIT_USAGE if errors or problems else EXIT_OK
+    runner = None
 
+    def build_runner() -> Any:
+        nonlocal runner
+        if runner is None:
+            from evalkit.run.runner import Runner
 
-def print_problems(error: Any) -> None:
-    """A :class:`~evalkit.run.preflight.PreflightError` on stderr: ``evalkit: error:`` and the count, then one
-    problem per item (a long one keeps its own lines, indented)."""
-    lines = error.lines()
-    print("\n".join([f"evalkit: error: {lines[0]}", *lines[1:]]), file=sys.stderr)
+            runner = Runner(suite, out, device=args.device, batch_size=args.batch_size, progress=False)
+        return runner
+
+    try:
+        torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # as distributed.torchrun_env, without torch
+        if torchrun and not build_runner().dist.is_main:  # every rank joins, as for a run; only rank 0 reports
+            return EXIT_OK
+        batch_size = args.batch_size or suite.batch_size
+        return dry_run(suite, batch_size=batch_size, adapter_for=lambda cell: build_runner().adapter(cell))
+    finally:
+        if runner is not None:
+            from evalkit.run import distributed
+
+            distributed.shutdown()
 
 
 def summary_table(run: Any, *, cache_dir: Path | None = None) -> str:
@@ -130,4 +110,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--batch-size", type=int, help="override the suite's batch size")
     r.add_argument("--dry-run", action="store_true", help="print cells, samples and estimated model calls; run nothing")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_run, needs_torch=lambda a: not a.dry_run)  # a dry-run imports torch only if it must

@@ -12,20 +12,22 @@ together (``evalkit run`` and ``evalkit run --dry-run`` alike; :class:`Preflight
   ``lpips_diversity`` needs a condition holding two or more samples);
 - the prompt file reads; the reference set is there (a known dataset, an existing folder or stats file);
 - each model's adapter options have the types its factory's defaults tell, and pass the adapter's own
-  ``preflight(options) -> list[str]`` where it has one. A ``module:function`` adapter is imported for a run
+  ``preflight(options) -> list[str]`` where it has one (a built-in adapter given no options is not imported:
+  the built-ins' checks are of their options). A ``module:function`` adapter is imported for a run
   (it is about to be anyway) but never by ``--dry-run``, which must not run a plugin's code.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ConfigError, EvalkitError
 from evalkit.features.weights import check_extractor_weights
 from evalkit.metrics.base import MetricContext, get_metric
-from evalkit.references.sets import BUILTIN_DATASETS
+from evalkit.references.names import BUILTIN_DATASETS
 from evalkit.registry import ADAPTERS, is_callable_ref
 from evalkit.suite import THROUGHPUT, Conditions, Suite, expand_conditions
 from evalkit.suite.options import OptionError, check_names, check_values, keyword_parameters
@@ -52,6 +54,13 @@ class PreflightError(ConfigError):
             first, *rest = str(p).splitlines() or [""]
             out += [f"  - {first}", *(f"    {line}" for line in rest)]
         return out
+
+
+def print_problems(error: PreflightError) -> None:
+    """``error`` on stderr as ``evalkit run`` prints it: ``evalkit: error:`` and the count, then one problem per
+    item (a long one keeps its own lines, indented)."""
+    lines = error.lines()
+    print("\n".join([f"evalkit: error: {lines[0]}", *lines[1:]]), file=sys.stderr)
 
 
 def preflight(suite: Suite, *, base_dir: Path | None = None, import_plugins: bool = True) -> list[str]:
@@ -129,6 +138,8 @@ def _adapter_problems(suite: Suite, import_plugins: bool) -> list[str]:
             continue
         try:
             factory = ADAPTERS.get(model.adapter)
+            if not model.options and getattr(factory, "builtin", False):
+                continue  # nothing to check, and importing the adapter's module would load torch
             params = keyword_parameters(factory, exclude=("device",))
             if params is not None:
                 check_names(model.options, params, f"adapter {model.adapter}")

@@ -215,3 +215,22 @@ def test_real_clip_matches_torchmetrics_definition():
     with torch.no_grad():
         metric.update(torch.from_numpy(images), prompts)
     assert ours == pytest.approx(float(metric.compute()), rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"XDG_CACHE_HOME": "/x/cache"}, {"TORCH_HOME": "~/th", "XDG_CACHE_HOME": "/x/cache"}], ids=str
+)
+def test_the_preflight_finds_torch_hubs_folder_as_torch_does_without_importing_it(monkeypatch, env):
+    import sys
+
+    import torch.hub
+
+    from evalkit.features.weights import _torch_hub_dir
+
+    for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    expected = Path(torch.hub.get_dir()) / "checkpoints"
+    monkeypatch.delitem(sys.modules, "torch.hub")  # as before torch loads: the path is computed, not asked
+    assert _torch_hub_dir() == expected

@@ -1,4 +1,5 @@
-"""Uncertainty for metric values: seeded percentile bootstrap, paired comparisons, metric replicates.
+"""Uncertainty for metric values: seeded percentile bootstrap and metric replicates (which the paired
+comparisons of :mod:`evalkit.study.paired` difference).
 
 Pure numpy, no networks. Every resampling draws from ``np.random.default_rng(seed)`` so a CI is
 reproducible from (data, seed, n_resamples) alone. :func:`metric_replicates` is the one entry point for
@@ -89,31 +90,6 @@ def bootstrap_mean_ci(
     if transform is not None:
         means = np.array([transform(float(m)) for m in means])
     return percentile_interval(means, confidence)
-
-
-def paired_bootstrap_diff(
-    a: np.ndarray,
-    b: np.ndarray,
-    *,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    confidence: float = DEFAULT_CONFIDENCE,
-) -> dict[str, float]:
-    """Mean difference ``a - b`` of per-sample values on common seeds, with a paired percentile CI.
-
-    Pairing (the same sample index in both arms) removes the between-sample variance, which is why
-    sampler comparisons on common seeds need far fewer samples than unpaired ones.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1)
-    b = np.asarray(b, dtype=np.float64).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"paired comparison needs equal lengths, got {a.size} and {b.size}")
-    d = a - b
-    lo, hi = bootstrap_mean_ci(d, n_resamples=n_resamples, seed=seed, confidence=confidence)
-    reps = d[bootstrap_indices(d.size, n_resamples, seed)].mean(axis=1)
-    # two-sided bootstrap p-value for "mean difference is zero"
-    p = float(min(1.0, 2.0 * min((reps <= 0).mean(), (reps >= 0).mean())))
-    return {"diff": float(d.mean()), "ci_low": lo, "ci_high": hi, "p_value": p, "n": int(d.size)}
 
 
 def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -187,7 +187,7 @@ class Runner:
         self.store.write_conditions(self.conditions.labels, self.conditions.prompts)
         if summary.reused:
             self.log(f"resuming: {len(summary.reused)} of {len(cells)} cells already done")
-        if pending or self.store.read_floors() is None:  # the real-vs-real floor at this N (evalkit.study.floors)
+        if self.suite.reference and (pending or self.store.read_floors() is None):  # real-vs-real floor at this N
             ref = self.reference_features()
             cache = self.cache_dir or default_cache_dir()
             self.store.write_floors(suite_floors(self.suite, ref, self._reference_info, self.extractors(), cache))

@@ -238,6 +238,7 @@ def _finite(v: float) -> bool:
 
 
 def _hint(name: Any, known: Any) -> str:
+    """A did-you-mean (``options.close_names`` is not importable here: options → spec → grid would cycle)."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6) if isinstance(name, str) else []
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -280,3 +280,21 @@ def test_cells_record_their_schedule_and_mixed_spacings_are_warned(tmp_path):
     data = read_run(same)
     assert data.cells["mnist__ddim__s2__g1"]["schedule"]["timesteps"] == [999, 499]
     assert not [w for w in data.warnings if "space their timesteps" in w]
+
+
+@pytest.mark.parametrize(
+    "n,batch,warmup,repeats",
+    [(200, 50, 1, 3), (30, 25, 1, 3), (10, 25, 1, 3), (60, 25, 2, 3), (30, 25, 0, 1), (7, 3, 3, 5)],
+)
+def test_the_dry_run_counts_the_timing_batches_the_timer_asks_for(n, batch, warmup, repeats):
+    """evalkit.run.dry_run.timing_batches (arithmetic) against BatchTimer's own booking of the cell's batches."""
+    from evalkit.run.dry_run import timing_batches
+
+    for warm in (True, False):
+        timer = timing.BatchTimer("cpu", warmup=warmup if warm else 0, fixed=min(batch, n))
+        for start in range(0, n, batch):
+            with timer.measure():
+                pass
+            timer.book(min(batch, n - start), 1)
+        spec = TimingSpec(repeats=repeats, warmup=warmup)
+        assert timing_batches(n, batch, spec, warm=warm) == timer.owed(repeats)

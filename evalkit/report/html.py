@@ -36,6 +36,7 @@ from evalkit.report.tables import (
     throughput_metrics,
 )
 from evalkit.store import RunData, read_runs
+from evalkit.study.cells import SEP
 from evalkit.study.rank import PairTable
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -123,6 +124,12 @@ def build_figures(
     return out
 
 
+def _floor_key(f: pd.Series, multi: pd.Series) -> str:
+    """The metric column a floor row belongs to: ``fd``, or ``fd@clip`` where fd has floors on several extractors."""
+    metric = str(f["metric"])
+    return f"{metric}{SEP}{f['extractor']}" if multi.get(metric, 1) > 1 else metric
+
+
 def build_summary(study: StudyData, runs: list[RunData]) -> dict[str, Any]:
     """The summary section: notes (mixed N, the runs' warnings), the headline and, per N and guidance, the best
     sampler per step count and per budget — each claim backed by a CI, ties said as ties — and the floors."""
@@ -134,8 +141,9 @@ def build_summary(study: StudyData, runs: list[RunData]) -> dict[str, Any]:
         for c in r.failed_cells()
     ]
     total = sum(int(r.manifest.get("status", {}).get("total", len(r.cells))) for r in runs)
+    multi = study.floors.groupby("metric")["extractor"].nunique() if not study.floors.empty else pd.Series()
     floors = [
-        f"{label(str(f['metric']))} at N={int(f['n'])}{f' (run {f.run_id})' if len(runs) > 1 else ''}: "
+        f"{label(_floor_key(f, multi))} at N={int(f['n'])}{f' (run {f.run_id})' if len(runs) > 1 else ''}: "
         f"{fmt(f['median'])} (range {fmt(f['low'])}–{fmt(f['high'])} over {int(f['draws'])} draws)"
         for _, f in study.floors.iterrows()
         if f["available"]

@@ -86,7 +86,8 @@ def pivot_table(
         "CI of the difference to every other excludes 0; ≈: tied with the column's best; at floor: not "
         f"confidently worse than real samples) · {provenance_text(df, metric)}"
     )
-    return HtmlTable(id=f"table-{metric}", title=label(metric), caption=caption, head=head, body=body)
+    table_id = "table-" + metric.replace("@", "-")  # fd@clip: fd on the clip extractor
+    return HtmlTable(id=table_id, title=label(metric), caption=caption, head=head, body=body)
 
 
 def _long_cells(frames: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:

@@ -66,11 +66,16 @@ def _n_key(cells: pd.DataFrame) -> pd.Series:
 
 
 def _floor_band(
-    ax: Axes, floors: pd.DataFrame | None, metric: str, n: Any, *, axis: str = "y"
+    ax: Axes, floors: pd.DataFrame | None, metric: str, n: Any, run_ids: Any, *, axis: str = "y"
 ) -> dict[str, Any] | None:
-    """Shade the real-vs-real floor of ``metric`` at N=``n`` (range over draws, median dotted); its numbers."""
-    f = floor_for(floors, metric, n)
-    if f is None:
+    """Shade the real-vs-real floor of ``metric`` at N=``n`` (range over draws, median dotted); its numbers.
+    Drawn only where every run of ``run_ids`` (the panel's) has that same floor: one run's floor is not
+    another's (another reference or extractor)."""
+    found = [floor_for(floors, metric, n, str(r)) for r in dict.fromkeys(run_ids)]
+    if not found or any(f is None for f in found):
+        return None
+    f = found[0]
+    if any(tuple(g[["low", "high", "median"]]) != tuple(f[["low", "high", "median"]]) for g in found[1:]):
         return None
     lo, hi, med = float(f["low"]), float(f["high"]), float(f["median"])
     text = f"real-vs-real floor (N={int(f['n'])})"
@@ -78,6 +83,15 @@ def _floor_band(
     span(lo, hi, color="#888888", alpha=0.18, lw=0, label=text, zorder=0)
     line(med, color="#666666", ls=":", lw=1, zorder=0)
     return {"n": int(f["n"]), "low": lo, "high": hi, "median": med}
+
+
+def _ns(cells: pd.DataFrame) -> list[Any]:
+    return sorted(cells["n"].dropna().unique())
+
+
+def _runs_at(cells: pd.DataFrame, metric: str, n: Any) -> pd.Series:
+    """The runs with a value of ``metric`` at N = ``n``."""
+    return cells.loc[(cells["n"] == n) & cells[metric].notna(), "run_id"]
 
 
 def _style(cells: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -191,7 +205,7 @@ def pareto_plot(
                 "y": fy.tolist(),
                 "points": [f"{k} @ {s}" for k, s in zip(names, front["steps"])],
             }
-        band = _floor_band(ax, floors, metric, n)
+        band = _floor_band(ax, floors, metric, n, facet.dropna(subset=[metric])["run_id"])
         if band:
             panel["floor"] = band
         log_if_wide(ax, facet[cost])
@@ -274,7 +288,7 @@ def steps_plot(cells: pd.DataFrame, metrics: list[str], floors: pd.DataFrame | N
                 dash=dash,
             )
         bands = (
-            [_floor_band(ax, floors, metric, n) for n in sorted(cells["n"].dropna().unique())] if "n" in cells else []
+            [_floor_band(ax, floors, metric, n, _runs_at(cells, metric, n)) for n in _ns(cells)] if "n" in cells else []
         )
         if any(bands):
             panel["floors"] = [b for b in bands if b]

@@ -11,16 +11,15 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import ConfigError
-from evalkit.study.cells import COST_COLUMNS, cell_frame
-from evalkit.study.rank import HIGHER_IS_BETTER, LOWER_IS_BETTER, higher_is_better
+from evalkit.study.cells import COST_COLUMNS, cell_frame, column_keys, rows_of, split_key
+from evalkit.study.rank import higher_is_better
 from evalkit.study.words import LABELS, fmt, label
 
-# LABELS, fmt, label, the directions and the cell frame live in evalkit.study (the run summary shares them).
+# LABELS, fmt, label, the directions (evalkit.study.rank.higher_is_better: the metric registry, plus the cost
+# rows) and the cell frame live in evalkit.study (the run summary shares them).
 __all__ = [
     "COST_COLUMNS",
-    "HIGHER_IS_BETTER",
     "LABELS",
-    "LOWER_IS_BETTER",
     "QUALITY_ORDER",
     "THROUGHPUT_METRICS",
     "cell_table",
@@ -65,9 +64,11 @@ def direction_word(metric: str) -> str:
 
 
 def quality_metrics(df: pd.DataFrame) -> list[str]:
-    """Quality metric names present, in display order (unknown ones after the known)."""
-    present = [m for m in dict.fromkeys(df["metric"]) if m not in THROUGHPUT_METRICS]
-    return [m for m in QUALITY_ORDER if m in present] + [m for m in present if m not in QUALITY_ORDER]
+    """Quality metric columns present (``fd``, or ``fd@clip`` where a row was measured on several extractors:
+    :func:`evalkit.study.cells.column_keys`), in display order (unknown ones after the known)."""
+    present = [k for k in dict.fromkeys(column_keys(df)) if split_key(k)[0] not in THROUGHPUT_METRICS]
+    rank = {m: i for i, m in enumerate(QUALITY_ORDER)}
+    return sorted(present, key=lambda k: rank.get(split_key(k)[0], len(rank)))
 
 
 def throughput_metrics(df: pd.DataFrame) -> list[str]:
@@ -105,7 +106,7 @@ def pivot_values(
     index: Sequence[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """:func:`pivot` for several value columns at once (one grouping pass): value name → pivot."""
-    sub = df[df["metric"] == metric]
+    sub = rows_of(df, metric)
     if sub.empty:
         return {v: pd.DataFrame() for v in values}
     sub = sub.assign(n=pd.to_numeric(sub["n"], errors="coerce").round().astype("Int64"))
@@ -131,7 +132,7 @@ def cell_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def provenance(df: pd.DataFrame, metric: str | None = None) -> dict[str, str]:
     """What the numbers were computed with (N, seeds, extractor, weights id, mode, runs), as text."""
-    sub = df if metric is None else df[df["metric"] == metric]
+    sub = df if metric is None else rows_of(df, metric)
 
     def uniq(col: str, fmt: Callable[[Any], str] = str) -> str:
         vals = [v for v in dict.fromkeys(sub[col].dropna()) if str(v) != ""]

@@ -214,7 +214,8 @@ class RunData:
 
     def floors(self) -> pd.DataFrame | None:
         """The real-vs-real noise floors the run stored (``floors.json``), one row per metric row, with the
-        method in ``attrs["method"]``; None when there are none or they were made for another N or seed."""
+        method in ``attrs["method"]``; None when there are none or they were made for another N, seed or
+        reference (the fingerprint in floors.json differs from run.json's, or is missing where run.json has one)."""
         doc = self.store.read_floors()
         config = self.manifest.get("config") if isinstance(self.manifest.get("config"), dict) else {}
         if not doc or not isinstance(doc.get("rows"), list):
@@ -222,9 +223,17 @@ class RunData:
         for key, want in (("n", config.get("samples")), ("seed", config.get("seed"))):
             if want is not None and not _equal(doc.get(key), want):
                 return None  # written by another config into this folder: not this run's floors
+        if _fingerprint(self.manifest) and _fingerprint(doc) != _fingerprint(self.manifest):
+            return None  # made against another reference (or cannot say which)
         frame = pd.DataFrame(doc["rows"])
         frame.attrs["method"] = str(doc.get("method", ""))
         return frame
+
+
+def _fingerprint(doc: dict[str, Any]) -> str:
+    """The reference fingerprint a run.json or floors.json records ("" where none)."""
+    ref = doc.get("reference")
+    return str(ref.get("fingerprint") or "") if isinstance(ref, dict) else ""
 
 
 def read_run(path: str | os.PathLike) -> RunData:

@@ -3,10 +3,14 @@ shared by all the pairs the cell is in, and cached on disk so the report after a
 the run's summary computed.
 
 A replicate is the metric on the cell's generated samples resampled by one row of ``bootstrap_indices(N, B,
-seed)`` (the same rows for every cell of one N and seed: that is what pairs them). The cache entry
-(``<cache_dir>/replicates/<digest>.npz`` + ``.sha256``) is keyed by the sha256 of the cell's features (from its
-sealed cell.json), the metric spec, a digest of the reference features, the per-sample conditions, N, B, the
-seed and the evalkit version; an entry that fails its checksum is recomputed.
+seed)`` (the same rows for every cell of one N and seed, as ``evalkit check`` draws them: that is what pairs
+them). An unpaired pair of one seed (same N and seed, other conditions) would share those rows too, and the
+shared multiplicities would correlate its arms; there the second arm (:meth:`Arms.pair`) is resampled with
+its own rows, seeded by :func:`resample_seed` (seed, its pairing key): independent resamples, an extra set of
+replicates for such cells only. The cache entry (``<cache_dir>/replicates/<digest>.npz`` + ``.sha256``) is keyed
+by the sha256 of the cell's features (from its sealed cell.json), the metric spec, a digest of the reference
+features, the per-sample conditions, N, B, the resample seed and the evalkit version; an entry that fails its
+checksum is recomputed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ FORMAT = "evalkit-replicates/1"
 Result = tuple[np.ndarray | None, str]  # (replicates, "") or (None, why there are none)
 
 
+def resample_seed(seed: int, pair_key: str) -> int:
+    """The seed of the second arm's index rows in an unpaired pair of one seed: sha256("<seed>/<pairing key>")."""
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}/{pair_key}".encode()).digest()[:8], "little")
+
+
 class Arms:
     """The replicates of every (run, cell, metric row) a comparison asks for; see the module docstring."""
 
@@ -44,8 +53,9 @@ class Arms:
     ) -> None:
         self.runs, self.n_resamples, self.reference = runs, n_resamples, reference
         self.specs = {r: sorted(set(g["spec"]) - {-1}) for r, g in rows.groupby("run")}  # specs compared per run
+        self.pair_keys = {r: str(g["pair_key"].iloc[0]) for r, g in rows.groupby("run")}  # one per run
         self._cache_dir = cache_dir
-        self._cells: dict[tuple[int, str], dict[tuple[int, str], Result]] = {}
+        self._cells: dict[tuple[int, str, bool], dict[tuple[int, str], Result]] = {}
         self._refs: dict[int, tuple[dict[str, dict[str, np.ndarray]], str]] = {}
         self._digests: dict[tuple[int, str], str] = {}
 
@@ -57,14 +67,30 @@ class Arms:
             self._cache_dir = default_cache_dir()
         return Path(self._cache_dir)
 
-    def get(self, rec: dict[str, Any]) -> Result:
-        """The replicates of one quality row (a record of :func:`evalkit.study.compare.quality_rows`)."""
+    def get(self, rec: dict[str, Any], *, own_rows: bool = False) -> Result:
+        """The replicates of one quality row (a record of :func:`evalkit.study.compare.quality_rows`), on the
+        run's seeded rows, or with ``own_rows`` on the rows of :func:`resample_seed`."""
         if int(rec["spec"]) < 0:
             return None, "no metric spec in run.json for this row"
-        key = (int(rec["run"]), str(rec["cell_id"]))
+        key = (int(rec["run"]), str(rec["cell_id"]), own_rows)
         if key not in self._cells:
-            self._cells[key] = self._compute(key[0], key[1], int(rec["n"]))
+            self._cells[key] = self._compute(key[0], key[1], int(rec["n"]), own_rows)
         return self._cells[key].get((int(rec["spec"]), str(rec["metric"])), (None, "the metric gave no replicates"))
+
+    def pair(self, a: dict[str, Any], b: dict[str, Any]) -> tuple[Result, Result]:
+        """The two arms of a comparison: on the same rows where a and b pair (one pairing key), else on
+        independent rows (b on its own rows where both runs would draw the same ones)."""
+        same_rows = a["pair_key"] != b["pair_key"] and self._run_seed(int(a["run"])) == self._run_seed(int(b["run"]))
+        return self.get(a), self.get(b, own_rows=same_rows)
+
+    def _run_seed(self, i: int) -> int | None:
+        try:
+            return self.runs[i].seed
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _seed(self, i: int, own_rows: bool) -> int:
+        return resample_seed(self.runs[i].seed, self.pair_keys[i]) if own_rows else self.runs[i].seed
 
     def _reference(self, i: int) -> tuple[dict[str, dict[str, np.ndarray]], str]:
         if self.reference is not None:
@@ -73,7 +99,7 @@ class Arms:
             self._refs[i] = cached_reference_features(self.runs[i], self.cache_dir)
         return self._refs[i]
 
-    def _compute(self, i: int, cell_id: str, n: int) -> dict[tuple[int, str], Result]:
+    def _compute(self, i: int, cell_id: str, n: int, own_rows: bool) -> dict[tuple[int, str], Result]:
         run = self.runs[i]
         specs = (run.manifest.get("config") or {}).get("metrics") or []
         try:
@@ -85,7 +111,7 @@ class Arms:
             }
         out: dict[tuple[int, str], Result] = {}
         for j in self.specs.get(i, []):
-            reps, why = self._spec_replicates(i, cell_id, specs[j], feats, conditions, n)
+            reps, why = self._spec_replicates(i, cell_id, specs[j], feats, conditions, n, self._seed(i, own_rows))
             for row in _rows(specs[j]):
                 out[(j, row)] = (reps[row], "") if reps is not None and row in reps else (None, why)
         return out
@@ -98,6 +124,7 @@ class Arms:
         feats: dict[str, dict[str, np.ndarray]],
         conditions: tuple[np.ndarray | None, list[str] | None],
         n: int,
+        seed: int,
     ) -> tuple[dict[str, np.ndarray] | None, str]:
         defn, ex, run = get_metric(spec["name"]), str(spec.get("extractor") or ""), self.runs[i]
         gen = feats.get(ex) or {}
@@ -113,14 +140,14 @@ class Arms:
                 return None, why or f"no reference features for {ex}"
             ref = refs[ex]
         options = dict(spec.get("options") or {})
-        path = self._entry(i, cell_id, spec, ref, conditions, n)
+        path = self._entry(i, cell_id, spec, ref, conditions, n, seed)
         cached = _load(path)
         if cached is not None:
             return cached, ""
         labels, prompts = conditions
         inputs = MetricInputs(gen=gen, ref=ref, labels=labels, prompts=prompts, seed=run.seed, options=options)
         try:
-            reps = replicates(defn, inputs, bootstrap_indices(n, self.n_resamples, seed=run.seed))
+            reps = replicates(defn, inputs, bootstrap_indices(n, self.n_resamples, seed=seed))
         except NO_CI_ERRORS as e:
             return None, f"{spec['name']} has no bootstrap replicates here ({type(e).__name__}: {e})"
         _store(path, reps)
@@ -134,6 +161,7 @@ class Arms:
         ref: dict[str, np.ndarray] | None,
         conditions: tuple[np.ndarray | None, list[str] | None],
         n: int,
+        seed: int,
     ) -> Path | None:
         """The cache file of one cell × metric spec, or None where the cell records no features checksum."""
         run = self.runs[i]
@@ -154,7 +182,7 @@ class Arms:
             "prompts": prompts,
             "n": n,
             "resamples": self.n_resamples,
-            "seed": run.seed,
+            "seed": seed,
         }
         name = sha256_bytes(json.dumps(key, sort_keys=True, default=str).encode())[:32]
         return self.cache_dir / "replicates" / f"{name}.npz"

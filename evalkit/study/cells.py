@@ -52,12 +52,11 @@ def cell_frame(df: pd.DataFrame) -> pd.DataFrame:
     for spreads, and the cell's cost (s_per_image, nfe, model_calls); ``steps`` and ``n`` as integers."""
     if df.empty:
         return pd.DataFrame(columns=["cell_id", *CELL_KEYS, *COST_COLUMNS])
-    g = df.assign(_column=column_keys(df)).groupby([*CELL_KEYS, "_column"], sort=False, dropna=False)
-    parts = [g["value"].first().unstack("_column")]
+    g = df.assign(metric=column_keys(df)).groupby([*CELL_KEYS, "metric"], sort=False, dropna=False)
+    parts = [g["value"].first().unstack("metric")]
     for col, suffix in (("std", "_std"), ("ci_low", "_lo"), ("ci_high", "_hi")):
-        parts.append(g[col].first().unstack("_column").add_suffix(suffix))
+        parts.append(g[col].first().unstack("metric").add_suffix(suffix))
     wide = pd.concat(parts, axis=1)
-    wide.columns.name = None
     per_cell = df.groupby(CELL_KEYS, sort=False, dropna=False)
     cost = per_cell[COST_COLUMNS].first()
     for col in COST_COLUMNS:  # the throughput row is authoritative; the per-row cost column fills gaps

@@ -8,15 +8,16 @@ that read a reference, the reference's fingerprint). The CI, in order of prefere
 - ``paired bootstrap``: both cells share seed, N and conditions (sample i has the same noise and condition
   in both), so both are resampled with the same index rows and the shared variation cancels;
 - ``unpaired bootstrap``: equal N but another seed or other conditions: the replicate difference of
-  independently drawn resamples;
+  independently drawn resamples (where both runs have one seed, the second arm is resampled with its own
+  index rows: :meth:`~evalkit.study.arms.Arms.pair`);
 - ``separate CIs``: no replicates (no stored features, reference features not found): the rows' own CIs; a
   difference is claimed only when they do not overlap (conservative). ``ci_low``/``ci_high`` then bound
   the difference by the CIs' far ends;
 - ``no CI``: neither; always ``tie``. ``note`` says why.
 
 Each cell's replicates are computed once (:class:`~evalkit.study.arms.Arms`, cached on disk), with the same
-resample indices for every cell of one (N, seed), and every pair's difference is taken from them: the cost
-grows with cells, not pairs.
+resample indices for every cell of one (N, seed) (plus, for a cell in an unpaired pair of one seed, one set on
+its own indices), and every pair's difference is taken from them: the cost grows with cells, not pairs.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def _cell_key(key: Any) -> tuple[str | None, str]:
 # -- the comparison ---------------------------------------------------------------------------------
 def _compare(a: dict[str, Any], b: dict[str, Any], arms: Arms, confidence: float) -> dict[str, Any]:
     diff = float(a["value"]) - float(b["value"])
-    (ra, why_a), (rb, why_b) = arms.get(a), arms.get(b)
+    (ra, why_a), (rb, why_b) = arms.pair(a, b)
     note = why_a or why_b
     if ra is not None and rb is not None:
         ci = difference_interval(ra, rb, diff, confidence)

@@ -28,6 +28,7 @@ import pandas as pd
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.metrics.threads import single_thread_blas_when_oversubscribed
 from evalkit.store import atomic_write_json, read_runs
+from evalkit.study.cells import split_key
 
 FORMAT = "evalkit-floors/1"
 METHOD = (
@@ -101,10 +102,13 @@ def suite_floors(
     extractors: Mapping[str, Any],
     cache_dir: Path,
 ) -> dict[str, Any]:
-    """A run's floors: every metric of ``suite`` at its N and seed, keyed by the reference and extractor weights."""
+    """A run's floors: every metric of ``suite`` at its N and seed, keyed by the reference and extractor weights.
+    The document carries ``reference`` (run.json's reference info, with its ``fingerprint``), so that a reader
+    can tell floors of another reference from the run's own (:meth:`evalkit.store.RunData.floors`)."""
     ids = {name: {"weights_id": e.weights_id, "mode": e.mode} for name, e in extractors.items()}
     key = {"reference": reference, "extractors": ids}
-    return noise_floors(suite.metrics, ref_features, suite.samples, seed=suite.seed, cache_dir=cache_dir, key=key)
+    doc = noise_floors(suite.metrics, ref_features, suite.samples, seed=suite.seed, cache_dir=cache_dir, key=key)
+    return {**doc, "reference": reference}
 
 
 def _needs_reference(name: str) -> bool:
@@ -226,12 +230,21 @@ def floors_frame(runs: Any) -> pd.DataFrame:
 
 
 def floor_for(floors: pd.DataFrame | None, metric: str, n: Any, run_id: str | None = None) -> pd.Series | None:
-    """The available floor of ``metric`` at N = ``n`` (of ``run_id`` where given), or None."""
+    """The available floor of metric column ``metric`` (a row name, or ``<row>@<extractor>``: see
+    :func:`evalkit.study.cells.split_key`) at N = ``n``, or None. With ``run_id``, only that run's floor (a
+    frame without a ``run_id`` column is one run's own). A bare row name measured on several extractors is
+    ambiguous: None, never one extractor's floor for another's values."""
     if floors is None or floors.empty or n is None or pd.isna(n):
         return None
-    sub = floors[(floors["metric"] == metric) & (floors["n"].astype(float) == float(n)) & floors["available"]]
-    if run_id is not None and "run_id" in sub and (sub["run_id"] == run_id).any():
-        sub = sub[sub["run_id"] == run_id]
+    row, extractor = split_key(metric)
+    sub = floors[(floors["metric"] == row) & (floors["n"].astype(float) == float(n)) & floors["available"]]
+    if run_id is not None and "run_id" in sub:
+        sub = sub[sub["run_id"].astype(str) == str(run_id)]
+    extractors = sub["extractor"].fillna("").astype(str) if "extractor" in sub else pd.Series("", index=sub.index)
+    if extractor is not None:
+        sub = sub[extractors == extractor]
+    elif extractors.nunique() > 1:
+        return None
     return None if sub.empty else sub.iloc[0]
 
 

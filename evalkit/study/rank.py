@@ -16,44 +16,50 @@ from typing import Any
 
 import pandas as pd
 
+from evalkit.study.cells import split_key
 from evalkit.study.compare import NO_CI, PAIR_COLUMNS, SEPARATE
 from evalkit.study.paired import BETTER, TIE, WORSE, pair_verdict
 
-# Fallback directions, used when the metric registry does not know a row name (cost rows, mostly).
-LOWER_IS_BETTER = {
-    "fd",
-    "kid",
-    "cmmd",
-    "fd_inf",
-    "lpips_paired",
-    "s_per_image",
-    "ms_per_model_call",
-    "peak_mem_mb",
-    "nfe",
-    "model_calls",
+# Directions of the cost rows (no metric in the registry makes them); quality rows take theirs from the registry.
+COST_DIRECTIONS = {
+    "images_per_s": True,
+    "s_per_image": False,
+    "ms_per_model_call": False,
+    "peak_mem_mb": False,
+    "nfe": False,
+    "model_calls": False,
 }
-HIGHER_IS_BETTER = {"is", "precision", "recall", "density", "coverage", "clip_score", "lpips_diversity", "images_per_s"}
 SPREAD_COSTS = {"s_per_image"}  # costs that are measured (with a spread), not counted
 EXACT = {"nfe", "model_calls"}  # counted, not measured: a difference is exact
 
 
 def higher_is_better(metric: str) -> bool | None:
-    """Direction of a result row's metric: the metric registry first, then the fallback table."""
-    try:
-        from evalkit.metrics.base import available_metrics, get_metric
+    """Direction of a metric column (a result row name, or ``<row>@<extractor>``): the cost table, else the
+    ``higher_is_better`` of the registered metric that makes the row; None when neither knows it."""
+    row, _ = split_key(metric)
+    if row in COST_DIRECTIONS:
+        return COST_DIRECTIONS[row]
+    return _registry_direction(row)
 
-        for name in available_metrics():
-            if name == "throughput":
-                continue
+
+_DIRECTIONS: dict[str, bool] = {}  # result row → direction, as the registry said it (found rows only)
+
+
+def _registry_direction(row: str) -> bool | None:
+    """The registry's direction of a result row: scanned once per row found, cached; a row no metric makes is
+    looked up again next time (a metric registered later is then found)."""
+    if row in _DIRECTIONS:
+        return _DIRECTIONS[row]
+    from evalkit.metrics.base import available_metrics, get_metric
+
+    for name in available_metrics():
+        try:
             directions = get_metric(name).higher_is_better
-            if metric in directions:
-                return bool(directions[metric])
-    except Exception:  # a plugin that fails to load must not stop a report
-        pass
-    if metric in HIGHER_IS_BETTER:
-        return True
-    if metric in LOWER_IS_BETTER:
-        return False
+        except Exception:  # a plugin that fails to load must not stop a report
+            continue
+        if row in directions:
+            _DIRECTIONS[row] = bool(directions[row])
+            return _DIRECTIONS[row]
     return None
 
 
@@ -62,25 +68,36 @@ def cell_key(row: pd.Series | dict[str, Any]) -> tuple[str, str]:
 
 
 class PairTable:
-    """Pair comparisons by (metric, cell a, cell b), in either orientation (a reversed pair is flipped)."""
+    """Pair comparisons by (metric row, extractor, cell a, cell b), in either orientation (a reversed pair is
+    flipped). Looked up by metric column key (:func:`evalkit.study.cells.split_key`): ``fd@clip`` finds the
+    comparisons on clip features; a bare ``fd`` finds them only where one extractor measured ``fd``."""
 
     def __init__(self, pairs: pd.DataFrame | None) -> None:
-        self._rows: dict[tuple[str, tuple[str, str], tuple[str, str]], dict[str, Any]] = {}
+        self._rows: dict[tuple[str, str, tuple[str, str], tuple[str, str]], dict[str, Any]] = {}
+        self._extractors: dict[str, set[str]] = {}
         if pairs is None or pairs.empty:
             return
         for r in pairs.to_dict("records"):
             a, b = (str(r["run_a"]), str(r["cell_a"])), (str(r["run_b"]), str(r["cell_b"]))
-            self._rows.setdefault((str(r["metric"]), a, b), r)  # the first extractor's, as the cell table shows
+            metric, extractor = str(r["metric"]), _text(r.get("extractor"))
+            self._rows.setdefault((metric, extractor, a, b), r)
+            self._extractors.setdefault(metric, set()).add(extractor)
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def get(self, metric: str, a: tuple[str, str], b: tuple[str, str]) -> dict[str, Any] | None:
         """The comparison of a against b (``diff`` = a − b, ``verdict`` a's), or None when they were not compared."""
-        hit = self._rows.get((metric, a, b))
+        row, extractor = split_key(metric)
+        if extractor is None:  # a bare row name: unambiguous only where one extractor measured it
+            known = self._extractors.get(row, set())
+            if len(known) != 1:
+                return None
+            extractor = next(iter(known))
+        hit = self._rows.get((row, extractor, a, b))
         if hit is not None:
             return hit
-        hit = self._rows.get((metric, b, a))
+        hit = self._rows.get((row, extractor, b, a))
         if hit is None:
             return None
         flip = {BETTER: WORSE, WORSE: BETTER}
@@ -92,6 +109,10 @@ class PairTable:
         return out
 
 
+def _text(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
 def separate_ci_pairs(cells: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.DataFrame:
     """Comparisons of every two cells of equal N from their own CIs (``<metric>_lo``/``_hi``): a difference
     only where the intervals do not overlap; ``no CI`` (a tie) where a cell has none."""
@@ -99,15 +120,17 @@ def separate_ci_pairs(cells: pd.DataFrame, metric: str, confidence: float = 0.95
     if metric not in cells or hib is None:
         return pd.DataFrame(columns=PAIR_COLUMNS)
     out = []
+    name, extractor = split_key(metric)
+    extractor = extractor or ""
     pts = cells.dropna(subset=[metric])
     for _, group in pts.groupby(_n_of(pts), sort=False):
         for (_, a), (_, b) in itertools.combinations(group.iterrows(), 2):
             bounds = [a.get(f"{metric}_lo"), a.get(f"{metric}_hi"), b.get(f"{metric}_lo"), b.get(f"{metric}_hi")]
-            if metric in EXACT:  # counts: the difference is its own interval
+            if name in EXACT:  # counts: the difference is its own interval
                 bounds = [a[metric], a[metric], b[metric], b[metric]]
             known = all(v is not None and not pd.isna(v) for v in bounds)
             ci = (bounds[0] - bounds[3], bounds[1] - bounds[2]) if known else (math.nan, math.nan)
-            row = {"metric": metric, "extractor": "", "n": a.get("n"), "diff": a[metric] - b[metric]}
+            row = {"metric": name, "extractor": extractor, "n": a.get("n"), "diff": a[metric] - b[metric]}
             for side, r in (("a", a), ("b", b)):
                 row |= {f"run_{side}": r["run_id"], f"cell_{side}": r["cell_id"], f"value_{side}": r[metric]}
                 row |= {f"{c}_{side}": r.get(c) for c in ("model", "sampler", "steps", "guidance")}

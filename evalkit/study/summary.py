@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from evalkit.store import RunData
-from evalkit.study.cells import cell_frame
+from evalkit.study.cells import cell_frame, column_keys, split_key
 from evalkit.study.compare import DEFAULT_RESAMPLES, compare_with_intervals, fill_intervals
 from evalkit.study.floors import floor_for
 from evalkit.study.rank import PairTable, higher_is_better, mixed_n_note, n_groups, rank
@@ -19,6 +19,8 @@ from evalkit.study.words import cell_namer, column_sentences, floor_text, fmt, i
 
 COSTS = ["s_per_image", "nfe"]
 NOT_QUALITY = {"images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_model_call", "peak_mem_mb"}
+# Cost rows whose brackets are the spread of the timing repeats (fastest and slowest), not a confidence interval.
+TIMING_SPREAD = {"s_per_image", "ms_per_model_call", "images_per_s"}
 
 
 def summary_text(
@@ -40,21 +42,23 @@ def summary_text(
     opts = {"confidence": confidence, "n_resamples": n_resamples, "cache_dir": cache_dir, "reference": reference}
     pairs, intervals = compare_with_intervals(run, **opts)
     cells = cell_frame(fill_intervals(df, intervals))
-    table, floors = PairTable(pairs), run.floors()
-    quality = [m for m in dict.fromkeys(df["metric"]) if m not in NOT_QUALITY and higher_is_better(m) is not None]
+    table, floors, run_id = PairTable(pairs), run.floors(), str(run.run_id)
+    keys = dict.fromkeys(column_keys(df))  # "fd", or "fd@clip" where fd was measured on several extractors
+    quality = [k for k in keys if split_key(k)[0] not in NOT_QUALITY and higher_is_better(k) is not None]
     ns = ", ".join(str(int(n)) for n in sorted(cells["n"].dropna().unique()))
     lines = [
         f"N={ns} samples per cell · seed {_seeds(df)} · {percent(confidence)} CIs in brackets (the metric's own, "
-        f"else a bootstrap over the generated samples, {n_resamples} resamples)",
+        f"else a bootstrap over the generated samples, {n_resamples} resamples); timing rows bracket the "
+        "fastest and slowest of their repeats instead, not a CI",
         "In each column: * best (the CI of its difference to every other cell excludes 0); ≈ tied with the "
         "column's best (CI contains 0); f at the real-vs-real floor (not confidently worse than real samples).",
     ]
     notes = [mixed_n_note(cells), *_warnings(run)]
     lines += [f"note: {n}" for n in notes if n]
     for metric in quality:
-        lines += ["", *_metric_block(cells, metric, table, floors)]
+        lines += ["", *_metric_block(cells, metric, table, floors, run_id)]
     for metric in [c for c in COSTS if c in set(df["metric"])]:
-        lines += ["", *_metric_block(cells, metric, None, None)]
+        lines += ["", *_metric_block(cells, metric, None, None, run_id)]
     if quality:
         lines += ["", *_sentences(cells, quality[0], table, floors, confidence)]
     return "\n".join(lines)
@@ -69,14 +73,18 @@ def _warnings(run: RunData) -> list[str]:
     return list(w() if callable(w) else w)
 
 
-def _metric_block(cells: pd.DataFrame, metric: str, table: PairTable | None, floors: pd.DataFrame | None) -> list[str]:
-    """One metric: a grid per N and guidance (rows: cells' names; columns: steps), entries 'value [lo, hi] tags'."""
+def _metric_block(
+    cells: pd.DataFrame, metric: str, table: PairTable | None, floors: pd.DataFrame | None, run_id: str
+) -> list[str]:
+    """One metric: a grid per N and guidance (rows: cells' names; columns: steps), entries 'value [lo, hi] tags'
+    (for timing rows [lo, hi] are the fastest and slowest repeats, and the title says so)."""
     hib = higher_is_better(metric)
     direction = "higher is better" if hib else "lower is better" if hib is False else "direction unknown"
-    out = [f"{label(metric)} ({direction})"]
+    spread = "; brackets: fastest and slowest timing repeat, not a CI" if split_key(metric)[0] in TIMING_SPREAD else ""
+    out = [f"{label(metric)} ({direction}{spread})"]
     name = cell_namer(cells)
     for n, group in n_groups(cells.dropna(subset=[metric]) if metric in cells else cells.iloc[:0]):
-        floor = floor_for(floors, metric, n)
+        floor = floor_for(floors, metric, n, run_id)
         out.append(f"  N={n}" + (f" · {floor_text(floor, metric)}" if floor is not None else ""))
         for g, facet in group.groupby("guidance", sort=True):
             steps = sorted(facet["steps"].dropna().unique())

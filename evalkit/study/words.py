@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from evalkit.study.cells import split_key
 from evalkit.study.compare import NO_CI, PAIRED, SEPARATE, UNPAIRED
 from evalkit.study.floors import at_floor, floor_for
 from evalkit.study.paired import BETTER, TIE
@@ -38,7 +39,10 @@ Namer = Callable[[pd.Series], str]
 
 
 def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
+    """'FD' for ``fd``; 'FD (clip)' for the column ``fd@clip`` (fd measured on several extractors)."""
+    row, extractor = split_key(metric)
+    name = LABELS.get(row, row)
+    return name if extractor is None else f"{name} ({extractor or 'no extractor'})"
 
 
 def fmt(v: Any) -> str:

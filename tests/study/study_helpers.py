@@ -102,3 +102,17 @@ def write_run(
         }
     )
     return root
+
+
+def write_floors(root: Path, s) -> dict:
+    """Store the run's floors as the runner does (:func:`suite_floors`, with run.json's reference info)."""
+    from types import SimpleNamespace
+
+    from evalkit.store import read_run
+    from evalkit.study.floors import suite_floors
+
+    manifest = read_run(root).manifest
+    ids = {name: SimpleNamespace(**e) for name, e in manifest["extractors"].items()}
+    doc = suite_floors(s, {EX: reference()}, manifest["reference"], ids, None)
+    RunStore(root).write_floors(doc)
+    return doc

@@ -3,15 +3,17 @@ is a tie, N is never crossed, replicates are computed once per cell, and the gat
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
 from study_helpers import DIM, EX, N_REF, reference, suite, write_run
 
 from evalkit.metrics.resampling import percentile_interval
-from evalkit.store import read_run
+from evalkit.store import RunStore, read_run
 from evalkit.study import arms as arms_mod
-from evalkit.study.compare import NO_CI, PAIRED, SEPARATE, UNPAIRED, compare_cells, compare_with_intervals
+from evalkit.study.compare import NO_CI, PAIRED, SEPARATE, UNPAIRED, _pairing_key, compare_cells, compare_with_intervals
 
 REF = {EX: reference()}
 
@@ -26,6 +28,14 @@ def fd_direct(x: np.ndarray, ref: np.ndarray) -> float:
     return float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2 - 2 * covmean))
 
 
+def index_rows(run, b: int, own: bool = False) -> np.ndarray:
+    """The documented resample rows of a run's cells: seeded by the run's seed, or (``own``: the second arm of
+    an unpaired pair of one seed) by sha256("<seed>/<pairing key>")[:8]."""
+    digest = hashlib.sha256(f"{run.seed}/{_pairing_key(run)}".encode()).digest()
+    seed = int.from_bytes(digest[:8], "little") if own else run.seed
+    return np.random.default_rng(seed).integers(0, run.n, size=(b, run.n))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return read_run(write_run(tmp_path_factory.mktemp("c") / "run", shifts={"ddim": 0.3, "euler": 0.3, "heun": 1.0}))
@@ -38,7 +48,7 @@ def test_paired_ci_is_the_direct_computation_on_the_same_resamples(run):
     row = pairs.iloc[0]
     a_feats = run.features("m__ddim__s4__g1")[EX]["features"]
     b_feats = run.features("m__heun__s4__g1")[EX]["features"]
-    idx = np.random.default_rng(run.seed).integers(0, run.n, size=(b, run.n))  # the same rows for both arms
+    idx = index_rows(run, b)  # the same rows for both arms
     ref = REF[EX]["features"]
     diffs = np.array([fd_direct(a_feats[i], ref) - fd_direct(b_feats[i], ref) for i in idx])
     delta = fd_direct(a_feats, ref) - fd_direct(b_feats, ref)
@@ -115,7 +125,7 @@ def test_each_cells_own_interval_is_the_percentile_of_its_replicates(run):
     _, intervals = compare_with_intervals(run, "fd", n_resamples=50, reference=REF)
     row = intervals[intervals.cell_id == "m__euler__s8__g1"].iloc[0]
     x = run.features("m__euler__s8__g1")[EX]["features"]
-    idx = np.random.default_rng(run.seed).integers(0, run.n, size=(50, run.n))
+    idx = index_rows(run, 50)
     reps = [fd_direct(x[i], REF[EX]["features"]) for i in idx]
     assert (row.ci_low, row.ci_high) == pytest.approx(percentile_interval(reps, recentre_on=row.value), rel=1e-6)
 
@@ -169,3 +179,24 @@ def test_replicates_are_cached_for_the_next_reader(run, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(compare_cells(run, "fd", n_resamples=20, reference=REF, cache_dir=tmp_path), first)
     compare_cells(run, "fd", n_resamples=20, reference={EX: reference(N_REF - 1)}, cache_dir=tmp_path)
     assert len(list((tmp_path / "replicates").glob("*.npz"))) == 2 * len(run.cells)  # another reference: new keys
+
+
+def test_unpaired_arms_are_resampled_with_independent_rows(tmp_path):
+    """Two runs of one seed and N but other conditions do not pair: each arm is resampled with its own rows
+    (else the shared multiplicities would correlate the arms), and the CI is the direct computation on them."""
+    s = suite(samplers=["ddim"], steps=[4], metrics=["fd", "throughput"])
+    one = write_run(tmp_path / "one", s, run_id="one", shifts={"ddim": 0.3})
+    two = write_run(tmp_path / "two", s, run_id="two", shifts={"ddim": 0.8})
+    RunStore(two).write_conditions(np.arange(s.samples) % 7, None)  # other labels: sample i is another draw
+    runs, b = [read_run(one), read_run(two)], 40
+    pairs = compare_cells(runs, "fd", n_resamples=b, reference=REF)
+    assert len(pairs) == 1 and pairs.basis.iloc[0] == UNPAIRED
+    idx_one, idx_two = index_rows(runs[0], b), index_rows(runs[1], b, own=True)
+    assert np.array_equal(idx_one, index_rows(runs[1], b)) and not np.array_equal(idx_one, idx_two)
+    ref = REF[EX]["features"]
+    x1, x2 = (r.features("m__ddim__s4__g1")[EX]["features"] for r in runs)
+    diffs = np.array([fd_direct(x1[i], ref) - fd_direct(x2[j], ref) for i, j in zip(idx_one, idx_two)])
+    delta = fd_direct(x1, ref) - fd_direct(x2, ref)
+    lo, hi = np.quantile(diffs - diffs.mean() + delta, [0.025, 0.975])
+    row = pairs.iloc[0]
+    assert (row.ci_low, row.ci_high) == pytest.approx((min(lo, delta), max(hi, delta)), rel=1e-6)

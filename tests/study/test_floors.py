@@ -4,6 +4,7 @@ and the closed-form expectation; unavailable with a reason; cached; stored in th
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from study_helpers import write_run
 
 from evalkit.store import RunStore, read_run
 from evalkit.study import floors as floors_mod
-from evalkit.study.floors import at_floor, floors_frame, noise_floors
+from evalkit.study.floors import at_floor, floors_frame, noise_floors, suite_floors
 from evalkit.suite.spec import MetricSpec
 
 FD = MetricSpec("fd", "ex", {})
@@ -91,13 +92,21 @@ def test_floors_are_stored_in_the_run_folder(tmp_path):
     root = write_run(tmp_path / "run")
     run = read_run(root)
     assert run.floors() is None
-    doc = noise_floors([FD], gaussian_ref(500, 3), run.n, seed=run.seed, draws=2)
+    spec = SimpleNamespace(metrics=[FD], samples=run.n, seed=run.seed)
+    weights = {"ex": SimpleNamespace(weights_id="w", mode="native")}
+    doc = suite_floors(spec, gaussian_ref(500, 3), run.manifest["reference"], weights, None)
+    assert doc["reference"]["fingerprint"] == run.manifest["reference"]["fingerprint"] == "abc"
     RunStore(root).write_floors(doc)
     got = read_run(root).floors()
     assert list(got.metric) == ["fd"] and got["median"].iloc[0] == pytest.approx(doc["rows"][0]["median"])
     frame = floors_frame([root])
     assert list(frame.run_id) == [run.run_id] and frame.n.iloc[0] == run.n
     RunStore(root).write_floors({**doc, "n": run.n + 1})  # made for another N: not this run's floors
+    assert read_run(root).floors() is None
+    other = {**doc, "reference": {**doc["reference"], "fingerprint": "xyz"}}  # against another reference
+    RunStore(root).write_floors(other)
+    assert read_run(root).floors() is None
+    RunStore(root).write_floors({k: v for k, v in doc.items() if k != "reference"})  # cannot say which one
     assert read_run(root).floors() is None
     (root / "floors.json").write_text((root / "floors.json").read_text().replace('"draws"', '"drawz"', 1))
     assert RunStore(root).read_floors() is None  # fails its checksum

@@ -4,21 +4,19 @@ within it, and the floors in the summary."""
 from __future__ import annotations
 
 import pytest
-from study_helpers import EX, reference, suite, write_run
+from study_helpers import suite, write_floors, write_run
 
 from evalkit.report import html as report_html
 from evalkit.report.data import load_study
 from evalkit.report.htmltables import pivot_table
 from evalkit.report.plots import pareto_plot, steps_plot
-from evalkit.store import RunStore
-from evalkit.study.floors import noise_floors
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     s = suite(samplers=["ddim", "heun"], steps=[4, 8], metrics=["fd", "throughput"])
     root = write_run(tmp_path_factory.mktemp("floors") / "run", s, shifts={"ddim": 0.0, "heun": 1.5}, jitter=0.05)
-    RunStore(root).write_floors(noise_floors(s.metrics, {EX: reference()}, s.samples, seed=s.seed, draws=3))
+    write_floors(root, s)
     return root
 
 

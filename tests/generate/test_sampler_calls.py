@@ -71,6 +71,7 @@ def test_a_dry_run_with_sampler_options_builds_the_zoo_adapter_and_asks_it(tmp_p
     out = capsys.readouterr().out
     prk = model_calls_per_sample("pndm", 4, NOISE_SCHEDULE, {"skip_prk_steps": False})
     assert prk != declared_model_calls("pndm", 4, num_train_timesteps=T)  # the options change the count
-    assert f"model calls/sample {prk:>4}   batched calls {prk}" in out
-    assert "model calls/sample    7   batched calls 7" in out  # heun, planned
-    assert f"total batched model calls (estimate): {prk + 7}\n" in out
+    batches = 1 + 3  # the cell's one batch (its model × sampler's warm-up) + timing.repeats = 3 timing-only batches
+    assert f"model calls/sample {prk:>4}   batched calls {prk * batches}" in out
+    assert f"model calls/sample    7   batched calls {7 * batches}" in out  # heun, planned
+    assert f"total batched model calls (estimate): {(prk + 7) * batches}\n" in out

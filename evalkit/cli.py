@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import traceback
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from evalkit.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, EvalkitError
 
@@ -38,6 +38,20 @@ def _terminate(signum: int, frame: object) -> NoReturn:
     raise Terminated()
 
 
+def _calls_rule(rule: Any) -> str:
+    """A sampler's declared model calls per sample as a formula of the steps n (read off the rule's values at
+    n = 1..5); "(scheduler)" where it declares none: only the built scheduler can tell."""
+    if rule is None:
+        return "(scheduler)"
+    v = [int(rule(n)) for n in range(1, 6)]
+    slope, const = v[1] - v[0], v[0] - (v[1] - v[0])
+    if all(v[n - 1] == slope * n + const for n in range(1, 6)):
+        return ("n" if slope == 1 else f"{slope}n") + (f"{const:+d}" if const else "")
+    if v[0] == 1 and all(v[n - 1] == n + 1 for n in range(2, 6)):
+        return "n+1 (1 at n=1)"
+    return ", ".join(map(str, v)) + ", ..."
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, SAMPLERS
     from evalkit.suite import THROUGHPUT, embedded_suites
@@ -46,10 +60,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if what in (None, "models", "adapters"):
         print("adapters: " + ", ".join(ADAPTERS.names()) + "  (or any 'module:function')")
     if what in (None, "samplers"):
-        print("samplers:")
+        print(f"samplers:  {'':<16} {'scheduler':<32} {'families':<18} {'model calls':<15} description")
         for name in SAMPLERS.names():
             d = SAMPLERS.get(name)
-            print(f"  {name:<16} {d.scheduler:<32} {d.description}")
+            families = ",".join(getattr(d, "families", ()) or ("?",))
+            print(f"  {name:<16} {d.scheduler:<32} {families:<18} {_calls_rule(d.model_calls):<15} {d.description}")
     if what in (None, "metrics"):
         print("metrics:")
         for name in METRICS.names():

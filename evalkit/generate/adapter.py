@@ -31,6 +31,8 @@ class GenerationRequest:
     labels: np.ndarray | None = None  # class label per index (aligned with ``indices``)
     prompts: list[str] | None = None  # prompt per index (aligned with ``indices``)
     device: str = "cpu"
+    guidance_method: str = "cfg"  # evalkit.generate.guidance: cfg, cfg_rescale, interval, apg, none
+    guidance_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,6 +50,9 @@ class Adapter(ABC):
     """Base class for model adapters. Subclasses set ``name`` and implement :meth:`generate`."""
 
     name: str = "adapter"
+    # what the model outputs (:data:`evalkit.generate.samplers.FAMILIES`: eps, v, flow, edm, x0), which decides the
+    # samplers that apply to it; None: the adapter does not say (every sampler is accepted)
+    family: str | None = None
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:

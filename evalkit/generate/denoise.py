@@ -1,7 +1,9 @@
 """The sampling loop shared by UNet-style adapters: scheduler steps with classifier-free guidance.
 
 Kept apart from any model (diffusers' rule: schedulers apart from models). The denoiser is any
-callable ``eps = denoiser(x, t, cond)``; every call is counted, so NFE is measured, not assumed.
+callable ``model_output = denoiser(x, t, cond)``: ε, v, x₀ or flow velocity, whatever the model's family
+(:data:`evalkit.generate.samplers.FAMILIES`) says; the scheduler is built to read it as that
+(``prediction_type``), so nothing here assumes ε. Every call is counted, so NFE is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evalkit.generate import guidance as guidance_methods
 from evalkit.generate.adapter import check_finite
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
@@ -37,12 +40,21 @@ def guided_eps(
     cond: torch.Tensor,
     uncond: torch.Tensor | None,
     guidance: float,
+    *,
+    method: str = "cfg",
+    options: dict[str, Any] | None = None,
+    sigma: float | None = None,
+    state: dict[str, Any] | None = None,
 ) -> torch.Tensor:
-    """ε̂ = ε(x, ∅) + w·(ε(x, c) − ε(x, ∅)); one batched call. ``w = 1`` skips the unconditional pass."""
-    if uncond is None or guidance == 1.0:
+    """The guided prediction of ``method`` (:mod:`evalkit.generate.guidance`; ``cfg``: ε̂ = ε(x, ∅) + w·(ε(x, c) −
+    ε(x, ∅))), from one batched call. A single conditional call where the method needs no ε(x, ∅) at this step
+    (``w = 1`` for cfg, ``none``, ``interval`` outside [σ_lo, σ_hi]) or there is no ``uncond``. ``sigma``: the
+    step's noise level (``interval``); ``state``: one dict per trajectory, carried across steps (``apg`` momentum).
+    """
+    if uncond is None or not guidance_methods.needs_uncond(method, guidance, options, sigma):
         return denoiser(x, t, cond)
     eps_c, eps_u = denoiser(torch.cat([x, x]), t, torch.cat([cond, uncond])).chunk(2)
-    return eps_u + guidance * (eps_c - eps_u)
+    return guidance_methods.combine(method, eps_c, eps_u, guidance, options, state)
 
 
 def sample(
@@ -55,20 +67,38 @@ def sample(
     uncond: torch.Tensor | None,
     guidance: float,
     generators: Sequence[torch.Generator],
+    guidance_method: str = "cfg",
+    guidance_options: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Run ``scheduler`` for ``steps`` from unit-variance ``noise``; returns the final sample x₀.
 
-    ``generators`` (one per sample) feed the scheduler's per-step noise where it takes any, so
-    stochastic samplers stay per-sample deterministic too.
+    The denoiser's (guided) output goes to ``scheduler.step`` as it is: the scheduler's ``prediction_type`` says
+    what it is. ``generators`` (one per sample) feed the scheduler's per-step noise where it takes any, so
+    stochastic samplers stay per-sample deterministic too. Flow-matching schedulers take the model input
+    unscaled (they have no ``scale_model_input``).
     """
     scheduler.set_timesteps(steps, device=noise.device)
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
-    x = noise * scheduler.init_noise_sigma
+    scale = getattr(scheduler, "scale_model_input", None)
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching starts at unit noise
+    state: dict[str, Any] = {}  # a guidance method's memory across steps (apg momentum)
     for t in scheduler.timesteps:
-        x_in = scheduler.scale_model_input(x, t)
-        eps = guided_eps(denoiser, x_in, t, cond, uncond, guidance)
+        x_in = scale(x, t) if scale is not None else x
+        sigma = guidance_methods.sigma_at(scheduler, t) if guidance_method == "interval" else None
+        model_output = guided_eps(
+            denoiser,
+            x_in,
+            t,
+            cond,
+            uncond,
+            guidance,
+            method=guidance_method,
+            options=guidance_options,
+            sigma=sigma,
+            state=state,
+        )
         kwargs = {"generator": list(generators)} if takes_generator else {}
-        x = scheduler.step(eps, t, x, **kwargs).prev_sample
+        x = scheduler.step(model_output, t, x, **kwargs).prev_sample
     return x
 
 

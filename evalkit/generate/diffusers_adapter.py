@@ -11,11 +11,11 @@ Why it is built this way:
 * The pipeline is loaded lazily, on the first generation: ``evalkit run --dry-run`` then needs only
   the scheduler config (to count timesteps) and works, with a note, when the weights are absent.
 * Samplers come from evalkit's registry, built on the pipeline's own scheduler config (its training
-  noise schedule); a sampler the pipeline's scheduler does not list in ``compatibles`` is refused.
+  noise schedule), reading the model output as its family (:func:`scheduler_family`) says; a sampler that does
+  not apply to it is refused; ``native`` is the pipeline's own scheduler, its config unchanged.
 * Determinism: one CPU generator per sample, seeded by :mod:`evalkit.generate.seeding`, and the initial latents
   drawn from them and passed in, so sample i depends on (seed, i) only, never on the batch size.
-* NFE is *counted*: the denoiser's ``forward`` is wrapped and every call, and the images it carried,
-  are tallied. ``nfe`` = images carried / batch (= calls × 2 when CFG doubles the batch).
+* NFE is *counted* on the wrapped ``forward``: ``nfe`` = images carried / batch (= calls × 2 under CFG).
 * Text-to-image pipelines (those whose ``__call__`` takes ``prompt`` and ``latents``) run their own
   loop. Class-conditional (DiT-style ``class_labels``) and unconditional pipelines run evalkit's shared
   loop (:func:`evalkit.generate.denoise.sample`): their diffusers loops skip ``init_noise_sigma`` or
@@ -39,7 +39,7 @@ from evalkit.errors import ConfigError
 from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched, check_finite
 from evalkit.generate.denoise import sample, to_uint8
 from evalkit.generate.samplers import (
-    available_samplers,
+    check_family,
     get_sampler,
     make_scheduler,
     model_calls_per_sample,
@@ -111,14 +111,15 @@ def _dtype_kwarg() -> str:
     return "dtype"
 
 
-def compatible_samplers(scheduler_class: str) -> list[str]:
-    """evalkit sampler names whose scheduler class a pipeline's scheduler lists in ``compatibles``
-    (the class-level form of ``pipeline.scheduler.compatibles``, so no weights need loading)."""
-    import diffusers
+_PREDICTION_FAMILIES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow_prediction": "flow"}
 
-    cls = getattr(diffusers, scheduler_class, None)
-    names = {c.__name__ for c in cls._get_compatibles()} if cls is not None else {scheduler_class}
-    return [s for s in available_samplers() if get_sampler(s).scheduler in names]
+
+def scheduler_family(config: dict[str, Any]) -> str | None:
+    """A pipeline's model family from its scheduler config: FlowMatch* → flow, EDM* → edm, else by prediction_type."""
+    cls = str(config.get("_class_name", ""))
+    if cls.startswith(("FlowMatch", "EDM")):
+        return "flow" if cls.startswith("FlowMatch") else "edm"
+    return _PREDICTION_FAMILIES.get(config.get("prediction_type", "epsilon"))
 
 
 class DiffusersAdapter(Adapter):
@@ -179,24 +180,23 @@ class DiffusersAdapter(Adapter):
             "Hugging Face cache); download them or point options.path at a pipeline folder"
         )
 
-    def check_sampler(self, sampler: str) -> None:
+    @property
+    def family(self) -> str | None:  # type: ignore[override]
         base = self.scheduler_config()
-        if base is None:
-            return
-        cls = base.get("_class_name", "?")
-        ok = compatible_samplers(cls)
-        if sampler not in ok:
-            raise DiffusersError(
-                f"sampler {sampler!r} ({get_sampler(sampler).scheduler}) is not compatible with pipeline "
-                f"{self.path!r}, whose scheduler is {cls}; compatible evalkit samplers: {', '.join(ok) or 'none'}"
-            )
+        return None if base is None else scheduler_family(base)
+
+    def check_sampler(self, sampler: str) -> None:
+        try:
+            check_family(sampler, self.family, repr(self.path))
+        except ConfigError as e:
+            raise DiffusersError(str(e)) from None
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int | None:
         base = self.scheduler_config()
         if base is None:
             return None
         self.check_sampler(sampler)
-        return model_calls_per_sample(sampler, steps, base, options)
+        return model_calls_per_sample(sampler, steps, base, options, family=self.family)
 
     # -- loading ---------------------------------------------------------------------------------
     def load(self) -> Any:
@@ -307,10 +307,12 @@ class DiffusersAdapter(Adapter):
         options = dict(request.sampler_options)
         if not get_sampler(request.sampler).batch_invariant:
             options.setdefault("noise_sampler_seed", sample_seed(request.seed, first_index) % (2**31))
-        return make_scheduler(request.sampler, self._base, options)
+        return make_scheduler(request.sampler, self._base, options, family=self.family)
 
     def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:
         self.check_sampler(request.sampler)  # before loading: fail in seconds, not after loading gigabytes
+        if request.guidance_method != "cfg":  # the pipelines' own loops guide with cfg (issue 17: methods there)
+            raise DiffusersError(f"guidance_method {request.guidance_method!r}: the diffusers adapter supports cfg")
         self.load()
         self.check_sampler(request.sampler)  # again, on the loaded scheduler's config (a hub id may have had none)
         run = self._text_batch if self.text else self._loop_batch

@@ -11,10 +11,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalkit.generate.samplers import declared_model_calls
+from evalkit.errors import ConfigError
+from evalkit.generate.samplers import check_family, declared_model_calls
 from evalkit.zoo.schedule import NOISE_SCHEDULE
 
 _ZOO_WEIGHTS = ("trained", "untrained")
+ZOO_FAMILY = "eps"  # :attr:`evalkit.generate.zoo_adapter.ZooMnistAdapter.family` (tests check they agree)
+
+
+def model_family(adapter: str) -> str | None:
+    """The family of a built-in adapter's model where it is known without building it (the zoo's); None where only
+    the built adapter can tell (diffusers: from the pipeline's scheduler config) or there is no model (noise)."""
+    return ZOO_FAMILY if adapter == "zoo" else None
+
+
+def family_problems(pairs: list[tuple[str, str, str]]) -> list[str]:
+    """For each (model name, adapter, sampler) of a suite, the refusal of a sampler that does not apply to the
+    model's family (:func:`evalkit.generate.samplers.check_family`), where the family is known without building
+    the model."""
+    problems = []
+    for model, adapter, sampler in dict.fromkeys(pairs):
+        try:
+            check_family(sampler, model_family(adapter), model)
+        except ConfigError as e:
+            problems.append(str(e))
+    return problems
 
 
 def planned_model_calls(

@@ -27,6 +27,17 @@ _PLUMBING = ("noise_sampler_seed",)
 # ``step()`` parameters that are not options: evalkit passes the generators; the rest are tensors or plumbing.
 _NOT_STEP_OPTIONS = ("model_output", "timestep", "sample", "generator", "variance_noise", "return_dict")
 
+# What a model's output is, by family: the scheduler ``prediction_type`` it is read as (None: the scheduler's own
+# convention; EDM schedulers precondition the raw network output F of Karras et al. 2022 themselves)
+FAMILIES: dict[str, str | None] = {
+    "eps": "epsilon",  # noise ε
+    "v": "v_prediction",  # velocity v = α·ε − σ·x₀ (Salimans & Ho 2022)
+    "flow": "flow_prediction",  # flow-matching velocity dx/dt = ε − x₀ (rectified flow)
+    "edm": None,  # EDM-preconditioned network output (the scheduler applies c_skip, c_out)
+    "x0": "sample",  # the clean image x₀
+}
+NATIVE = "native"  # the model's own scheduler, its config unchanged: applies to every family
+
 
 @dataclass(frozen=True)
 class SamplerDef:
@@ -40,8 +51,11 @@ class SamplerDef:
     # Model calls per sample as a function of steps, declared so that a plan (``--dry-run``) need not import
     # diffusers (see :func:`declared_model_calls`); None: only the scheduler can tell (``model_calls_per_sample``)
     model_calls: Callable[[int], int] | None = None
+    families: tuple[str, ...] = ("eps", "v")  # the model families (:data:`FAMILIES`) whose output it can step on
 
     def scheduler_class(self) -> type:
+        if self.name == NATIVE:
+            raise ConfigError("sampler 'native' is the model's own scheduler: its class is known only from the model")
         import diffusers  # here, not at import: `evalkit list` and suite validation load no diffusers/torch
 
         cls = getattr(diffusers, self.scheduler, None)
@@ -52,7 +66,10 @@ class SamplerDef:
     def option_parameters(self) -> dict[str, inspect.Parameter] | None:
         """What a suite's ``samplers[].options`` may set: the scheduler's ``__init__`` parameters (its config
         keys) and the options its ``step()`` takes (DDIM's ``eta``, Euler's ``s_churn``, ...). None for a
-        scheduler whose ``__init__`` takes ``**kwargs``: its options cannot be listed, so they are not checked."""
+        scheduler whose ``__init__`` takes ``**kwargs`` or for ``native`` (the model's own, unknown before it is
+        built): its options cannot be listed, so they are not checked."""
+        if self.name == NATIVE:
+            return None
         return _option_parameters(self.scheduler_class())
 
     def option_names(self) -> list[str]:
@@ -106,7 +123,28 @@ def plms_calls(steps: int) -> int:
 
 
 def register_sampler(defn: SamplerDef) -> SamplerDef:
+    unknown = [f for f in defn.families if f not in FAMILIES]
+    if unknown:
+        raise ConfigError(f"sampler {defn.name!r}: unknown model families {unknown}; known: {', '.join(FAMILIES)}")
     return SAMPLERS.register(defn.name, defn)
+
+
+def applies_to(name: str, family: str) -> bool:
+    return name == NATIVE or family in get_sampler(name).families
+
+
+def samplers_for(family: str) -> list[str]:
+    """The registered samplers that apply to a model of ``family`` (``native`` always does)."""
+    return [s for s in available_samplers() if applies_to(s, family)]
+
+
+def check_family(name: str, family: str | None, model: str) -> None:
+    """Refuse sampler ``name`` on ``model`` of ``family`` when it does not apply, naming those that do.
+    ``family`` None (a model that does not say, or no model at all) accepts every sampler."""
+    if family is None or applies_to(name, family):
+        return
+    fit = ", ".join(samplers_for(family))
+    raise ConfigError(f"sampler {name} does not apply to model {model} (family {family}); samplers that do: {fit}")
 
 
 # The built-ins' declared model calls per sample (checked against diffusers for 1-50 steps by
@@ -154,6 +192,61 @@ for _d in [
 ]:
     register_sampler(replace(_d, model_calls=_CALLS.get(_d.name, one_call_per_step)))
 
+# samplers by family (issue 17); every calls rule is checked against diffusers for 1-50 steps by
+# tests/generate/test_sampler_families.py
+_FLOW_SOLVER = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+for _d in [
+    SamplerDef("flow_euler", "FlowMatchEulerDiscreteScheduler", description="flow-matching Euler (SD3, Flux)"),
+    SamplerDef(
+        "flow_heun",
+        "FlowMatchHeunDiscreteScheduler",
+        model_calls=two_calls_per_step_but_the_last,
+        description="flow-matching Heun: two model calls per step but the last",
+    ),
+    SamplerDef(
+        "flow_euler_sde",
+        "FlowMatchEulerDiscreteScheduler",
+        {"stochastic_sampling": True},
+        stochastic=True,
+        description="flow-matching Euler, stochastic: re-noises x0 to the next sigma at every step",
+    ),
+    SamplerDef(
+        "flow_dpmpp_2m",
+        "DPMSolverMultistepScheduler",
+        {**_FLOW_SOLVER, "algorithm_type": "dpmsolver++", "solver_order": 2},
+        description="DPM-Solver++(2M) on flow sigmas",
+    ),
+    SamplerDef("flow_unipc", "UniPCMultistepScheduler", dict(_FLOW_SOLVER), description="UniPC (bh2) on flow sigmas"),
+    SamplerDef(
+        "flow_lcm", "FlowMatchLCMScheduler", stochastic=True, description="flow-matching LCM (few-step distilled)"
+    ),
+]:
+    register_sampler(replace(_d, families=("flow",), model_calls=_d.model_calls or one_call_per_step))
+for _d in [
+    SamplerDef("lcm", "LCMScheduler", stochastic=True, description="latent consistency model (few-step distilled)"),
+    SamplerDef("tcd", "TCDScheduler", stochastic=True, description="trajectory consistency distillation (gamma 0.3)"),
+    SamplerDef(
+        "dpmpp_3m_sde",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+        stochastic=True,
+        description="DPM-Solver++(3M) SDE",
+    ),
+    SamplerDef("sa_solver", "SASolverScheduler", stochastic=True, description="SA-Solver (stochastic Adams)"),
+    replace(
+        SamplerDef("edm_euler", "EDMEulerScheduler", description="EDM Euler (Karras et al. 2022)"), families=("edm",)
+    ),
+    replace(
+        SamplerDef("edm_dpmpp_2m", "EDMDPMSolverMultistepScheduler", description="DPM-Solver++(2M) on EDM sigmas"),
+        families=("edm",),
+    ),
+    replace(
+        SamplerDef(NATIVE, "(the model's own)", description="the model's own scheduler, its config unchanged"),
+        families=tuple(FAMILIES),
+    ),
+]:
+    register_sampler(replace(_d, model_calls=None if _d.name == NATIVE else one_call_per_step))
+
 
 def available_samplers() -> list[str]:
     return SAMPLERS.names()
@@ -163,24 +256,44 @@ def get_sampler(name: str) -> SamplerDef:
     return SAMPLERS.get(name)
 
 
-def make_scheduler(name: str, base_config: dict[str, Any], options: dict[str, Any] | None = None):
+def make_scheduler(
+    name: str, base_config: dict[str, Any], options: dict[str, Any] | None = None, *, family: str | None = None
+):
     """Build sampler ``name`` on a model's training noise schedule ``base_config``.
 
-    ``options`` override the sampler's defaults (e.g. ``{"use_karras_sigmas": True}``).
+    ``options`` override the sampler's defaults (e.g. ``{"use_karras_sigmas": True}``). ``family`` (the model's,
+    :data:`FAMILIES`) sets the scheduler's ``prediction_type`` where it takes one, so that the model output is read
+    as what it is
+    (the adapter first refuses a sampler that does not apply: :func:`check_family`). ``native`` rebuilds the class
+    named by ``base_config["_class_name"]`` with the config unchanged.
     """
     defn = get_sampler(name)
     for module in defn.requires:
         if importlib.util.find_spec(module) is None:
             raise ImportError(f"sampler {name!r} needs the package {module!r}: pip install {module}")
-    cls = defn.scheduler_class()
+    cls = _native_class(base_config) if name == NATIVE else defn.scheduler_class()
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
     merged = {**defn.options, **(options or {})}
+    prediction = FAMILIES.get(family) if family is not None and name != NATIVE else None
+    if prediction is not None and "prediction_type" in (keyword_parameters(cls.__init__) or {}):
+        merged.setdefault("prediction_type", prediction)
     step_names = _step_option_names(cls)
     scheduler = cls.from_config(config, **{k: v for k, v in merged.items() if k not in step_names})
     step_options = {k: v for k, v in merged.items() if k in step_names}
     if step_options:
         _bind_step_options(scheduler, step_options)
     return scheduler
+
+
+def _native_class(base_config: dict[str, Any]) -> type:
+    import diffusers
+
+    cls = getattr(diffusers, str(base_config.get("_class_name")), None)
+    if not isinstance(cls, type):
+        raise ConfigError(
+            f"sampler 'native': the model names no diffusers scheduler ({base_config.get('_class_name')})"
+        )
+    return cls
 
 
 def _bind_step_options(scheduler: Any, fixed: dict[str, Any]) -> None:
@@ -237,13 +350,18 @@ def declared_model_calls(
 
 
 def model_calls_per_sample(
-    name: str, steps: int, base_config: dict[str, Any], options: dict[str, Any] | None = None
+    name: str,
+    steps: int,
+    base_config: dict[str, Any],
+    options: dict[str, Any] | None = None,
+    *,
+    family: str | None = None,
 ) -> int:
     """Denoiser forward calls one trajectory makes: the length of the scheduler's timestep list.
 
     Heun-type samplers evaluate the model about twice per step, PLMS once more at the start. The
     runner also *counts* calls; this is the planning estimate (``--dry-run``) and a cross-check.
     """
-    scheduler = make_scheduler(name, base_config, options)
+    scheduler = make_scheduler(name, base_config, options, family=family)
     scheduler.set_timesteps(steps)
     return len(scheduler.timesteps)

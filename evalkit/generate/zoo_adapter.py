@@ -11,7 +11,13 @@ import torch
 from evalkit.errors import ConfigError
 from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched
 from evalkit.generate.denoise import CallCounter, sample, to_uint8
-from evalkit.generate.samplers import get_sampler, make_scheduler, model_calls_per_sample, schedule_info
+from evalkit.generate.samplers import (
+    check_family,
+    get_sampler,
+    make_scheduler,
+    model_calls_per_sample,
+    schedule_info,
+)
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
 from evalkit.zoo.models import UNET_NAME
 
@@ -24,6 +30,8 @@ class ZooMnistAdapter(Adapter):
     """
 
     name = "zoo"
+    family = "eps"  # a noise predictor (ZOO_FAMILY in generate/planning.py, for plans without torch)
+    native_scheduler = "DDPMScheduler"  # what it was trained with: sampler ``native``
 
     def __init__(self, weights: str = "trained", device: str = "cpu"):
         from evalkit import zoo
@@ -32,7 +40,8 @@ class ZooMnistAdapter(Adapter):
             raise ConfigError(f"zoo option 'weights': expected 'trained' or 'untrained'; got {weights!r}")
         self.weights = weights
         self.device = torch.device(device)
-        self.unet, self.schedule = zoo.load_mnist_unet(trained=weights == "trained")
+        self.unet, schedule = zoo.load_mnist_unet(trained=weights == "trained")
+        self.schedule = {**schedule, "_class_name": self.native_scheduler}  # "_" keys are not scheduler options
         self.unet.to(self.device).eval()
         self.null_class = zoo.NULL_CLASS
         self._files = zoo.model_card()["models"][UNET_NAME]["files"] if weights == "trained" else None
@@ -49,7 +58,8 @@ class ZooMnistAdapter(Adapter):
         }
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int:
-        return model_calls_per_sample(sampler, steps, self.schedule, options)
+        check_family(sampler, self.family, "mnist")
+        return model_calls_per_sample(sampler, steps, self.schedule, options, family=self.family)
 
     @torch.inference_mode()
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -58,7 +68,9 @@ class ZooMnistAdapter(Adapter):
     def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:
         if request.labels is None:
             raise ConfigError("the zoo MNIST model is class-conditional: set 'conditions: {classes: 10}' in the suite")
-        cfg = request.guidance != 1.0
+        check_family(request.sampler, self.family, "mnist")
+        method = request.guidance_method
+        cfg = method != "none" and (request.guidance != 1.0 or method == "apg")
         for sl in batched(request.indices, request.batch_size):
             idx = request.indices[sl]
             gens = sample_generators(request.seed, idx)
@@ -66,7 +78,7 @@ class ZooMnistAdapter(Adapter):
             options = dict(request.sampler_options)
             if not get_sampler(request.sampler).batch_invariant:
                 options.setdefault("noise_sampler_seed", sample_seed(request.seed, int(idx[0])) % (2**31))
-            scheduler = make_scheduler(request.sampler, self.schedule, options)
+            scheduler = make_scheduler(request.sampler, self.schedule, options, family=self.family)
             labels = torch.as_tensor(request.labels[sl], dtype=torch.long, device=self.device)
             uncond = torch.full_like(labels, self.null_class) if cfg else None
             counter = CallCounter(self._denoise)
@@ -80,12 +92,14 @@ class ZooMnistAdapter(Adapter):
                     uncond=uncond,
                     guidance=request.guidance,
                     generators=gens,
+                    guidance_method=method,
+                    guidance_options=request.guidance_options,
                 )
             yield GeneratedBatch(
                 to_uint8(x, idx),
                 idx,
                 counter.calls,
-                counter.calls * (2 if cfg else 1),
+                counter.images // len(idx),  # NFE per image, counted: interval guidance doubles only some calls
                 schedule=schedule_info(request.sampler, scheduler, request.sampler_options),
             )
 

@@ -26,10 +26,12 @@ from typing import Any
 
 from evalkit.errors import ConfigError, EvalkitError
 from evalkit.features.weights import check_extractor_weights
+from evalkit.generate.planning import family_problems
 from evalkit.metrics.base import MetricContext, get_metric
 from evalkit.references.names import BUILTIN_DATASETS
 from evalkit.registry import ADAPTERS, is_callable_ref
 from evalkit.suite import THROUGHPUT, Conditions, Suite, expand_conditions
+from evalkit.suite.grid import points as grid_points
 from evalkit.suite.options import OptionError, check_names, check_values, keyword_parameters
 
 
@@ -75,6 +77,7 @@ def preflight(suite: Suite, *, base_dir: Path | None = None, import_plugins: boo
     if conditions is not None:
         problems += _metric_problems(suite, conditions)
     problems += _adapter_problems(suite, import_plugins)
+    problems += family_problems([(m.name, m.adapter, s.name) for m, s, *_ in grid_points(suite)])
     return problems
 
 

@@ -1,12 +1,11 @@
 """Executes a suite: for each cell not already done, generate → extract → metrics → store.
 
-Before anything is built, :mod:`evalkit.run.preflight` checks what the suite needs (weights, metric
-preconditions, prompt files, adapter options) and reports every problem at once. Images stream from the
-adapter in batches straight into every extractor the suite needs (one forward per image per network) and
-are dropped (:mod:`evalkit.run.cell`); each metric is scored on its own (:mod:`evalkit.run.scoring`). A
-finished cell is written atomically and the results table rewritten after it: a killed run resumes where it
-stopped and leaves the table of what finished. Under torchrun each rank generates its shard of every cell and
-rank 0 gathers, scores and writes (:mod:`evalkit.run.distributed`).
+Before anything is built, :mod:`evalkit.run.preflight` checks what the suite needs (weights, metric preconditions,
+prompt files, adapter options) and reports every problem at once. Images stream from the adapter in batches straight
+into every extractor the suite needs (one forward per image per network) and are dropped (:mod:`evalkit.run.cell`);
+each metric is scored on its own (:mod:`evalkit.run.scoring`). A finished cell is written atomically and the results
+table rewritten after it: a killed run resumes where it stopped and leaves the table of what finished. Under
+torchrun each rank generates its shard of every cell; rank 0 gathers, scores, writes (:mod:`evalkit.run.distributed`).
 """
 
 from __future__ import annotations
@@ -299,6 +298,7 @@ class Runner:
             labels=lab,
             prompts=pr,
             device=self.device,
+            **cell.guidance_method.request_fields(),
         )
 
     def _generate(self, cell: Cell, mine: np.ndarray) -> Shard:
@@ -380,7 +380,7 @@ class Runner:
             "cell_id": cell.cell_id,
             "suite": self.suite.name,
             "model": cell.model.name,
-            "sampler": cell.sampler.label,
+            "sampler": cell.sampler_label,
             "steps": cell.steps,
             "guidance": cell.guidance,
             "n": cell.n,

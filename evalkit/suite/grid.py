@@ -7,9 +7,12 @@ other than the full cross product:
   that sampler (a second-order sampler spends two model calls a step);
 - ``zip: [steps, guidance]``: the named lists are paired element by element instead of crossed (equal
   lengths); the pair takes the place of its first list in the nesting order;
-- ``only:`` / ``exclude:``: lists of mappings over ``model``, ``sampler`` (its label), ``steps`` and
-  ``guidance``, each a value or a list of values; a mapping matches a cell when every key does. A cell is
-  kept when it matches some ``only`` entry (if there are any) and no ``exclude`` entry.
+- ``guidance_method: [cfg, {name: apg, eta: 0.5}]`` crosses like ``guidance`` (innermost; see
+  :mod:`evalkit.suite.guidance`); the default ``[cfg]`` adds nothing to ids, configs or hashes;
+- ``only:`` / ``exclude:``: lists of mappings over ``model``, ``sampler`` (its label), ``steps``, ``guidance``
+  and ``guidance_method`` (a label or a method name), each a value or a list of values; a mapping matches a cell
+  when every key does. A cell is kept when it matches some ``only`` entry (if there are any) and no ``exclude``
+  entry.
 
 A filter that matches no cell is an error naming it (a typo would otherwise silently run the wrong grid),
 and so is a grid left empty. A suite using none of these expands exactly as before: same cells, same ids.
@@ -23,10 +26,17 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from evalkit.errors import ConfigError
+from evalkit.suite.guidance import GuidanceError, parse_methods
 
-AXES = ("models", "samplers", "steps", "guidance")  # the suite's lists, in nesting order
-FILTER_KEYS = {"model": "models", "sampler": "samplers", "steps": "steps", "guidance": "guidance"}
-Point = tuple[Any, Any, int, float]  # (ModelSpec, SamplerSpec, steps, guidance)
+AXES = ("models", "samplers", "steps", "guidance", "guidance_method")  # the suite's lists, in nesting order
+FILTER_KEYS = {
+    "model": "models",
+    "sampler": "samplers",
+    "steps": "steps",
+    "guidance": "guidance",
+    "guidance_method": "guidance_method",
+}
+Point = tuple[Any, Any, int, float, Any]  # (ModelSpec, SamplerSpec, steps, guidance, GuidanceSpec)
 
 
 class Suite(Protocol):
@@ -36,6 +46,7 @@ class Suite(Protocol):
     samplers: list[Any]
     steps: list[int]
     guidance: list[float]
+    guidance_method: list[Any]
     zip: list[str]
     only: list[dict[str, Any]]
     exclude: list[dict[str, Any]]
@@ -55,7 +66,10 @@ class GridError(ConfigError):
 def full_points(suite: Suite) -> list[Point]:
     """Every point of the grid before ``only`` / ``exclude``: the cross product, with ``zip`` pairing lists."""
     zipped = [a for a in AXES if a in set(suite.zip)]
-    return [(c["models"], c["samplers"], c["steps"], c["guidance"]) for c in _walk(suite, zipped, 0, {})]
+    return [
+        (c["models"], c["samplers"], c["steps"], c["guidance"], c["guidance_method"])
+        for c in _walk(suite, zipped, 0, {})
+    ]
 
 
 def points(suite: Suite) -> list[Point]:
@@ -92,11 +106,14 @@ def _walk(suite: Suite, zipped: list[str], i: int, chosen: dict[str, Any]) -> It
 
 def matches(entry: dict[str, Any], point: Point) -> bool:
     """Does a filter mapping match a grid point? Each key's value (or any of its list of values) must equal it."""
-    model, sampler, steps, guidance = point
+    model, sampler, steps, guidance, method = point
     have = {"model": model.name, "sampler": sampler.label, "steps": steps, "guidance": guidance}
     for key, want in entry.items():
         wants = want if isinstance(want, list) else [want]
-        if key == "guidance":
+        if key == "guidance_method":
+            if method.label not in wants and method.name not in wants:
+                return False
+        elif key == "guidance":
             if not any(float(w) == float(guidance) for w in wants):
                 return False
         elif have.get(key) not in wants:
@@ -106,11 +123,17 @@ def matches(entry: dict[str, Any], point: Point) -> bool:
 
 # -- validation (suite/validate.py turns a GridError into a SuiteError naming the file) -----------------------
 def parse_grid(raw: dict[str, Any], models: list[str], labels: list[str]) -> dict[str, Any]:
-    """The suite fields ``zip``, ``only`` and ``exclude`` from a suite document (absent: empty)."""
+    """The suite fields ``guidance_method``, ``zip``, ``only`` and ``exclude`` from a suite document."""
+    try:
+        methods = parse_methods(raw.get("guidance_method"))
+    except GuidanceError as e:
+        raise GridError(e.field, e.message) from None
+    names = list(dict.fromkeys([m.label for m in methods] + [m.name for m in methods]))
     return {
+        "guidance_method": methods,
         "zip": parse_zip(raw.get("zip")),
-        "only": parse_filters("only", raw.get("only"), models, labels),
-        "exclude": parse_filters("exclude", raw.get("exclude"), models, labels),
+        "only": parse_filters("only", raw.get("only"), models, labels, names),
+        "exclude": parse_filters("exclude", raw.get("exclude"), models, labels, names),
     }
 
 
@@ -133,16 +156,19 @@ def parse_zip(raw: Any) -> list[str]:
     return [a for a in AXES if a in out]  # one spelling and order: the same grid hashes the same
 
 
-def parse_filters(field: str, raw: Any, models: list[str], labels: list[str]) -> list[dict[str, Any]]:
-    """``only`` / ``exclude``: a list of mappings over model, sampler, steps, guidance (a value or a list)."""
+def parse_filters(
+    field: str, raw: Any, models: list[str], labels: list[str], methods: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """``only`` / ``exclude``: mappings over model, sampler, steps, guidance, guidance_method (a value or a list)."""
     if raw is None:
         return []
     if not isinstance(raw, list) or not raw:
         raise GridError(field, f"expected a non-empty list of mappings over {', '.join(FILTER_KEYS)}; got {_kind(raw)}")
-    return [_filter(f"{field}[{i}]", entry, models, labels) for i, entry in enumerate(raw)]
+    known = {"model": models, "sampler": labels, "guidance_method": methods or ["cfg"]}
+    return [_filter(f"{field}[{i}]", entry, known) for i, entry in enumerate(raw)]
 
 
-def _filter(field: str, entry: Any, models: list[str], labels: list[str]) -> dict[str, Any]:
+def _filter(field: str, entry: Any, names: dict[str, list[str]]) -> dict[str, Any]:
     if not isinstance(entry, dict) or not entry:
         raise GridError(field, f"expected a mapping with one or more of {', '.join(FILTER_KEYS)}; got {_kind(entry)}")
     out: dict[str, Any] = {}
@@ -155,7 +181,7 @@ def _filter(field: str, entry: Any, models: list[str], labels: list[str]) -> dic
         items = value if isinstance(value, list) else [value]
         if not items:
             raise GridError(f"{field}.{key}", "expected a value or a non-empty list of values; got an empty list")
-        known = {"model": models, "sampler": labels}.get(key)
+        known = names.get(key)
         checked = [_filter_value(f"{field}.{key}", key, v, known) for v in items]
         out[key] = checked if isinstance(value, list) else checked[0]
     return out
@@ -164,7 +190,7 @@ def _filter(field: str, entry: Any, models: list[str], labels: list[str]) -> dic
 def _filter_value(field: str, key: str, v: Any, known: list[str] | None) -> Any:
     if known is not None:
         if not isinstance(v, str) or v not in known:
-            what = "model name" if key == "model" else "sampler label"
+            what = {"model": "model name", "sampler": "sampler label"}.get(key, "guidance method")
             raise GridError(field, f"unknown {what} {v!r}; expected one of: {', '.join(known)}{_hint(v, known)}")
         return v
     number = isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -194,7 +220,7 @@ def check_grid(suite: Suite) -> None:
     for cell in cells:  # each cell has its own folder: two grid points must not share an id
         if cell.cell_id in seen:
             raise GridError(
-                "models/samplers/steps/guidance",
+                "models/samplers/steps/guidance/guidance_method",
                 f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a sampler 'label' "
                 "(or use guidance values that differ in their shortest form)",
             )
@@ -259,7 +285,8 @@ def _axes(pts: list[Point]) -> str:
     samplers = dict.fromkeys(p[1].label for p in pts)
     steps = dict.fromkeys(p[2] for p in pts)
     guidance = dict.fromkeys(f"{p[3]:g}" for p in pts)
-    return "; ".join(
-        f"{k}: {', '.join(map(str, v))}"
-        for k, v in (("models", models), ("samplers", samplers), ("steps", steps), ("guidance", guidance))
-    )
+    axes = [("models", models), ("samplers", samplers), ("steps", steps), ("guidance", guidance)]
+    methods = dict.fromkeys(p[4].label for p in pts)
+    if list(methods) != ["cfg"]:
+        axes.append(("guidance_method", methods))
+    return "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in axes)

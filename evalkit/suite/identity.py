@@ -31,6 +31,8 @@ def cell_hash(suite: Any, cell: Any) -> str:
     """``suite``: a :class:`~evalkit.suite.spec.Suite`; ``cell``: one of its cells."""
     spec = asdict(cell)
     spec["sampler"].pop("steps", None)  # a sampler's own step list: the cell's ``steps`` is what it ran
+    if cell.guidance_method.is_default:  # plain CFG, as every cell was before methods: its hash stays
+        spec.pop("guidance_method")
     return _digest(
         {
             "cell": spec,

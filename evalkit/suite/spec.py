@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evalkit.suite import grid, identity
+from evalkit.suite.guidance import GuidanceSpec, as_spec
 
 THROUGHPUT = "throughput"  # the cost rows (images/s, NFE, ...): a metric name that reads no extractor
 
@@ -55,18 +56,31 @@ class Cell:
     guidance: float
     n: int
     seed: int
+    guidance_method: GuidanceSpec = field(default_factory=GuidanceSpec)
 
     @property
     def cell_id(self) -> str:
-        return f"{self.model.name}__{self.sampler.label}__s{self.steps}__g{self.guidance:g}"
+        base = f"{self.model.name}__{self.sampler.label}__s{self.steps}__g{self.guidance:g}"
+        return base if self.guidance_method.is_default else f"{base}__{self.guidance_method.label}"
+
+    @property
+    def sampler_label(self) -> str:
+        """The sampler as tables show it: its label, ``+method`` under a guidance method other than cfg (a sampler
+        comparison is of scheduler and guidance together; tables, plots and rankings key on this)."""
+        return (
+            self.sampler.label
+            if self.guidance_method.is_default
+            else f"{self.sampler.label}+{self.guidance_method.label}"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
             "cell_id": self.cell_id,
             "model": self.model.name,
-            "sampler": self.sampler.label,
+            "sampler": self.sampler_label,
             "steps": self.steps,
             "guidance": self.guidance,
+            **({} if self.guidance_method.is_default else {"guidance_method": self.guidance_method.label}),
         }
 
 
@@ -91,15 +105,18 @@ class Suite:
     zip: list[str] = field(default_factory=list)
     only: list[dict[str, Any]] = field(default_factory=list)
     exclude: list[dict[str, Any]] = field(default_factory=list)
+    # How conditional and unconditional predictions combine (:mod:`evalkit.suite.guidance`), crossed like guidance.
+    guidance_method: list[GuidanceSpec] = field(default_factory=lambda: [GuidanceSpec()])
     file: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.timing, dict):  # a suite rebuilt from a recorded config (run.json, a baseline)
             self.timing = TimingSpec(**self.timing)
+        self.guidance_method = [as_spec(g) for g in self.guidance_method]
 
     def cells(self) -> list[Cell]:
-        """The grid's cells, model-major (then sampler, steps, guidance), after ``zip``, ``only`` and ``exclude``."""
-        return [Cell(m, s, st, g, self.samples, self.seed) for m, s, st, g in grid.points(self)]
+        """The grid's cells, model-major (then sampler, steps, guidance, method), after ``zip``/``only``/``exclude``."""
+        return [Cell(m, s, st, g, self.samples, self.seed, gm) for m, s, st, g, gm in grid.points(self)]
 
     def to_config(self) -> dict[str, Any]:
         # Fields added since configs were first hashed are left out at their defaults, so that the config
@@ -111,6 +128,8 @@ class Suite:
         for key in ("zip", "only", "exclude"):
             if not cfg[key]:
                 cfg.pop(key)
+        if self.guidance_method == [GuidanceSpec()]:
+            cfg.pop("guidance_method")
         for sampler in cfg["samplers"]:
             if sampler.get("steps") is None:
                 sampler.pop("steps", None)

@@ -1,8 +1,7 @@
 """Suite validation, the only validator: every check names the file, the field and what was expected.
 
-:func:`parse_suite` turns a decoded YAML document into a :class:`~evalkit.suite.spec.Suite`. Names of
-adapters, samplers, metrics and extractors are checked against :mod:`evalkit.registry`. Every error is
-a :class:`SuiteError`, so the CLI prints it and exits 2 without a traceback.
+:func:`parse_suite` turns a decoded YAML document into a :class:`~evalkit.suite.spec.Suite`. Names of adapters,
+samplers, metrics and extractors are checked against :mod:`evalkit.registry`. Every error is a :class:`SuiteError`.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ _TOP_KEYS = {
     "samplers": "list of sampler names or {name, options, label, steps}",
     "steps": "list of positive integers (may be left out when every sampler sets its own steps)",
     "guidance": "list of numbers ≥ 0",
+    "guidance_method": "list of cfg, cfg_rescale, interval, apg, none or {name, label, <options>} (default [cfg])",
     "samples": "positive integer: samples per cell",
     "batch_size": "positive integer",
     "seed": "integer",

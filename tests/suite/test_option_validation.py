@@ -95,7 +95,7 @@ def test_sampler_options_of_the_right_type_pass(sampler, options):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("name", SAMPLERS.names())
+@pytest.mark.parametrize("name", [n for n in SAMPLERS.names() if n != "native"])  # native: the model's own class
 def test_each_sampler_takes_its_schedulers_config_keys_and_its_own_fixed_options(name):
     defn = SAMPLERS.get(name)
     cls = getattr(diffusers, defn.scheduler)

@@ -358,13 +358,13 @@ def test_binary_and_unreadable_suite_files_are_suite_errors(tmp_path):
         ({"samples": 10**12}, "samples", "≤ 10000000"),
         ({"conditions": {"classes": 10**15}}, "conditions.classes", "≤ 1000000"),
         ({"seed": 2**80}, "seed", "≤"),
-        ({"guidance": [1, 1.0000001]}, "models/samplers/steps/guidance", "share the cell id"),
+        ({"guidance": [1, 1.0000001]}, "models/samplers/steps/guidance/guidance_method", "share the cell id"),
         (
             {
                 "models": [{"name": "a__ddim", "adapter": "noise"}, {"name": "a", "adapter": "noise"}],
                 "samplers": ["ddim", {"name": "ddim", "label": "ddim__ddim"}],
             },
-            "models/samplers/steps/guidance",
+            "models/samplers/steps/guidance/guidance_method",
             "share",
         ),
         (

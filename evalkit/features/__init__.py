@@ -9,9 +9,7 @@ package to install. The names below are the ones each module registers (``tests/
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from evalkit.lazy import lazy_exports
 from evalkit.registry import EXTRACTORS
 
 BUILTIN: dict[str, tuple[str, ...]] = {
@@ -32,14 +30,4 @@ _EXPORTS = {  # from evalkit.features.base, which imports torch: loaded on first
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'evalkit.features' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"evalkit.features.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,7 @@ Names are imported on first use, so ``evalkit --help`` does not pay for scipy an
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from evalkit.lazy import lazy_exports
 
 _EXPORTS = {
     "Baseline": "baseline",
@@ -34,8 +33,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'evalkit.gate' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"evalkit.gate.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,6 +14,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from evalkit.errors import ConfigError
+from evalkit.lazy import lazy_exports
 from evalkit.registry import ADAPTERS
 
 if TYPE_CHECKING:
@@ -65,14 +66,4 @@ def build_adapter(adapter: str, *, device: str = "cpu", **options: Any) -> Adapt
 __all__ = ["Adapter", "GeneratedBatch", "GenerationRequest", "available_adapters", "build_adapter"]
 _CONTRACT = ("Adapter", "GeneratedBatch", "GenerationRequest")  # from evalkit.generate.adapter (torch)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _CONTRACT:
-        raise AttributeError(f"module 'evalkit.generate' has no attribute {name!r}")
-    value = getattr(importlib.import_module("evalkit.generate.adapter"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_CONTRACT})
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_CONTRACT, "adapter"))

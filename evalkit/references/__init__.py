@@ -6,8 +6,9 @@ pay for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from evalkit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evalkit.references.cache import (
@@ -56,14 +57,4 @@ __all__ = [
     "save_reference_stats",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'evalkit.references' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"evalkit.references.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

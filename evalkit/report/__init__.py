@@ -12,8 +12,7 @@ Names are imported on first use, so ``evalkit --help`` does not pay for matplotl
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from evalkit.lazy import lazy_exports
 
 _EXPORTS = {
     "load_results": "data",
@@ -38,8 +37,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'evalkit.report' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"evalkit.report.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

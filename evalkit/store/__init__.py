@@ -9,10 +9,10 @@ and load on first use of their names, so ``evalkit --help`` does not pay for pan
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from evalkit.errors import StoreError
+from evalkit.lazy import lazy_exports
 from evalkit.store.files import (
     atomic_write_bytes,
     atomic_write_json,
@@ -62,14 +62,4 @@ __all__ = [
     "tidy_frame",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'evalkit.store' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"evalkit.store.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

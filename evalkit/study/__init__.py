@@ -12,8 +12,7 @@ Names are imported on first use (the gate and the CLI import this package cheapl
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from evalkit.lazy import lazy_exports
 
 _EXPORTS = {
     "compare_cells": "compare",
@@ -27,8 +26,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'evalkit.study' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"evalkit.study.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

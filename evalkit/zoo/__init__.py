@@ -8,8 +8,9 @@ use (:mod:`evalkit.zoo.models` imports torch), so the command's ``--help`` does 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from evalkit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evalkit.zoo.models import (
@@ -23,14 +24,4 @@ if TYPE_CHECKING:
 
 __all__ = ["NULL_CLASS", "MnistNet", "ZooWeightsError", "load_mnist_net", "load_mnist_unet", "model_card"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'evalkit.zoo' has no attribute {name!r}")
-    value = getattr(importlib.import_module("evalkit.zoo.models"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, "models"))

@@ -17,6 +17,7 @@ import torch
 
 from evalkit.generate import guidance as guidance_methods
 from evalkit.generate.adapter import check_finite
+from evalkit.generate.samplers import set_timesteps
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -75,9 +76,11 @@ def sample(
     The denoiser's (guided) output goes to ``scheduler.step`` as it is: the scheduler's ``prediction_type`` says
     what it is. ``generators`` (one per sample) feed the scheduler's per-step noise where it takes any, so
     stochastic samplers stay per-sample deterministic too. Flow-matching schedulers take the model input
-    unscaled (they have no ``scale_model_input``).
+    unscaled (they have no ``scale_model_input``). A scheduler built with ``use_dynamic_shifting`` gets the
+    ``mu`` of ``noise``'s resolution, computed as diffusers' pipelines do
+    (:func:`~evalkit.generate.samplers.set_timesteps`: (H/2)·(W/2) tokens, recorded in the schedule).
     """
-    scheduler.set_timesteps(steps, device=noise.device)
+    set_timesteps(scheduler, steps, noise.shape, device=noise.device)
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     scale = getattr(scheduler, "scale_model_input", None)
     x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching starts at unit noise

@@ -1,33 +1,42 @@
 """Any diffusers ``DiffusionPipeline`` as an evalkit model: text-to-image, class-conditional, unconditional.
 
-Options (suite ``models[].options``): ``path`` (a local folder holding ``model_index.json``, or a hub
-id that is in the Hugging Face cache / reachable online), ``dtype`` (fp32 | fp16 | bf16),
-``negative_prompt``, ``height``/``width``, ``compile`` (torch.compile the denoiser), ``attention``
-(default | sdpa | eager | xformers), ``safety_checker`` (off by default: a checker that blanks images
-would distort every metric), ``null_class`` (class-conditional UNets), ``variant``, ``revision``.
+Options (suite ``models[].options``): ``path`` (a local folder holding ``model_index.json``, or a hub id that
+is in the Hugging Face cache / reachable online), ``dtype`` (fp32 | fp16 | bf16), ``negative_prompt``,
+``height``/``width``, ``compile`` (torch.compile the denoiser), ``attention`` (default | sdpa | eager | xformers),
+``safety_checker`` (off by default: a checker that blanks images would distort every metric), ``null_class``
+(class-conditional models), ``variant``, ``revision``.
 
 Why it is built this way:
 
 * The pipeline is loaded lazily, on the first generation: ``evalkit run --dry-run`` then needs only
   the scheduler config (to count timesteps) and works, with a note, when the weights are absent.
-* Samplers come from evalkit's registry, built on the pipeline's own scheduler config (its training
-  noise schedule), reading the model output as its family (:func:`scheduler_family`) says; a sampler that does
-  not apply to it is refused; ``native`` is the pipeline's own scheduler, its config unchanged.
-* Determinism: one CPU generator per sample, seeded by :mod:`evalkit.generate.seeding`, and the initial latents
-  drawn from them and passed in, so sample i depends on (seed, i) only, never on the batch size.
-* NFE is *counted* on the wrapped ``forward``: ``nfe`` = images carried / batch (= calls × 2 under CFG).
-* Text-to-image pipelines (those whose ``__call__`` takes ``prompt`` and ``latents``) run their own
-  loop. Class-conditional (DiT-style ``class_labels``) and unconditional pipelines run evalkit's shared
-  loop (:func:`evalkit.generate.denoise.sample`): their diffusers loops skip ``init_noise_sigma`` or
-  the per-sample generators, which breaks Euler-type and stochastic samplers.
+* Samplers come from evalkit's registry, built on the pipeline's own scheduler config (its training noise
+  schedule, and for flow matching its shift and resolution-dependent shift), reading the model output as its
+  family (:func:`scheduler_family`) says; a sampler that does not apply to the model, or that the pipeline's
+  loop cannot run (:mod:`evalkit.generate.diffusers_pipelines`), is refused; ``native`` is the pipeline's own.
+* Determinism: one CPU generator per sample, seeded by :mod:`evalkit.generate.seeding`, the initial latents drawn
+  from them and passed in (packed for Flux), and every scheduler step's noise drawn from them too, so sample i
+  depends on (seed, i) only, never on the batch size.
+* NFE is *counted* on the wrapped ``forward``: ``nfe`` = images carried / batch (= calls × 2 under batched CFG).
+* Text-to-image pipelines (those whose ``__call__`` takes ``prompt`` and ``latents``: SD, SDXL, SD3, Flux,
+  PixArt, Sana, LCM, ...) run their own loop. Class-conditional (DiT-style ``class_labels``) and unconditional
+  pipelines run evalkit's shared loop (:func:`evalkit.generate.denoise.sample`), with every guidance method:
+  their diffusers loops skip ``init_noise_sigma`` or the per-sample generators.
+* Guidance (``guidance_method``) in a pipeline's own loop: ``cfg`` (and ``cfg_rescale`` where the pipeline takes
+  ``guidance_rescale``) and ``none`` (scale 1: one conditional call). A guidance-distilled model, whose denoiser
+  takes the scale as an input (FLUX.1-dev's ``guidance_embeds``, a latent consistency model's
+  ``time_cond_proj_dim``), takes ``distilled`` (the scale as the embedding, one call per step) or ``none``;
+  ``cfg`` is refused there rather than mapped: such a model has no trained unconditional prediction, its pipeline
+  runs no CFG, and a cell labelled cfg that costs one call per step would mislead. FluxPipeline's true CFG
+  (``true_cfg_scale`` with a negative prompt, two calls per step) is ``cfg`` on Flux models without the guidance
+  embedding (FLUX.1-schnell-like); ``distilled`` on a model without an embedding is refused. Other methods
+  (``interval``, ``apg``) need evalkit's loop, which text-to-image pipelines do not run: refused.
+* PixArt and Sana generate exactly ``height`` × ``width`` (``use_resolution_binning`` off: binning would resize).
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,14 +47,28 @@ import torch
 from evalkit.errors import ConfigError
 from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched, check_finite
 from evalkit.generate.denoise import sample, to_uint8
-from evalkit.generate.samplers import (
-    check_family,
-    get_sampler,
-    make_scheduler,
-    model_calls_per_sample,
-    schedule_info,
+from evalkit.generate.diffusers_files import config_identity, dtype_kwarg, hub_offline, local_file, read_json
+from evalkit.generate.diffusers_pipelines import (
+    DiffusersError,
+    ForwardCounter,
+    PipelineSpec,
+    build_scheduler,
+    check_pipeline_sampler,
+    count_model_calls,
+    fitting_samplers,
+    guard_scheduler,
+    guidance_kwargs,
+    latent_shape,
+    pipeline_latents,
+    scheduler_family,
+    set_attention,
+    vae_scale,
 )
+from evalkit.generate.guidance import STANDARD_METHODS, check_supported
+from evalkit.generate.samplers import check_family, get_sampler, schedule_info
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
+
+__all__ = ["DiffusersAdapter", "DiffusersError", "ForwardCounter", "scheduler_family"]
 
 DTYPES = {
     "fp32": torch.float32,
@@ -56,70 +79,6 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
 }
 ATTENTION = ("default", "sdpa", "eager", "xformers")
-
-
-class DiffusersError(ConfigError):
-    """A pipeline that cannot be loaded or used as asked; the message says what to do instead."""
-
-
-class ForwardCounter:
-    """Wraps ``module.forward`` (outside any torch.compile) and counts calls and the images they carried."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.calls = self.images = 0
-        inner = module.forward
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            x = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-            self.calls += 1
-            self.images += int(x.shape[0]) if isinstance(x, torch.Tensor) else 0
-            return inner(*args, **kwargs)
-
-        module.forward = forward
-
-    def snapshot(self) -> tuple[int, int]:
-        return self.calls, self.images
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _local_file(path: str, relative: str, revision: str | None = None) -> Path | None:
-    """``relative`` inside a local pipeline folder, or inside the hub cache's copy of hub id ``path``."""
-    folder = Path(path).expanduser()
-    if folder.is_dir():
-        f = folder / relative
-        return f if f.is_file() else None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(path, relative, revision=revision)
-    except Exception:
-        return None
-    return Path(hit) if isinstance(hit, str) else None
-
-
-def _dtype_kwarg() -> str:
-    """diffusers renamed ``torch_dtype`` to ``dtype`` (and warns on the old name); older releases want the old."""
-    try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
-    except ImportError:
-        return "torch_dtype"
-    return "dtype"
-
-
-_PREDICTION_FAMILIES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow_prediction": "flow"}
-
-
-def scheduler_family(config: dict[str, Any]) -> str | None:
-    """A pipeline's model family from its scheduler config: FlowMatch* → flow, EDM* → edm, else by prediction_type."""
-    cls = str(config.get("_class_name", ""))
-    if cls.startswith(("FlowMatch", "EDM")):
-        return "flow" if cls.startswith("FlowMatch") else "edm"
-    return _PREDICTION_FAMILIES.get(config.get("prediction_type", "epsilon"))
 
 
 class DiffusersAdapter(Adapter):
@@ -160,16 +119,27 @@ class DiffusersAdapter(Adapter):
         self.pipeline: Any = None
         self.denoiser: Any = None
         self.counter: ForwardCounter | None = None
+        self.spec: PipelineSpec | None = None  # class, call parameters, denoiser config: from files, then loaded
         self._base: dict[str, Any] | None = None  # the pipeline's own scheduler config (training schedule)
 
     # -- planning without weights ----------------------------------------------------------------
+    def _json(self, relative: str) -> dict[str, Any] | None:
+        return read_json(self.path, relative, self.revision)
+
     def scheduler_config(self) -> dict[str, Any] | None:
         """The pipeline's scheduler config: from the loaded pipeline, else read from disk/cache (no weights)."""
         if self._base is None:
-            f = _local_file(self.path, "scheduler/scheduler_config.json", self.revision)
-            if f is not None:
-                self._base = json.loads(f.read_text())
+            self._base = self._json("scheduler/scheduler_config.json")
         return self._base
+
+    def pipeline_spec(self) -> PipelineSpec | None:
+        """The pipeline's class and denoiser config: from the loaded pipeline, else from its config files."""
+        if self.spec is None:
+            index = self._json("model_index.json") or {}
+            denoiser = self._json("transformer/config.json") or self._json("unet/config.json")
+            if "_class_name" in index and denoiser is not None:
+                self.spec = PipelineSpec.of(str(index["_class_name"]), denoiser)
+        return self.spec
 
     def dry_run_note(self) -> str | None:
         """Why ``expected_model_calls`` is unknown (shown by ``--dry-run``), or None."""
@@ -186,17 +156,21 @@ class DiffusersAdapter(Adapter):
         return None if base is None else scheduler_family(base)
 
     def check_sampler(self, sampler: str) -> None:
+        """Refuse a sampler of another model family, or one the pipeline's own loop cannot run."""
         try:
             check_family(sampler, self.family, repr(self.path))
         except ConfigError as e:
             raise DiffusersError(str(e)) from None
+        base, spec = self.scheduler_config(), self.pipeline_spec()
+        if base is not None and self.family is not None and spec is not None:
+            check_pipeline_sampler(sampler, base, self.family, spec.name, repr(self.path))
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int | None:
         base = self.scheduler_config()
         if base is None:
             return None
         self.check_sampler(sampler)
-        return model_calls_per_sample(sampler, steps, base, options, family=self.family)
+        return count_model_calls(sampler, steps, base, options, self.family)
 
     # -- loading ---------------------------------------------------------------------------------
     def load(self) -> Any:
@@ -206,14 +180,14 @@ class DiffusersAdapter(Adapter):
         from diffusers import DiffusionPipeline
 
         folder = Path(self.path).expanduser()
-        offline = _hub_offline()
-        if not folder.is_dir() and offline and _local_file(self.path, "model_index.json", self.revision) is None:
+        offline = hub_offline()
+        if not folder.is_dir() and offline and local_file(self.path, "model_index.json", self.revision) is None:
             raise DiffusersError(
                 f"diffusers model {self.path!r}: no such local folder, and as a hub id it is not in the Hugging "
                 "Face cache while the hub is offline (HF_HUB_OFFLINE=1). Download it where there is internet "
                 f"(`hf download {self.path}`) or set options.path to a local folder holding model_index.json"
             )
-        kwargs: dict[str, Any] = {_dtype_kwarg(): self.dtype, "local_files_only": offline}
+        kwargs: dict[str, Any] = {dtype_kwarg(): self.dtype, "local_files_only": offline}
         if self.variant:
             kwargs["variant"] = self.variant
         if self.revision:
@@ -234,13 +208,16 @@ class DiffusersAdapter(Adapter):
         self.denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
         if self.denoiser is None:
             raise DiffusersError(f"pipeline {type(pipe).__name__} has neither a 'unet' nor a 'transformer'")
-        self._set_attention(pipe)
+        # diffusers 0.42 leaves SD3's transformer in fp32 when loaded without accelerate: cast it as asked
+        if self.denoiser.dtype != self.dtype and getattr(self.denoiser, "_keep_in_fp32_modules", None) is None:
+            self.denoiser.to(self.dtype)
+        set_attention(pipe, self.denoiser, self.attention)
         if self.compile:
             self.denoiser.forward = torch.compile(self.denoiser.forward)
         self.counter = ForwardCounter(self.denoiser)  # outermost, so compiled calls are counted too
         params = inspect.signature(pipe.__call__).parameters
+        self.spec = PipelineSpec(type(pipe).__name__, frozenset(params), dict(self.denoiser.config))
         self.text = "prompt" in params and "latents" in params
-        self.accepts_negative = "negative_prompt" in params
         cfg = self.denoiser.config
         self.class_null = self.null_class
         if self.class_null is None:
@@ -249,21 +226,8 @@ class DiffusersAdapter(Adapter):
         self.pipeline = pipe
         return pipe
 
-    def _set_attention(self, pipe: Any) -> None:
-        if self.attention == "xformers":
-            pipe.enable_xformers_memory_efficient_attention()
-        elif self.attention in ("sdpa", "eager"):
-            from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-            if hasattr(self.denoiser, "set_attn_processor"):
-                self.denoiser.set_attn_processor(AttnProcessor2_0() if self.attention == "sdpa" else AttnProcessor())
-
     def _latent_shape(self) -> tuple[int, int, int]:
-        cfg, pipe = self.denoiser.config, self.pipeline
-        size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
-        scale = getattr(pipe, "vae_scale_factor", 1) if getattr(pipe, "vae", None) is not None else 1
-        h, w = (self.height or size * scale), (self.width or size * scale)
-        return int(cfg.in_channels), int(h) // scale, int(w) // scale
+        return latent_shape(self.pipeline, self.denoiser, self.height, self.width)
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -276,71 +240,91 @@ class DiffusersAdapter(Adapter):
             "negative_prompt": self.negative_prompt,
             "safety_checker": self.safety_checker,
         }
-        folder = Path(self.path).expanduser()
-        cfg_file = _local_file(self.path, "model_index.json", self.revision)
-        if cfg_file is not None:
-            root = folder if folder.is_dir() else cfg_file.parent
-            if not folder.is_dir():
-                out["revision"] = root.name  # the hub cache's snapshot folder is the commit hash
-            configs = sorted(root.rglob("*.json"))
-            h = hashlib.sha256()
-            for f in configs:
-                h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
-            out["config_sha256"] = h.hexdigest()
+        out.update(config_identity(self.path, self.revision))
         if self.pipeline is not None:
             c, h_, w = self._latent_shape()
+            mode = "text-to-image" if self.text else "class-conditional" if self.class_conditional else "unconditional"
             out.update(
                 pipeline=type(self.pipeline).__name__,
                 base_scheduler=self._base["_class_name"],
-                mode="text-to-image"
-                if self.text
-                else "class-conditional"
-                if self.class_conditional
-                else "unconditional",
+                mode=mode,
                 latent_shape=[c, h_, w],
+                guidance_embedding=self.spec.embedding,
                 parameters=sum(p.numel() for p in self.denoiser.parameters()),
             )
         return out
 
     # -- generation ------------------------------------------------------------------------------
-    def _scheduler(self, request: GenerationRequest, first_index: int) -> Any:
+    def _scheduler(self, request: GenerationRequest, first_index: int, gens: list[torch.Generator]) -> Any:
         options = dict(request.sampler_options)
         if not get_sampler(request.sampler).batch_invariant:
             options.setdefault("noise_sampler_seed", sample_seed(request.seed, first_index) % (2**31))
-        return make_scheduler(request.sampler, self._base, options, family=self.family)
+        scheduler = build_scheduler(request.sampler, self._base, options, self.family)
+
+        def refuse(args: list[str]) -> DiffusersError:
+            fit = fitting_samplers(self._base, self.family, self.spec.name, args) if self.family else "native"
+            return DiffusersError(
+                f"sampler {request.sampler} ({type(scheduler).__name__}) cannot run in {self.spec.name}: the "
+                f"pipeline sets the schedule with set_timesteps({', '.join(args)}=...), which it does not take; "
+                f"samplers that do: {fit}"
+            )
+
+        return guard_scheduler(scheduler, gens, refuse)
+
+    def _check_guidance(self, request: GenerationRequest, spec: PipelineSpec | None) -> dict[str, Any]:
+        """The pipeline keywords for the request's guidance (text-to-image), or the loop's checks; refusals are
+        raised before loading where the config files tell enough."""
+        method, model = request.guidance_method, repr(self.path)
+        text = self.text if self.pipeline is not None else spec is not None and {"prompt", "latents"} <= spec.params
+        if spec is not None and text:
+            return guidance_kwargs(
+                spec, method, request.guidance, request.guidance_options, self.negative_prompt, model
+            )
+        name = spec.name if spec is not None else "pipeline"
+        try:  # evalkit's own loop: every method but distilled (no guidance embedding there)
+            check_supported(method, STANDARD_METHODS, f"{model} ({name})")
+        except ConfigError as e:
+            raise DiffusersError(str(e)) from None
+        return {}
 
     def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:
         self.check_sampler(request.sampler)  # before loading: fail in seconds, not after loading gigabytes
-        if request.guidance_method != "cfg":  # the pipelines' own loops guide with cfg (issue 17: methods there)
-            raise DiffusersError(f"guidance_method {request.guidance_method!r}: the diffusers adapter supports cfg")
+        if self.pipeline_spec() is not None:  # the config files tell the pipeline and its guidance embedding
+            self._check_guidance(request, self.spec)
         self.load()
         self.check_sampler(request.sampler)  # again, on the loaded scheduler's config (a hub id may have had none)
-        run = self._text_batch if self.text else self._loop_batch
-        if self.text:
-            if request.prompts is None:
-                raise DiffusersError(f"{type(self.pipeline).__name__} is text-to-image: set conditions.prompts")
-            if request.guidance < 1:
-                raise DiffusersError(
-                    f"{type(self.pipeline).__name__} applies guidance only above 1 (1 = off); "
-                    f"got guidance {request.guidance:g}"
-                )
-        elif self.class_conditional and request.labels is None:
-            raise DiffusersError(f"{type(self.pipeline).__name__} is class-conditional: set conditions.classes")
-        elif not self.class_conditional and request.guidance != 1.0:
-            raise DiffusersError(f"{type(self.pipeline).__name__} is unconditional: guidance must be 1")
+        guidance = self._check_guidance(request, self.spec)
+        if self.text and request.prompts is None:
+            raise DiffusersError(f"{self.spec.name} is text-to-image: set conditions.prompts")
+        if not self.text and self.class_conditional and request.labels is None:
+            raise DiffusersError(f"{self.spec.name} is class-conditional: set conditions.classes")
+        if not self.text and not self.class_conditional and request.guidance != 1.0:
+            raise DiffusersError(f"{self.spec.name} is unconditional: guidance must be 1")
         for sl in batched(request.indices, request.batch_size):
             idx = request.indices[sl]
             gens = sample_generators(request.seed, idx)
             noise = initial_noise(gens, self._latent_shape()).to(self.device, self.dtype)
             calls0, images0 = self.counter.snapshot()
-            scheduler = self._scheduler(request, int(idx[0]))
-            images = run(request, sl, gens, noise, scheduler)
+            scheduler = self._scheduler(request, int(idx[0]), gens)
+            if self.text:
+                images = self._text_batch(request, sl, gens, noise, scheduler, guidance)
+            else:
+                images = self._loop_batch(request, sl, gens, noise, scheduler)
             calls, carried = self.counter.calls - calls0, self.counter.images - images0
             schedule = schedule_info(request.sampler, scheduler, request.sampler_options)
+            mu = getattr(scheduler, "evalkit_pipeline_mu", None)  # the shift the pipeline's own loop computed
+            if mu is not None and "dynamic_shift" not in schedule:
+                schedule["dynamic_shift"] = {"mu": mu, "computed_by": self.spec.name}
             yield GeneratedBatch(images, np.asarray(idx), calls, round(carried / len(idx)) if calls else 0, schedule)
 
     def _text_batch(
-        self, request: GenerationRequest, sl: slice, gens: list[torch.Generator], noise: torch.Tensor, scheduler: Any
+        self,
+        request: GenerationRequest,
+        sl: slice,
+        gens: list[torch.Generator],
+        noise: torch.Tensor,
+        scheduler: Any,
+        guidance: dict[str, Any],
     ) -> torch.Tensor:
         pipe = self.pipeline
         pipe.scheduler = scheduler
@@ -348,24 +332,22 @@ class DiffusersAdapter(Adapter):
         kwargs: dict[str, Any] = {
             "prompt": prompts,
             "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance,
             "generator": gens,
-            "latents": noise,
+            "latents": pipeline_latents(pipe, noise),
             "output_type": "np",
-            "height": noise.shape[-2] * self._scale(),
-            "width": noise.shape[-1] * self._scale(),
+            "height": noise.shape[-2] * vae_scale(pipe),
+            "width": noise.shape[-1] * vae_scale(pipe),
+            **guidance,
         }
-        if self.negative_prompt is not None and self.accepts_negative:
-            kwargs["negative_prompt"] = [self.negative_prompt] * len(prompts)
+        if "negative_prompt" in kwargs:
+            kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(prompts)
+        if "use_resolution_binning" in self.spec.params:
+            kwargs["use_resolution_binning"] = False  # exactly height × width, not the nearest trained aspect bin
         out = pipe(**kwargs).images
         arr = torch.from_numpy(np.asarray(out, dtype=np.float32)).permute(0, 3, 1, 2)
         check_finite(arr, request.indices[sl])  # before the clamp, which would make NaN black
         img = (arr.clamp(0, 1) * 255).round().to(torch.uint8)
         return img.repeat(1, 3, 1, 1) if img.shape[1] == 1 else img
-
-    def _scale(self) -> int:
-        pipe = self.pipeline
-        return getattr(pipe, "vae_scale_factor", 1) if getattr(pipe, "vae", None) is not None else 1
 
     @torch.inference_mode()
     def _loop_batch(
@@ -380,14 +362,24 @@ class DiffusersAdapter(Adapter):
             return out[:, : x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out  # drop a learned variance
 
         labels = uncond = None
+        method = request.guidance_method
         if self.class_conditional:
             labels = torch.as_tensor(request.labels[sl], dtype=torch.long, device=self.device)
-            if request.guidance != 1.0:
+            if method != "none" and (request.guidance != 1.0 or method == "apg"):
                 if self.class_null is None:
                     raise DiffusersError("classifier-free guidance needs the null class: set options.null_class")
                 uncond = torch.full_like(labels, int(self.class_null))
         x = sample(
-            eps, scheduler, noise, request.steps, cond=labels, uncond=uncond, guidance=request.guidance, generators=gens
+            eps,
+            scheduler,
+            noise,
+            request.steps,
+            cond=labels,
+            uncond=uncond,
+            guidance=request.guidance,
+            generators=gens,
+            guidance_method=method,
+            guidance_options=request.guidance_options,
         )
         vae = getattr(self.pipeline, "vae", None)
         if vae is not None:

@@ -16,6 +16,10 @@ the batch it is in. The names and option defaults are :data:`evalkit.suite.guida
   ε̂ = ε_u + w·(d_⊥ + η·d_∥). η = 1, r = 0 (off), β = 0 is cfg. Applied to the model's output as diffusers does
   (the paper applies it to the denoised x₀; the formula is the same).
 - ``none``: ε̂ = ε_c, one conditional call (guidance off, whatever w).
+- ``distilled`` (guidance-distilled models, FLUX.1-dev style): the model takes w as an input (a guidance
+  embedding) and was trained to produce the guided prediction itself, so ε̂ = ε_c(x; w) from one conditional call,
+  no unconditional batch. The adapter feeds w to the model; one whose model has no guidance embedding refuses the
+  method (:func:`check_supported`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Any
 import torch
 
 from evalkit.errors import ConfigError
-from evalkit.suite.guidance import DEFAULT, METHODS
+from evalkit.suite.guidance import DEFAULT, METHODS, STANDARD_METHODS, check_supported
+
+__all__ = ["STANDARD_METHODS", "check_supported"]  # re-exported: their home is torch-free (planning uses them)
 
 
 def _dims(x: torch.Tensor) -> list[int]:
@@ -83,8 +89,9 @@ def options_of(method: str, options: dict[str, Any] | None) -> dict[str, float]:
 
 
 def needs_uncond(method: str, w: float, options: dict[str, Any] | None = None, sigma: float | None = None) -> bool:
-    """Does this step need the unconditional prediction (a doubled batch), or is ε_c alone the answer?"""
-    if method == "none":
+    """Does this step need the unconditional prediction (a doubled batch), or is ε_c alone the answer?
+    ``none`` and ``distilled`` never do (distilled: the model was given w and guides itself)."""
+    if method in ("none", "distilled"):
         return False
     if method == "apg":
         return True  # even at w = 1: ε_u + d_⊥ + η·d_∥ is ε_c only for η = 1 without clipping
@@ -114,18 +121,24 @@ def combine(
         return cfg_rescale(eps_c, eps_u, w, opts["phi"])
     if method == "apg":
         return apg(eps_c, eps_u, w, opts["eta"], opts["norm_threshold"], opts["momentum"], state)
-    return eps_c  # none
+    return eps_c  # none, distilled: the conditional prediction is the answer
 
 
 def sigma_at(scheduler: Any, t: Any) -> float:
     """The step's noise-to-signal ratio σ (EDM's σ, the units of ``interval``'s bounds) at timestep ``t``.
 
     VP (DDPM-family) schedules: σ = √((1 − ᾱ_t)/ᾱ_t), linearly interpolated for fractional ``t`` (as diffusers'
-    Euler schedulers interpolate σ). Flow matching (x_t = (1 − s)·x₀ + s·ε, t = s·num_train_timesteps):
-    σ = s/(1 − s)."""
+    Euler schedulers interpolate σ). Flow matching (x_t = (1 − s)·x₀ + s·ε, t = s·num_train_timesteps; also
+    DPM-Solver/UniPC with ``use_flow_sigmas``):
+    σ = s/(1 − s). EDM and consistency-model schedulers (``sigma_data`` in their config) keep σ itself, their
+    timesteps being c_noise(σ): the σ at ``t`` in their schedule."""
     t = float(t)
+    config = getattr(scheduler, "config", None) or {}
+    if config.get("sigma_data") is not None and getattr(scheduler, "sigmas", None) is not None:
+        timesteps = torch.as_tensor(scheduler.timesteps).detach().cpu().double()
+        return float(scheduler.sigmas[int((timesteps - t).abs().argmin())])
     alphas = getattr(scheduler, "alphas_cumprod", None)
-    if alphas is not None:
+    if alphas is not None and not config.get("use_flow_sigmas"):  # DPM-Solver/UniPC on flow sigmas keep betas too
         sigmas = ((1 - alphas) / alphas).sqrt().double()
         lo = min(max(math.floor(t), 0), len(sigmas) - 1)
         hi = min(lo + 1, len(sigmas) - 1)

@@ -2,7 +2,7 @@
 built and no torch or diffusers imported, so ``evalkit run SUITE --dry-run`` answers in well under a second.
 
 The numbers are those the adapters' own ``expected_model_calls`` give (``tests/test_startup.py`` compares the
-two on the smoke suite): the zoo UNet walks its training schedule (:data:`evalkit.zoo.schedule.NOISE_SCHEDULE`)
+two on the smoke suite): the zoo UNets walk their training schedules (:mod:`evalkit.zoo.schedule`)
 with the sampler's declared rule (:func:`evalkit.generate.samplers.declared_model_calls`); the noise floor makes
 no model call. Anything else, or a case a declaration does not cover, is None: build the adapter and ask it.
 """
@@ -13,29 +13,60 @@ from typing import Any
 
 from evalkit.errors import ConfigError
 from evalkit.generate.samplers import check_family, declared_model_calls
-from evalkit.zoo.schedule import NOISE_SCHEDULE
+from evalkit.suite.guidance import STANDARD_METHODS, check_supported
+from evalkit.zoo.schedule import FLOW_SCHEDULE, NOISE_SCHEDULE
 
 _ZOO_WEIGHTS = ("trained", "untrained")
-ZOO_FAMILY = "eps"  # :attr:`evalkit.generate.zoo_adapter.ZooMnistAdapter.family` (tests check they agree)
+# the zoo's diffusion models by their ``model`` option: the family of their output and the schedule they were
+# trained on (:attr:`evalkit.generate.zoo_adapter.ZooMnistAdapter.family`; tests check they agree)
+ZOO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mnist-unet": ("eps", NOISE_SCHEDULE),
+    "mnist-flow": ("flow", FLOW_SCHEDULE),
+}
+ZOO_DEFAULT_MODEL = "mnist-unet"
 
 
-def model_family(adapter: str) -> str | None:
-    """The family of a built-in adapter's model where it is known without building it (the zoo's); None where only
-    the built adapter can tell (diffusers: from the pipeline's scheduler config) or there is no model (noise)."""
-    return ZOO_FAMILY if adapter == "zoo" else None
+def model_family(adapter: str, options: dict[str, Any] | None = None) -> str | None:
+    """The family of a built-in adapter's model where it is known without building it (the zoo's, by its ``model``
+    option); None where only the built adapter can tell (diffusers: from the pipeline's scheduler config), there is
+    no model (noise), or the option names no zoo model (the adapter refuses it)."""
+    if adapter != "zoo":
+        return None
+    known = ZOO_MODELS.get(str((options or {}).get("model", ZOO_DEFAULT_MODEL)))
+    return known[0] if known else None
 
 
-def family_problems(pairs: list[tuple[str, str, str]]) -> list[str]:
-    """For each (model name, adapter, sampler) of a suite, the refusal of a sampler that does not apply to the
-    model's family (:func:`evalkit.generate.samplers.check_family`), where the family is known without building
-    the model."""
+def family_problems(pairs: list[tuple[str, str, dict[str, Any], str]]) -> list[str]:
+    """For each (model name, adapter, adapter options, sampler) of a suite, the refusal of a sampler that does not
+    apply to the model's family (:func:`evalkit.generate.samplers.check_family`), where the family is known without
+    building the model."""
     problems = []
-    for model, adapter, sampler in dict.fromkeys(pairs):
+    seen = set()
+    for model, adapter, options, sampler in pairs:
+        family = model_family(adapter, options)
+        if (model, family, sampler) in seen:
+            continue
+        seen.add((model, family, sampler))
         try:
-            check_family(sampler, model_family(adapter), model)
+            check_family(sampler, family, model)
         except ConfigError as e:
             problems.append(str(e))
     return problems
+
+
+def guidance_problems(pairs: list[tuple[str, str, dict[str, Any], str]]) -> list[str]:
+    """For each (model name, adapter, adapter options, guidance method) of a suite, the refusal of a method the
+    built-in model cannot take (:func:`evalkit.suite.guidance.check_supported`): the zoo models have no guidance
+    embedding, so ``distilled`` would leave the scale unused."""
+    problems = []
+    for model, adapter, options, method in pairs:
+        if adapter != "zoo" or model_family(adapter, options) is None:
+            continue
+        try:
+            check_supported(method, STANDARD_METHODS, model)
+        except ConfigError as e:
+            problems.append(str(e))
+    return list(dict.fromkeys(problems))
 
 
 def planned_model_calls(
@@ -45,7 +76,10 @@ def planned_model_calls(
     ``steps``; None where only the built adapter can tell."""
     if adapter == "noise":
         return 0  # NoiseAdapter: pixels from the generators, no model
-    if adapter == "zoo" and set(options) <= {"weights"} and options.get("weights", "trained") in _ZOO_WEIGHTS:
-        trained_on = int(NOISE_SCHEDULE["num_train_timesteps"])
-        return declared_model_calls(sampler, steps, sampler_options, num_train_timesteps=trained_on)
-    return None
+    if adapter != "zoo" or not set(options) <= {"weights", "model"}:
+        return None
+    known = ZOO_MODELS.get(str(options.get("model", ZOO_DEFAULT_MODEL)))
+    if known is None or options.get("weights", "trained") not in _ZOO_WEIGHTS:
+        return None
+    trained_on = int(known[1]["num_train_timesteps"])
+    return declared_model_calls(sampler, steps, sampler_options, num_train_timesteps=trained_on)

@@ -2,7 +2,9 @@
 
 A *sampler* is a scheduler class with fixed options. The model's own training noise schedule
 (``num_train_timesteps``, betas, ``prediction_type``) comes from the adapter; the sampler only
-decides how to walk it. Schedulers stay apart from models, as in diffusers.
+decides how to walk it. Schedulers stay apart from models, as in diffusers. The sampler definitions and the
+built-ins are in :mod:`evalkit.generate.sampler_defs` (re-exported here); this module builds their schedulers,
+sets their timesteps (with a resolution-dependent shift where asked), records the schedule and counts model calls.
 """
 
 from __future__ import annotations
@@ -10,123 +12,37 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from typing import Any
 
 from evalkit.errors import ConfigError
+from evalkit.generate.sampler_defs import (
+    FAMILIES,
+    NATIVE,
+    SPACINGS,
+    SamplerDef,
+    one_call_per_step,
+    plms_calls,
+    register_sampler,
+    step_option_names,
+    two_calls_per_step_but_the_last,
+)
 from evalkit.registry import SAMPLERS
-from evalkit.suite.options import OptionError, check_names, check_values, keyword_parameters
+from evalkit.suite.options import keyword_parameters
 
-# diffusers' timestep spacings (``timestep_spacing``): where a few steps start, see the README's "Timing and
-# sampler settings" (Lin et al. 2024: leading skips the high-noise end; trailing starts at the last train step)
-SPACINGS = ("leading", "linspace", "trailing")
+__all__ = [  # the definitions live in sampler_defs; re-exported here, their public home
+    "FAMILIES",
+    "NATIVE",
+    "SPACINGS",
+    "SamplerDef",
+    "one_call_per_step",
+    "plms_calls",
+    "register_sampler",
+    "two_calls_per_step_but_the_last",
+]
+
 # per-batch plumbing the adapters add to a sampler's options, not a setting of the sampler
 _PLUMBING = ("noise_sampler_seed",)
-
-# ``step()`` parameters that are not options: evalkit passes the generators; the rest are tensors or plumbing.
-_NOT_STEP_OPTIONS = ("model_output", "timestep", "sample", "generator", "variance_noise", "return_dict")
-
-# What a model's output is, by family: the scheduler ``prediction_type`` it is read as (None: the scheduler's own
-# convention; EDM schedulers precondition the raw network output F of Karras et al. 2022 themselves)
-FAMILIES: dict[str, str | None] = {
-    "eps": "epsilon",  # noise ε
-    "v": "v_prediction",  # velocity v = α·ε − σ·x₀ (Salimans & Ho 2022)
-    "flow": "flow_prediction",  # flow-matching velocity dx/dt = ε − x₀ (rectified flow)
-    "edm": None,  # EDM-preconditioned network output (the scheduler applies c_skip, c_out)
-    "x0": "sample",  # the clean image x₀
-}
-NATIVE = "native"  # the model's own scheduler, its config unchanged: applies to every family
-
-
-@dataclass(frozen=True)
-class SamplerDef:
-    name: str
-    scheduler: str  # diffusers class name
-    options: dict[str, Any] = field(default_factory=dict)
-    stochastic: bool = False  # draws fresh noise at every step
-    batch_invariant: bool = True  # per-sample noise only; False where the library seeds per batch
-    requires: tuple[str, ...] = ()  # extra modules the scheduler imports
-    description: str = ""
-    # Model calls per sample as a function of steps, declared so that a plan (``--dry-run``) need not import
-    # diffusers (see :func:`declared_model_calls`); None: only the scheduler can tell (``model_calls_per_sample``)
-    model_calls: Callable[[int], int] | None = None
-    families: tuple[str, ...] = ("eps", "v")  # the model families (:data:`FAMILIES`) whose output it can step on
-
-    def scheduler_class(self) -> type:
-        if self.name == NATIVE:
-            raise ConfigError("sampler 'native' is the model's own scheduler: its class is known only from the model")
-        import diffusers  # here, not at import: `evalkit list` and suite validation load no diffusers/torch
-
-        cls = getattr(diffusers, self.scheduler, None)
-        if not isinstance(cls, type):
-            raise ConfigError(f"sampler {self.name!r}: diffusers has no scheduler class {self.scheduler!r}")
-        return cls
-
-    def option_parameters(self) -> dict[str, inspect.Parameter] | None:
-        """What a suite's ``samplers[].options`` may set: the scheduler's ``__init__`` parameters (its config
-        keys) and the options its ``step()`` takes (DDIM's ``eta``, Euler's ``s_churn``, ...). None for a
-        scheduler whose ``__init__`` takes ``**kwargs`` or for ``native`` (the model's own, unknown before it is
-        built): its options cannot be listed, so they are not checked."""
-        if self.name == NATIVE:
-            return None
-        return _option_parameters(self.scheduler_class())
-
-    def option_names(self) -> list[str]:
-        return sorted(self.option_parameters() or {})
-
-    def check_options(self, options: dict[str, Any]) -> None:
-        """Refuse (:class:`~evalkit.suite.options.OptionError`) an option the scheduler does not take, with a
-        did-you-mean, or a value whose type differs from the parameter's default (``eta: abc``)."""
-        if not options:
-            return
-        params = self.option_parameters()
-        if params is None:
-            return
-        owner = f"sampler {self.name} ({self.scheduler})"
-        check_names(options, params, owner)
-        check_values(options, params, owner)
-        spacing = options.get("timestep_spacing")
-        if spacing is not None and spacing not in SPACINGS:
-            raise OptionError(
-                "timestep_spacing",
-                f"option 'timestep_spacing' for {owner}: expected one of {', '.join(SPACINGS)}; got {spacing!r}",
-            )
-
-
-@functools.cache
-def _option_parameters(cls: type) -> dict[str, inspect.Parameter] | None:
-    init = keyword_parameters(cls.__init__)
-    if init is None:
-        return None
-    step = keyword_parameters(cls.step, exclude=_NOT_STEP_OPTIONS) or {}
-    step = {k: p for k, p in step.items() if p.default is not inspect.Parameter.empty}
-    return {**step, **init}
-
-
-def _step_option_names(cls: type) -> set[str]:
-    return set(_option_parameters(cls) or {}) - set(keyword_parameters(cls.__init__) or {})
-
-
-def one_call_per_step(steps: int) -> int:
-    return steps
-
-
-def two_calls_per_step_but_the_last(steps: int) -> int:
-    """Heun-type second-order steps: a second model call in every step but the last (k-diffusion's convention)."""
-    return 2 * steps - 1
-
-
-def plms_calls(steps: int) -> int:
-    """PLMS (PNDM with ``skip_prk_steps``): one call more than steps, for its second-order warm-up step; 1 at 1."""
-    return steps + 1 if steps > 1 else 1
-
-
-def register_sampler(defn: SamplerDef) -> SamplerDef:
-    unknown = [f for f in defn.families if f not in FAMILIES]
-    if unknown:
-        raise ConfigError(f"sampler {defn.name!r}: unknown model families {unknown}; known: {', '.join(FAMILIES)}")
-    return SAMPLERS.register(defn.name, defn)
 
 
 def applies_to(name: str, family: str) -> bool:
@@ -145,107 +61,6 @@ def check_family(name: str, family: str | None, model: str) -> None:
         return
     fit = ", ".join(samplers_for(family))
     raise ConfigError(f"sampler {name} does not apply to model {model} (family {family}); samplers that do: {fit}")
-
-
-# The built-ins' declared model calls per sample (checked against diffusers for 1-50 steps by
-# tests/generate/test_samplers.py); one per step unless listed
-_CALLS: dict[str, Callable[[int], int]] = {
-    "heun": two_calls_per_step_but_the_last,
-    "dpm2": two_calls_per_step_but_the_last,
-    "dpmpp_sde": two_calls_per_step_but_the_last,
-    "pndm": plms_calls,
-}
-
-for _d in [
-    SamplerDef("ddpm", "DDPMScheduler", stochastic=True, description="ancestral DDPM (Ho et al. 2020)"),
-    SamplerDef("ddim", "DDIMScheduler", {"eta": 0.0}, description="deterministic DDIM, eta=0"),
-    SamplerDef(
-        "pndm", "PNDMScheduler", {"skip_prk_steps": True}, description="PLMS (PNDM without Runge-Kutta warm-up)"
-    ),
-    SamplerDef("lms", "LMSDiscreteScheduler", description="linear multistep (k-diffusion lms)"),
-    SamplerDef("euler", "EulerDiscreteScheduler", description="Euler (Karras et al. 2022, Alg. 1 without churn)"),
-    SamplerDef("euler_a", "EulerAncestralDiscreteScheduler", stochastic=True, description="Euler ancestral"),
-    SamplerDef("heun", "HeunDiscreteScheduler", description="Heun 2nd order: two model calls per step but the last"),
-    SamplerDef("dpm2", "KDPM2DiscreteScheduler", description="DPM-Solver-2 (k-diffusion dpm_2)"),
-    SamplerDef(
-        "dpmpp_2m",
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "dpmsolver++", "solver_order": 2},
-        description="DPM-Solver++(2M)",
-    ),
-    SamplerDef(
-        "dpmpp_2m_karras",
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-        description="DPM-Solver++(2M) with Karras sigmas",
-    ),
-    SamplerDef(
-        "dpmpp_sde",
-        "DPMSolverSDEScheduler",
-        stochastic=True,
-        batch_invariant=False,
-        requires=("torchsde",),
-        description="DPM-Solver++ SDE (Brownian tree seeded per batch by diffusers)",
-    ),
-    SamplerDef("unipc", "UniPCMultistepScheduler", description="UniPC multistep (bh2)"),
-    SamplerDef("deis", "DEISMultistepScheduler", description="DEIS multistep, order 2"),
-]:
-    register_sampler(replace(_d, model_calls=_CALLS.get(_d.name, one_call_per_step)))
-
-# samplers by family (issue 17); every calls rule is checked against diffusers for 1-50 steps by
-# tests/generate/test_sampler_families.py
-_FLOW_SOLVER = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
-for _d in [
-    SamplerDef("flow_euler", "FlowMatchEulerDiscreteScheduler", description="flow-matching Euler (SD3, Flux)"),
-    SamplerDef(
-        "flow_heun",
-        "FlowMatchHeunDiscreteScheduler",
-        model_calls=two_calls_per_step_but_the_last,
-        description="flow-matching Heun: two model calls per step but the last",
-    ),
-    SamplerDef(
-        "flow_euler_sde",
-        "FlowMatchEulerDiscreteScheduler",
-        {"stochastic_sampling": True},
-        stochastic=True,
-        description="flow-matching Euler, stochastic: re-noises x0 to the next sigma at every step",
-    ),
-    SamplerDef(
-        "flow_dpmpp_2m",
-        "DPMSolverMultistepScheduler",
-        {**_FLOW_SOLVER, "algorithm_type": "dpmsolver++", "solver_order": 2},
-        description="DPM-Solver++(2M) on flow sigmas",
-    ),
-    SamplerDef("flow_unipc", "UniPCMultistepScheduler", dict(_FLOW_SOLVER), description="UniPC (bh2) on flow sigmas"),
-    SamplerDef(
-        "flow_lcm", "FlowMatchLCMScheduler", stochastic=True, description="flow-matching LCM (few-step distilled)"
-    ),
-]:
-    register_sampler(replace(_d, families=("flow",), model_calls=_d.model_calls or one_call_per_step))
-for _d in [
-    SamplerDef("lcm", "LCMScheduler", stochastic=True, description="latent consistency model (few-step distilled)"),
-    SamplerDef("tcd", "TCDScheduler", stochastic=True, description="trajectory consistency distillation (gamma 0.3)"),
-    SamplerDef(
-        "dpmpp_3m_sde",
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
-        stochastic=True,
-        description="DPM-Solver++(3M) SDE",
-    ),
-    SamplerDef("sa_solver", "SASolverScheduler", stochastic=True, description="SA-Solver (stochastic Adams)"),
-    replace(
-        SamplerDef("edm_euler", "EDMEulerScheduler", description="EDM Euler (Karras et al. 2022)"), families=("edm",)
-    ),
-    replace(
-        SamplerDef("edm_dpmpp_2m", "EDMDPMSolverMultistepScheduler", description="DPM-Solver++(2M) on EDM sigmas"),
-        families=("edm",),
-    ),
-    replace(
-        SamplerDef(NATIVE, "(the model's own)", description="the model's own scheduler, its config unchanged"),
-        families=tuple(FAMILIES),
-    ),
-]:
-    register_sampler(replace(_d, model_calls=None if _d.name == NATIVE else one_call_per_step))
 
 
 def available_samplers() -> list[str]:
@@ -277,7 +92,7 @@ def make_scheduler(
     prediction = FAMILIES.get(family) if family is not None and name != NATIVE else None
     if prediction is not None and "prediction_type" in (keyword_parameters(cls.__init__) or {}):
         merged.setdefault("prediction_type", prediction)
-    step_names = _step_option_names(cls)
+    step_names = step_option_names(cls)
     scheduler = cls.from_config(config, **{k: v for k, v in merged.items() if k not in step_names})
     step_options = {k: v for k, v in merged.items() if k in step_names}
     if step_options:
@@ -324,6 +139,7 @@ def schedule_info(name: str, scheduler: Any, options: dict[str, Any] | None = No
         abar = torch.as_tensor(scheduler.alphas_cumprod).detach().cpu().double()[timesteps.long()]
         sigmas, source = ((1 - abar) / abar).sqrt(), "alphas_cumprod"
     overrides = {**get_sampler(name).options, **(options or {})}
+    shift = getattr(scheduler, _SHIFT_ATTR, None)
     return {
         "scheduler": type(scheduler).__name__,
         "timestep_spacing": scheduler.config.get("timestep_spacing"),
@@ -331,7 +147,57 @@ def schedule_info(name: str, scheduler: Any, options: dict[str, Any] | None = No
         "timesteps": timesteps.tolist(),
         "sigmas": None if sigmas is None else torch.as_tensor(sigmas).detach().cpu().double().tolist(),
         "sigmas_from": None if sigmas is None else source,
+        **({"dynamic_shift": dict(shift)} if shift else {}),
     }
+
+
+# calculate_shift's parameters where a scheduler config has none (DPMSolverMultistep and UniPC keep no base/max
+# shift): the defaults diffusers' Flux and SD3 pipelines read them with
+_SHIFT_DEFAULTS = {"base_image_seq_len": 256, "max_image_seq_len": 4096, "base_shift": 0.5, "max_shift": 1.15}
+_SHIFT_ATTR = "_evalkit_dynamic_shift"  # set by :func:`set_timesteps`, read by :func:`schedule_info`
+
+
+def image_seq_len(height: int, width: int) -> int:
+    """The sequence length a resolution-dependent shift is computed from: the sampled tensor in 2×2 patches,
+    (h // 2)·(w // 2), as Flux and SD3 patchify their latents (a 1024² image, 128² latents: 4096). evalkit's loop
+    counts what it samples: latents for a latent model, pixels for a pixel-space one (32² pixels: 256)."""
+    return (height // 2) * (width // 2)
+
+
+def calculate_shift(
+    seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5, max_shift: float = 1.15
+) -> float:
+    """mu, linear in the sequence length: base_shift at base_seq_len, max_shift at max_seq_len. diffusers'
+    ``calculate_shift`` (pipelines/flux), transcribed: its module imports transformers, the loop should not."""
+    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return seq_len * m + (base_shift - m * base_seq_len)
+
+
+def dynamic_shift(scheduler: Any, seq_len: int) -> dict[str, Any] | None:
+    """The resolution-dependent shift for a scheduler built with ``use_dynamic_shifting`` (Flux, SD3.5): mu from
+    ``seq_len`` and the scheduler config's base/max shift, with what it was computed from; None otherwise."""
+    if not scheduler.config.get("use_dynamic_shifting"):
+        return None
+    if "mu" not in inspect.signature(scheduler.set_timesteps).parameters:
+        return None
+    params = {k: scheduler.config.get(k, default) for k, default in _SHIFT_DEFAULTS.items()}
+    mu = calculate_shift(
+        seq_len, params["base_image_seq_len"], params["max_image_seq_len"], params["base_shift"], params["max_shift"]
+    )
+    return {"mu": float(mu), "image_seq_len": int(seq_len), **params}
+
+
+def set_timesteps(scheduler: Any, steps: int, shape: Sequence[int] | None = None, device: Any = None) -> None:
+    """``scheduler.set_timesteps(steps)``, with the ``mu`` a scheduler that shifts dynamically needs, computed
+    as diffusers' pipelines do from the sampled tensor's ``shape`` (…, H, W) (:func:`image_seq_len`; None: at the
+    base sequence length, enough to count timesteps) and recorded for :func:`schedule_info`."""
+    if shape is not None:
+        seq_len = image_seq_len(*shape[-2:])
+    else:
+        seq_len = int(scheduler.config.get("base_image_seq_len", _SHIFT_DEFAULTS["base_image_seq_len"]))
+    shift = dynamic_shift(scheduler, seq_len)
+    scheduler.set_timesteps(steps, device=device, **({"mu": shift["mu"]} if shift else {}))
+    setattr(scheduler, _SHIFT_ATTR, shift)
 
 
 def declared_model_calls(
@@ -363,5 +229,5 @@ def model_calls_per_sample(
     runner also *counts* calls; this is the planning estimate (``--dry-run``) and a cross-check.
     """
     scheduler = make_scheduler(name, base_config, options, family=family)
-    scheduler.set_timesteps(steps)
+    set_timesteps(scheduler, steps)  # a dynamic shift moves the sigmas, not their number
     return len(scheduler.timesteps)

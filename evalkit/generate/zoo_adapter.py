@@ -1,4 +1,4 @@
-"""Adapters for the built-in offline models: the MNIST class-conditional UNet and a pure-noise floor."""
+"""Adapters for the built-in offline models: the MNIST class-conditional UNets and a pure-noise floor."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import torch
 from evalkit.errors import ConfigError
 from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched
 from evalkit.generate.denoise import CallCounter, sample, to_uint8
+from evalkit.generate.guidance import STANDARD_METHODS, check_supported
+from evalkit.generate.planning import ZOO_DEFAULT_MODEL, ZOO_MODELS
 from evalkit.generate.samplers import (
     check_family,
     get_sampler,
@@ -19,38 +21,42 @@ from evalkit.generate.samplers import (
     schedule_info,
 )
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
-from evalkit.zoo.models import UNET_NAME
 
 
 class ZooMnistAdapter(Adapter):
-    """evalkit's own class-conditional MNIST diffusion model (``evalkit zoo train mnist``).
+    """evalkit's own class-conditional MNIST diffusion models (``evalkit zoo train mnist``, ``... mnist-flow``).
 
-    Options: ``weights: trained | untrained`` (untrained = same network at its random init, a
-    sanity floor for metrics).
+    Options: ``model: mnist-unet | mnist-flow`` (an ε-prediction DDPM UNet, or the same network trained as a
+    rectified flow: its samplers are the flow ones); ``weights: trained | untrained`` (untrained = same network at
+    its random init, a sanity floor for metrics).
     """
 
     name = "zoo"
-    family = "eps"  # a noise predictor (ZOO_FAMILY in generate/planning.py, for plans without torch)
-    native_scheduler = "DDPMScheduler"  # what it was trained with: sampler ``native``
+    native_scheduler = "DDPMScheduler"  # mnist-unet's, what it was trained with: sampler ``native``
 
-    def __init__(self, weights: str = "trained", device: str = "cpu"):
+    def __init__(self, weights: str = "trained", device: str = "cpu", model: str = ZOO_DEFAULT_MODEL):
         from evalkit import zoo
 
         if weights not in ("trained", "untrained"):
             raise ConfigError(f"zoo option 'weights': expected 'trained' or 'untrained'; got {weights!r}")
-        self.weights = weights
+        if model not in ZOO_MODELS:
+            raise ConfigError(f"zoo option 'model': expected one of {', '.join(ZOO_MODELS)}; got {model!r}")
+        self.weights, self.model = weights, model
+        self.family = ZOO_MODELS[model][0]  # what its output is (planning knows it without building the model)
         self.device = torch.device(device)
-        self.unet, schedule = zoo.load_mnist_unet(trained=weights == "trained")
-        self.schedule = {**schedule, "_class_name": self.native_scheduler}  # "_" keys are not scheduler options
+        self.unet, schedule = zoo.load_mnist_unet(trained=weights == "trained", model=model)
+        # "_" keys are not scheduler options; the flow model's schedule names its own (FlowMatchEuler)
+        self.schedule = {"_class_name": self.native_scheduler, **schedule}
         self.unet.to(self.device).eval()
         self.null_class = zoo.NULL_CLASS
-        self._files = zoo.model_card()["models"][UNET_NAME]["files"] if weights == "trained" else None
+        self._files = zoo.model_card()["models"][model]["files"] if weights == "trained" else None
 
     def info(self) -> dict[str, Any]:
         sha = {name: meta["sha256"] for name, meta in self._files.items()} if self._files else "random-init:seed0"
         return {
             "adapter": "zoo",
-            "model": "mnist",
+            "model": "mnist" if self.model == ZOO_DEFAULT_MODEL else self.model,
+            "family": self.family,
             "weights": self.weights,
             "weights_sha256": sha,
             "parameters": sum(p.numel() for p in self.unet.parameters()),
@@ -58,7 +64,7 @@ class ZooMnistAdapter(Adapter):
         }
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int:
-        check_family(sampler, self.family, "mnist")
+        check_family(sampler, self.family, self.model)
         return model_calls_per_sample(sampler, steps, self.schedule, options, family=self.family)
 
     @torch.inference_mode()
@@ -68,8 +74,9 @@ class ZooMnistAdapter(Adapter):
     def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:
         if request.labels is None:
             raise ConfigError("the zoo MNIST model is class-conditional: set 'conditions: {classes: 10}' in the suite")
-        check_family(request.sampler, self.family, "mnist")
+        check_family(request.sampler, self.family, self.model)
         method = request.guidance_method
+        check_supported(method, STANDARD_METHODS, self.model)  # no guidance embedding: `distilled` is refused
         cfg = method != "none" and (request.guidance != 1.0 or method == "apg")
         for sl in batched(request.indices, request.batch_size):
             idx = request.indices[sl]

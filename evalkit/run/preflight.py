@@ -26,7 +26,7 @@ from typing import Any
 
 from evalkit.errors import ConfigError, EvalkitError
 from evalkit.features.weights import check_extractor_weights
-from evalkit.generate.planning import family_problems
+from evalkit.generate.planning import family_problems, guidance_problems
 from evalkit.metrics.base import MetricContext, get_metric
 from evalkit.references.names import BUILTIN_DATASETS
 from evalkit.registry import ADAPTERS, is_callable_ref
@@ -77,7 +77,9 @@ def preflight(suite: Suite, *, base_dir: Path | None = None, import_plugins: boo
     if conditions is not None:
         problems += _metric_problems(suite, conditions)
     problems += _adapter_problems(suite, import_plugins)
-    problems += family_problems([(m.name, m.adapter, s.name) for m, s, *_ in grid_points(suite)])
+    points = list(grid_points(suite))
+    problems += family_problems([(m.name, m.adapter, dict(m.options), s.name) for m, s, *_ in points])
+    problems += guidance_problems([(m.name, m.adapter, dict(m.options), g.name) for m, _, _, _, g in points])
     return problems
 
 

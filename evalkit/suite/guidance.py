@@ -32,7 +32,33 @@ METHODS: dict[str, dict[str, tuple[float, str]]] = {
         "momentum": (0.0, "β: running average of the update, d_t + β·avg_{t-1} (0: none)"),
     },
     "none": {},
+    # guidance-distilled models (FLUX.1-dev): w goes to the model as an embedding, one conditional call per step
+    "distilled": {},
 }
+
+# The methods a model without a guidance embedding can take: all but ``distilled`` (what an adapter passes to
+# :func:`check_supported` as ``supported``)
+STANDARD_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "distilled")
+
+
+def check_supported(method: str, supported: tuple[str, ...], model: str) -> None:
+    """Refuse guidance ``method`` on ``model`` unless it is one of ``supported`` (the adapter's, for that model):
+    a :class:`ConfigError` naming the field, the value, the model and the methods it supports. Without it,
+    ``distilled`` on a model with no guidance embedding would run as ``none``, the scale silently unused."""
+    if method in supported:
+        return
+    if method == "distilled":
+        why = " (it feeds the scale to a guidance-distilled model's guidance embedding; this model has none)"
+    elif "distilled" in supported:
+        why = " (a guidance-distilled model takes the scale as an input: use 'distilled')"
+    else:
+        why = ""
+    raise ConfigError(
+        f"guidance_method {method!r} does not apply to model {model}{why}; "
+        f"it supports: {', '.join(supported) or 'no guidance method'}"
+    )
+
+
 DEFAULT = "cfg"
 
 

@@ -32,7 +32,7 @@ _TOP_KEYS = {
     "samplers": "list of sampler names or {name, options, label, steps}",
     "steps": "list of positive integers (may be left out when every sampler sets its own steps)",
     "guidance": "list of numbers ≥ 0",
-    "guidance_method": "list of cfg, cfg_rescale, interval, apg, none or {name, label, <options>} (default [cfg])",
+    "guidance_method": "list of cfg (default), cfg_rescale, interval, apg, none, distilled or {name, label, <options>}",
     "samples": "positive integer: samples per cell",
     "batch_size": "positive integer",
     "seed": "integer",

@@ -23,7 +23,7 @@ def add_train_mnist_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--model",
-        choices=["all", "unet", "net"],
+        choices=["all", "unet", "flow", "net"],
         default=d["model"],
         help="which model(s) to train; the card in --out keeps entries of the others (default: %(default)s)",
     )
@@ -40,6 +40,12 @@ def add_train_mnist_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=d["seed"], help="data split + init + noise seed (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--init",
+        choices=["mnist-unet"],
+        default=None,
+        help="warm-start the diffusion UNet from a shipped zoo model's weights (default: random init)",
+    )
 
 
 def run_train_mnist(args: argparse.Namespace) -> int:
@@ -47,13 +53,14 @@ def run_train_mnist(args: argparse.Namespace) -> int:
 
     train_mnist(
         args.out,
-        models=("unet", "net") if args.model == "all" else (args.model,),
+        models=("unet", "flow", "net") if args.model == "all" else (args.model,),
         device=args.device,
         steps=args.steps,
         net_steps=args.net_steps,
         batch_size=args.batch_size,
         seed=args.seed,
         threads=args.threads,
+        init_from=args.init,
     )
     return 0
 
@@ -64,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     train = zoo_sub.add_parser("train", help="train a zoo model")
     train_sub = train.add_subparsers(dest="zoo_dataset", required=True)
-    mnist = train_sub.add_parser("mnist", help="train mnist-unet (diffusion) and mnist-net (classifier)")
+    mnist = train_sub.add_parser(
+        "mnist", help="train mnist-unet (diffusion), mnist-flow (rectified flow) and mnist-net (classifier)"
+    )
     add_train_mnist_arguments(mnist)
     mnist.set_defaults(func=run_train_mnist)
+    flow = train_sub.add_parser("mnist-flow", help="train mnist-flow (= `zoo train mnist --model flow`)")
+    add_train_mnist_arguments(flow)
+    flow.set_defaults(func=run_train_mnist, model="flow")

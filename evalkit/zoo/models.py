@@ -3,6 +3,8 @@
 - ``mnist-unet``: a small class-conditional epsilon-prediction diffusers ``UNet2DModel`` (no
   attention, so it is fast on a CPU). Class ``NULL_CLASS`` means "no class", which the model saw
   during training (label dropout), so classifier-free guidance works.
+- ``mnist-flow``: the same UNet trained as a class-conditional rectified flow: it predicts the velocity
+  ε − x₀ at σ·1000 (diffusers' FlowMatchEulerDiscreteScheduler convention).
 - ``mnist-net``: a small CNN digit classifier whose 64-d penultimate features and 10 logits serve as
   a domain-appropriate extractor for FD / KID / IS / precision-recall on 32x32 digits.
 
@@ -22,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from evalkit.errors import WeightsError
-from evalkit.zoo.schedule import NOISE_SCHEDULE as NOISE_SCHEDULE  # re-exported: its home is torch-free
+from evalkit.zoo.schedule import FLOW_SCHEDULE as FLOW_SCHEDULE  # re-exported: their home is torch-free
+from evalkit.zoo.schedule import NOISE_SCHEDULE as NOISE_SCHEDULE
 
 NULL_CLASS = 10
 NUM_CLASS_EMBEDS = 11  # digits 0-9 plus NULL_CLASS
@@ -30,8 +33,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CARD_NAME = "model_card.json"
 
 UNET_NAME = "mnist-unet"
+FLOW_NAME = "mnist-flow"
 NET_NAME = "mnist-net"
 UNET_FILES = ("mnist_unet.safetensors", "mnist_unet.json")
+FLOW_FILES = ("mnist_flow.safetensors", "mnist_flow.json")
 NET_FILES = ("mnist_net.safetensors", "mnist_net.json")
 
 # UNet2DModel keyword arguments. Three resolutions (32, 16, 8), one resnet per level, no attention
@@ -47,6 +52,13 @@ UNET_ARCH: dict[str, Any] = {
     "add_attention": False,
     "norm_num_groups": 8,
     "num_class_embeds": NUM_CLASS_EMBEDS,
+}
+
+
+# the zoo's diffusion models: name -> (weight files, the schedule they were trained on)
+UNET_MODELS: dict[str, tuple[tuple[str, str], dict[str, Any]]] = {
+    UNET_NAME: (UNET_FILES, NOISE_SCHEDULE),
+    FLOW_NAME: (FLOW_FILES, FLOW_SCHEDULE),
 }
 
 
@@ -159,23 +171,29 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path), device="cpu")
 
 
-def load_mnist_unet(trained: bool = True, weights_dir: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
-    """(mnist-unet in eval mode, the noise-schedule config it was trained with).
+def load_mnist_unet(
+    trained: bool = True, weights_dir: str | Path | None = None, model: str = UNET_NAME
+) -> tuple[torch.nn.Module, dict]:
+    """(an MNIST UNet in eval mode, the noise-schedule config it was trained with); ``model`` is
+    ``mnist-unet`` (ε-prediction) or ``mnist-flow`` (flow velocity).
 
     ``trained=False`` gives the same architecture at a deterministic random init (torch seed 0),
     without touching the caller's RNG state and without needing any weight file.
     """
+    if model not in UNET_MODELS:
+        raise ZooWeightsError(f"unknown zoo UNet {model!r}; expected one of {', '.join(UNET_MODELS)}")
+    files, schedule = UNET_MODELS[model]
     if not trained:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             unet = build_unet()
-        return unet.eval(), dict(NOISE_SCHEDULE)
-    paths = verified_files(UNET_NAME, weights_dir)
-    config = json.loads(paths[UNET_FILES[1]].read_text())
+        return unet.eval(), dict(schedule)
+    paths = verified_files(model, weights_dir)
+    config = json.loads(paths[files[1]].read_text())
     from diffusers import UNet2DModel
 
     unet = UNet2DModel(**config["unet"])
-    unet.load_state_dict(_load_state(paths[UNET_FILES[0]]), strict=True)
+    unet.load_state_dict(_load_state(paths[files[0]]), strict=True)
     return unet.eval(), dict(config["noise_schedule"])
 
 

@@ -1,4 +1,4 @@
-"""The noise schedule of the zoo's MNIST UNet, importable without torch (``--dry-run`` plans from it;
+"""The noise schedules of the zoo's MNIST UNets, importable without torch (``--dry-run`` plans from it;
 :mod:`evalkit.zoo.models` re-exports it)."""
 
 from __future__ import annotations
@@ -18,4 +18,13 @@ NOISE_SCHEDULE: dict[str, Any] = {
     "beta_end": 0.02,
     "prediction_type": "epsilon",
     "clip_sample": False,
+}
+
+# mnist-flow's: rectified flow on sigma in [0, 1] (x_sigma = (1 - sigma) x0 + sigma eps), timesteps sigma * 1000, no
+# shift (32x32 pixels: SD3's resolution shift is for latents of thousands of tokens). As its
+# ``scheduler_config.json`` would be; ``_class_name`` is the scheduler it samples with natively.
+FLOW_SCHEDULE: dict[str, Any] = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
 }

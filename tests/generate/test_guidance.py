@@ -6,14 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers import (
+    CMStochasticIterativeScheduler,
+    DDIMScheduler,
+    EDMEulerScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+)
 from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normalized_guidance
 from diffusers.guiders.guider_utils import rescale_noise_cfg
 
 from evalkit.errors import ConfigError
 from evalkit.generate import guidance as G
 from evalkit.generate.denoise import CallCounter, guided_eps
-from evalkit.suite.guidance import METHODS
+from evalkit.suite import parse_suite
+from evalkit.suite.guidance import METHODS, GuidanceError, GuidanceSpec, parse_methods
 
 
 def _pair(b: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +35,8 @@ def _denoiser(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Ten
 
 
 def test_method_tables_agree():
-    assert set(METHODS) == {"cfg", "cfg_rescale", "interval", "apg", "none"}
+    assert set(METHODS) == {"cfg", "cfg_rescale", "interval", "apg", "none", "distilled"}
+    assert G.STANDARD_METHODS == ("cfg", "cfg_rescale", "interval", "apg", "none")
     for name in METHODS:
         assert G.options_of(name, None) == {k: v for k, (v, _) in METHODS[name].items()}
     with pytest.raises(ConfigError, match="unknown option"):
@@ -97,6 +105,7 @@ def test_interval_and_none_skip_the_unconditional_call():
     assert not G.needs_uncond("interval", 3.0, {"sigma_lo": 0.28, "sigma_hi": 5.42}, sigma=6.0)
     assert not G.needs_uncond("interval", 3.0, None, sigma=0.1)
     assert not G.needs_uncond("none", 3.0) and not G.needs_uncond("cfg", 1.0) and G.needs_uncond("apg", 1.0)
+    assert not any(G.needs_uncond("distilled", w, None, sigma=1.0) for w in (0.0, 1.0, 3.5, 10.0))
     with pytest.raises(ConfigError, match="σ"):
         G.needs_uncond("interval", 3.0, None, sigma=None)
 
@@ -110,6 +119,79 @@ def test_sigma_at_is_the_schedulers_sigma():
     flow.set_timesteps(8)
     for t, s in zip(flow.timesteps, flow.sigmas[:-1]):
         assert G.sigma_at(flow, t) == pytest.approx(float(s / (1 - s)), rel=1e-4)
+    from diffusers import DPMSolverMultistepScheduler
+
+    solver = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
+    solver.set_timesteps(8)  # keeps DDPM betas, but its timesteps are flow sigmas × 1000
+    for t, s in zip(solver.timesteps, solver.sigmas[:-1]):
+        assert G.sigma_at(solver, t) == pytest.approx(float(s / (1 - s)), rel=1e-4)
+
+
+def test_sigma_at_reads_edm_and_consistency_model_sigmas():
+    """Their timesteps are c_noise(σ) (EDM: log σ / 4; CM: 250·log σ), not a fraction of num_train_timesteps."""
+    for scheduler in (EDMEulerScheduler(), CMStochasticIterativeScheduler()):
+        scheduler.set_timesteps(8)
+        for t, s in zip(scheduler.timesteps, scheduler.sigmas[:-1]):
+            assert G.sigma_at(scheduler, t) == pytest.approx(float(s), rel=1e-6)
+        assert G.sigma_at(scheduler, scheduler.timesteps[0]) == pytest.approx(80.0, rel=1e-5)
+
+
+def test_distilled_is_one_conditional_call_whose_output_is_the_guided_prediction():
+    """Guidance-distilled models (FLUX.1-dev): w reaches the model through the adapter's denoiser (here, a stand-in
+    taking it as an embedding), never an unconditional batch, even where an ``uncond`` is at hand."""
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    t, cond, uncond = torch.tensor(500), torch.arange(3), torch.full((3,), 10)
+    for w in (1.0, 3.5):
+        counter = CallCounter(lambda x, t, c, w=w: _denoiser(x, t, c) * w)  # w bound per loop
+        got = guided_eps(counter, x, t, cond, uncond, w, method="distilled")
+        assert torch.equal(got, _denoiser(x, t, cond) * w) and (counter.calls, counter.images) == (1, 3)
+    eps_c, eps_u = _pair()
+    assert torch.equal(G.combine("distilled", eps_c, eps_u, 3.5), eps_c)
+    assert G.options_of("distilled", None) == {}
+
+
+def test_check_supported_refuses_a_method_the_model_cannot_take_naming_field_model_value_and_choices():
+    G.check_supported("cfg", G.STANDARD_METHODS, "mnist")
+    G.check_supported("distilled", ("distilled",), "flux-dev")
+    with pytest.raises(ConfigError) as e:
+        G.check_supported("distilled", G.STANDARD_METHODS, "mnist")
+    assert str(e.value) == (
+        "guidance_method 'distilled' does not apply to model mnist (it feeds the scale to a guidance-distilled "
+        "model's guidance embedding; this model has none); it supports: cfg, cfg_rescale, interval, apg, none"
+    )
+    with pytest.raises(ConfigError) as e:
+        G.check_supported("apg", ("distilled", "none"), "flux-dev")
+    assert str(e.value) == (
+        "guidance_method 'apg' does not apply to model flux-dev (a guidance-distilled model takes the scale as an "
+        "input: use 'distilled'); it supports: distilled, none"
+    )
+    with pytest.raises(ConfigError, match="^guidance_method 'interval' does not apply to model sd; it supports: cfg$"):
+        G.check_supported("interval", ("cfg",), "sd")
+
+
+def test_the_suite_parses_distilled_with_no_options_and_labels_its_cells():
+    assert parse_methods(["distilled"]) == [GuidanceSpec("distilled", {}, "distilled")]
+    assert parse_methods([{"name": "distilled", "label": "dist"}])[0].label == "dist"
+    with pytest.raises(GuidanceError) as e:
+        parse_methods([{"name": "distilled", "phi": 0.5}])
+    assert e.value.field == "guidance_method[0].phi" and "takes no options" in e.value.message
+    suite = parse_suite(
+        {
+            "name": "d",
+            "models": [{"name": "m", "adapter": "noise"}],
+            "samplers": ["flow_euler"],
+            "steps": [4],
+            "guidance": [3.5],
+            "guidance_method": ["distilled", "cfg"],
+            "samples": 2,
+            "metrics": ["throughput"],
+        }
+    )
+    cells = suite.cells()
+    assert [c.cell_id for c in cells] == ["m__flow_euler__s4__g3.5__distilled", "m__flow_euler__s4__g3.5"]
+    assert [c.sampler_label for c in cells] == ["flow_euler+distilled", "flow_euler"]
+    assert cells[0].guidance_method.request_fields() == {"guidance_method": "distilled", "guidance_options": {}}
+    assert cells[0].describe()["guidance_method"] == "distilled"
 
 
 def _nfe_per_image(method: str, opts: dict | None, guidance: float, steps: int = 16, batch: int = 4) -> float:
@@ -132,6 +214,7 @@ def test_nfe_is_counted_per_method():
     assert _nfe_per_image("cfg", None, 3.0) == 32
     assert _nfe_per_image("cfg", None, 1.0) == 16
     assert _nfe_per_image("none", None, 3.0) == 16
+    assert _nfe_per_image("distilled", None, 3.5) == 16  # w goes to the model, not into a second batch
     assert _nfe_per_image("apg", None, 3.0) == 32
     assert _nfe_per_image("cfg_rescale", {"phi": 0.7}, 3.0) == 32
     interval = _nfe_per_image("interval", {"sigma_lo": 0.28, "sigma_hi": 5.42}, 3.0)

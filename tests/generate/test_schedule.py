@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from evalkit.generate import GenerationRequest
-from evalkit.generate.samplers import make_scheduler, samplers_for, schedule_info
+from evalkit.generate.samplers import get_sampler, make_scheduler, samplers_for, schedule_info
 from evalkit.generate.zoo_adapter import ZooMnistAdapter
 from evalkit.suite import SuiteError, parse_suite
 
@@ -128,3 +128,167 @@ def test_an_unknown_spacing_is_refused_naming_the_field_and_the_choices():
     assert "expected one of leading, linspace, trailing; got 'sideways'" in e.value.message
     ok = {**copy.deepcopy(BASE), "samplers": [{"name": "euler", "options": {"timestep_spacing": "trailing"}}]}
     assert parse_suite(ok).samplers[0].options == {"timestep_spacing": "trailing"}
+
+
+# ---- flow samplers' sigma options (issue 17): shift, dynamic (resolution-dependent) shift, Karras/exponential/beta
+
+
+def _flow_schedule(name: str, options: dict, shape: tuple[int, ...], steps: int = 6) -> tuple[dict, torch.Tensor]:
+    """Sample a zero velocity field (x stays the noise, rescaled) through ``denoise.sample`` at ``shape``; the
+    schedule it recorded, as an adapter records it."""
+    from evalkit.generate.denoise import sample
+
+    scheduler = make_scheduler(name, {}, options, family="flow")
+    gens = [torch.Generator().manual_seed(i) for i in range(shape[0])]
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x = sample(
+        lambda x, t, c: torch.zeros_like(x),
+        scheduler,
+        noise,
+        steps,
+        cond=None,
+        uncond=None,
+        guidance=1.0,
+        generators=gens,
+    )
+    return schedule_info(name, scheduler, options), x
+
+
+@pytest.fixture(scope="module")
+def diffusers_calculate_shift():
+    """diffusers' own mu (its Flux pipeline module imports transformers: once, here)."""
+    return pytest.importorskip("diffusers.pipelines.flux.pipeline_flux").calculate_shift
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", ["flow_euler", "flow_lcm", "flow_dpmpp_2m", "flow_unipc"])
+def test_dynamic_shifting_takes_mu_from_the_resolution_as_diffusers_pipelines_do(name, diffusers_calculate_shift):
+    """mu = calculate_shift((H/2)·(W/2), base/max seq len and shift of the config): the recorded sigmas equal
+    diffusers' scheduler set with diffusers' own mu, at two resolutions, and a larger image is shifted more."""
+    recorded = {}
+    for side in (32, 128):  # 256 tokens (the base: mu = base_shift) and 4096 (the max: mu = max_shift)
+        info, _ = _flow_schedule(name, {"use_dynamic_shifting": True}, (1, 1, side, side))
+        reference = make_scheduler(name, {}, {"use_dynamic_shifting": True}, family="flow")  # the same class/config
+        cfg = reference.config
+        mu = diffusers_calculate_shift(
+            (side // 2) * (side // 2),
+            cfg.get("base_image_seq_len", 256),
+            cfg.get("max_image_seq_len", 4096),
+            cfg.get("base_shift", 0.5),
+            cfg.get("max_shift", 1.15),
+        )
+        reference.set_timesteps(6, mu=mu)
+        assert info["sigmas"] == pytest.approx(reference.sigmas.double().tolist(), abs=1e-7)
+        assert info["timesteps"] == pytest.approx(reference.timesteps.double().tolist(), abs=1e-4)
+        assert (
+            info["dynamic_shift"]["mu"] == pytest.approx(mu) and info["dynamic_shift"]["image_seq_len"] == side**2 // 4
+        )
+        assert info["config_overrides"]["use_dynamic_shifting"] is True
+        recorded[side] = info
+    assert recorded[32]["dynamic_shift"]["mu"] == pytest.approx(0.5)
+    assert recorded[128]["dynamic_shift"]["mu"] == pytest.approx(1.15)
+    assert all(b > a for a, b in zip(recorded[32]["sigmas"][1:-1], recorded[128]["sigmas"][1:-1]))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_flow_euler_dynamic_shift_is_the_exponential_time_shift_of_its_grid():
+    """Closed form: σ' = e^mu / (e^mu + 1/σ − 1) on the grid linspace(1, 1/T, n), mu = 0.5 + 0.65·(n_tok − 256)/3840."""
+    info, _ = _flow_schedule("flow_euler", {"use_dynamic_shifting": True}, (2, 3, 64, 48))
+    n_tok = 32 * 24
+    mu = 0.5 + (1.15 - 0.5) * (n_tok - 256) / (4096 - 256)
+    grid = np.linspace(1.0, 1 / 1000, 6)
+    expected = np.exp(mu) / (np.exp(mu) + (1 / grid - 1))
+    assert info["dynamic_shift"] == {
+        "mu": pytest.approx(mu),
+        "image_seq_len": n_tok,
+        "base_image_seq_len": 256,
+        "max_image_seq_len": 4096,
+        "base_shift": 0.5,
+        "max_shift": 1.15,
+    }
+    assert info["sigmas"] == pytest.approx([*expected, 0.0], abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_flow_shift_moves_the_sigmas_as_the_closed_form_and_no_dynamic_shift_is_recorded():
+    """σ' = s·σ/(1 + (s − 1)·σ) (SD3's shift, Esser et al. 2024). FlowMatchEuler's grid runs from 1 to its own σ_min,
+    the shifted 1/T; DPM-Solver's flow sigmas (``flow_shift``) shift 1 − linspace(1, 1/T, n + 1), highest first."""
+    s, T, n = 3.0, 1000, 6
+    shift = lambda sig: s * sig / (1 + (s - 1) * sig)  # noqa: E731
+    euler, _ = _flow_schedule("flow_euler", {"shift": s}, (1, 1, 8, 8), n)
+    assert euler["sigmas"] == pytest.approx([*shift(np.linspace(1, shift(1 / T), n)), 0.0], abs=1e-6)
+    assert "dynamic_shift" not in euler and euler["config_overrides"] == {"shift": 3.0}
+    plain, _ = _flow_schedule("flow_euler", {}, (1, 1, 8, 8), n)
+    assert plain["sigmas"] == pytest.approx([*np.linspace(1, 1 / T, n), 0.0], abs=1e-6)
+    dpm, _ = _flow_schedule("flow_dpmpp_2m", {"flow_shift": s}, (1, 1, 8, 8), n)
+    assert dpm["sigmas"] == pytest.approx([*shift(1 - np.linspace(1, 1 / T, n + 1))[::-1][:-1], 0.0], abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("option", ["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"])
+def test_flow_euler_and_flow_lcm_take_karras_exponential_and_beta_sigmas_on_flow_sigmas(option):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    for name in ("flow_euler", "flow_lcm"):
+        get_sampler(name).check_options({option: True, "shift": 2.0})
+        info, x = _flow_schedule(name, {option: True}, (1, 1, 8, 8))
+        assert torch.isfinite(x).all() and info["sigmas"][0] == pytest.approx(1.0) and max(info["sigmas"]) <= 1
+    reference = FlowMatchEulerDiscreteScheduler(**{option: True})
+    reference.set_timesteps(6)
+    assert _flow_schedule("flow_euler", {option: True}, (1, 1, 8, 8))[0]["sigmas"] == pytest.approx(
+        reference.sigmas.double().tolist()
+    )
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [
+        ("flow_dpmpp_2m", "use_karras_sigmas"),
+        ("flow_dpmpp_2m", "use_exponential_sigmas"),
+        ("flow_dpmpp_2m", "use_beta_sigmas"),
+        ("flow_unipc", "use_exponential_sigmas"),
+        ("flow_unipc", "use_beta_sigmas"),
+    ],
+)
+def test_the_flow_solvers_refuse_sigma_options_that_drop_their_flow_sigmas(name, option):
+    """Why: diffusers then walks the DDPM σ (≫ 1), not flow sigmas in [0, 1]. Should a diffusers release map them
+    to flow sigmas, this test fails and the refusal can go."""
+    scheduler = make_scheduler(name, {}, {option: True}, family="flow")
+    scheduler.set_timesteps(6)
+    assert float(scheduler.sigmas.max()) > 100
+    doc = {**copy.deepcopy(BASE), "samplers": [{"name": name, "options": {option: True}}]}
+    with pytest.raises(SuiteError) as e:
+        parse_suite(doc, file="s.yaml")
+    assert e.value.field == f"samplers[0].options.{option}"
+    assert "diffusers ignores use_flow_sigmas under it" in e.value.message and "got True" in e.value.message
+    assert parse_suite({**copy.deepcopy(BASE), "samplers": [{"name": name, "options": {option: False}}]})
+
+
+def test_the_flow_options_parse_in_a_suite_and_flow_heun_takes_only_shift():
+    doc = {
+        **copy.deepcopy(BASE),
+        "samplers": [
+            {"name": "flow_euler", "options": {"shift": 3.0, "use_karras_sigmas": True}, "label": "fe_k"},
+            {"name": "flow_euler", "options": {"use_dynamic_shifting": True, "max_shift": 1.15}, "label": "fe_dyn"},
+            {"name": "flow_lcm", "options": {"use_beta_sigmas": True}},
+            {"name": "flow_dpmpp_2m", "options": {"flow_shift": 3.0}},
+            {"name": "flow_unipc", "options": {"use_dynamic_shifting": True, "use_karras_sigmas": True}},
+            {"name": "flow_heun", "options": {"shift": 3.0}},
+        ],
+    }
+    assert [s.label for s in parse_suite(doc).samplers] == [
+        "fe_k", "fe_dyn", "flow_lcm", "flow_dpmpp_2m", "flow_unipc", "flow_heun"
+    ]  # fmt: skip
+    bad = {**copy.deepcopy(BASE), "samplers": [{"name": "flow_heun", "options": {"use_dynamic_shifting": True}}]}
+    with pytest.raises(SuiteError) as e:
+        parse_suite(bad)
+    assert e.value.field == "samplers[0].options.use_dynamic_shifting"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_dynamically_shifted_sampler_counts_its_calls_without_an_image():
+    from evalkit.generate.samplers import model_calls_per_sample
+
+    for name in ("flow_euler", "flow_unipc", "flow_lcm"):
+        assert model_calls_per_sample(name, 7, {}, {"use_dynamic_shifting": True}, family="flow") == 7

@@ -183,7 +183,7 @@ def test_a_metric_that_declares_no_options_is_not_checked(monkeypatch):
 
 
 def test_builtin_adapter_factories_expose_the_real_signature():
-    assert list(inspect.signature(ADAPTERS.get("zoo")).parameters) == ["weights", "device"]
+    assert list(inspect.signature(ADAPTERS.get("zoo")).parameters) == ["weights", "device", "model"]
     assert {"resolution", "grayscale"} <= set(inspect.signature(ADAPTERS.get("noise")).parameters)
     assert {"path", "dtype", "negative_prompt"} <= set(inspect.signature(ADAPTERS.get("diffusers")).parameters)
 

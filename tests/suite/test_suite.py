@@ -53,7 +53,7 @@ def test_config_hash_ignores_batch_size_but_not_seed():
 BAD = {
     "unknown key": (GOOD + "sampels: 3\n", "sampels", "unknown key; expected one of"),
     "wrong type": (GOOD.replace("steps: [2, 4, 8]", "steps: [2, four]"), "steps[1]", "expected an integer"),
-    "unknown sampler": (GOOD.replace("[ddim,", "[dddim,"), "samplers[0]", "expected one of: ddim, ddpm"),
+    "unknown sampler": (GOOD.replace("[ddim,", "[dddim,"), "samplers[0]", "expected one of: cm, ddim, ddpm"),
     "unknown metric": (GOOD.replace("[fd, throughput]", "[fid2, throughput]"), "metrics[0].name", "expected one of"),
     "unknown model adapter": (GOOD.replace("adapter: noise", "adapter: nosie"), "models[0].adapter", "expected one of"),
     "missing required": (GOOD.replace("samples: 10\n", ""), "samples", "required"),

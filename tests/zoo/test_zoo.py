@@ -55,7 +55,7 @@ def test_split_is_deterministic_disjoint_and_complete() -> None:
 
 def test_card_hashes_match_shipped_files_and_size_budget() -> None:
     card = model_card()
-    assert set(card["models"]) == {"mnist-unet", "mnist-net"}
+    assert set(card["models"]) == {"mnist-unet", "mnist-flow", "mnist-net"}
     total = 0
     for name, entry in card["models"].items():
         assert entry["data_sha256"] == mnist_split(entry["seed"]).data_sha256
@@ -190,7 +190,9 @@ def test_tiny_training_run_writes_a_valid_card(tmp_path: Path) -> None:
     from evalkit.zoo.train import train_mnist
 
     logs: list[str] = []
-    card = train_mnist(tmp_path, steps=2, net_steps=2, batch_size=8, seed=3, log=logs.append)
+    card = train_mnist(
+        tmp_path, models=("unet", "flow", "net"), steps=2, net_steps=2, batch_size=8, seed=3, log=logs.append
+    )
     assert json.loads((tmp_path / "model_card.json").read_text()) == card == model_card(tmp_path)
     for name, entry in card["models"].items():
         assert entry["seed"] == 3 and entry["steps"] == 2 and entry["data_sha256"] == mnist_split(3).data_sha256
@@ -202,7 +204,10 @@ def test_tiny_training_run_writes_a_valid_card(tmp_path: Path) -> None:
     unet, cfg = load_mnist_unet(weights_dir=tmp_path)  # the loaders accept what training wrote
     assert cfg == load_mnist_unet(trained=False)[1]
     load_mnist_net(weights_dir=tmp_path)
-    assert any("[unet] step 2/2" in line for line in logs)
+    assert any("[unet] step 2/2" in line for line in logs) and any("[flow] step 2/2" in line for line in logs)
+    flow, flow_cfg = load_mnist_unet(weights_dir=tmp_path, model="mnist-flow")
+    assert flow_cfg["_class_name"] == "FlowMatchEulerDiscreteScheduler"
+    assert card["models"]["mnist-flow"]["command"].startswith(f"evalkit zoo train mnist-flow --out {tmp_path}")
 
     # training one model keeps the other's card entry
     card2 = train_mnist(tmp_path, models=("net",), net_steps=1, batch_size=8, seed=3, log=logs.append)
@@ -219,3 +224,5 @@ def test_cli_registration() -> None:
     assert args.func is run_train_mnist
     assert (args.out, args.steps, args.seed, args.model, args.device) == ("x", 5, 2, "net", "cpu")
     assert args.batch_size is None  # each model's own default batch size (64 UNet, 128 mnist-net)
+    flow = parser.parse_args(["zoo", "train", "mnist-flow", "--steps", "7", "--init", "mnist-unet"])
+    assert (flow.func, flow.model, flow.steps, flow.init) == (run_train_mnist, "flow", 7, "mnist-unet")

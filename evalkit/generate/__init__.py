@@ -47,6 +47,8 @@ class _BuiltinAdapter:
 ADAPTERS.register("zoo", _BuiltinAdapter("evalkit.generate.zoo_adapter", "ZooMnistAdapter"))
 ADAPTERS.register("noise", _BuiltinAdapter("evalkit.generate.zoo_adapter", "NoiseAdapter"))
 ADAPTERS.register("diffusers", _BuiltinAdapter("evalkit.generate.diffusers_adapter", "DiffusersAdapter"))
+ADAPTERS.register("images", _BuiltinAdapter("evalkit.generate.images_adapter", "ImagesAdapter"))
+ADAPTERS.register("http", _BuiltinAdapter("evalkit.generate.http_adapter", "HttpAdapter"))
 
 
 def available_adapters() -> list[str]:

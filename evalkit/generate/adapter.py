@@ -44,6 +44,11 @@ class GeneratedBatch:
     # the schedule the sampler actually walked (:func:`evalkit.generate.samplers.schedule_info`), recorded in the
     # cell so that a sampler's timestep spacing and sigmas are visible; None where an adapter does not say
     schedule: dict[str, Any] | None = None
+    # What an adapter that does not generate here reports per image, aligned with ``indices`` (None: not given):
+    # the images adapter's manifest ``seconds``/``cost`` columns, the http adapter's measured request latency and
+    # priced cost. Rows mark such timings "reported", not "measured".
+    reported_seconds: list[float] | None = None
+    cost: list[float] | None = None
 
 
 class Adapter(ABC):

@@ -56,7 +56,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, SAMPLERS
     from evalkit.suite import THROUGHPUT, embedded_suites
 
-    what = args.what
+    what, verbose = args.what, getattr(args, "verbose", False)
     if what in (None, "models", "adapters"):
         print("adapters: " + ", ".join(ADAPTERS.names()) + "  (or any 'module:function')")
     if what in (None, "samplers"):
@@ -66,15 +66,31 @@ def _cmd_list(args: argparse.Namespace) -> int:
             families = ",".join(getattr(d, "families", ()) or ("?",))
             print(f"  {name:<16} {d.scheduler:<32} {families:<18} {_calls_rule(d.model_calls):<15} {d.description}")
     if what in (None, "metrics"):
-        print("metrics:")
+        print("metrics:" + ("  (a suite sets options as {name: METRIC, options: {OPTION: value}})" if verbose else ""))
         for name in METRICS.names():
             print(f"  {name:<16} {METRICS.get(name).description}")
+            if verbose:
+                _print_options(METRICS.get(name))
         print(f"  {THROUGHPUT:<16} images/s, s/image, model calls, NFE, ms per model call, peak memory")
     if what in (None, "extractors"):
         print("extractors: " + ", ".join(EXTRACTORS.names()))
     if what in (None, "suites"):
         print("suites: " + ", ".join(embedded_suites()))
     return EXIT_OK
+
+
+def _print_options(defn: Any) -> None:
+    """``evalkit list metrics -v``: each option a metric takes, its default and meaning (from its ``MetricDef``)."""
+    from evalkit.metrics.base import option_help
+
+    if defn.options is None:
+        print(f"  {'':<16} options: not declared (not checked)")
+        return
+    rows = option_help(defn)
+    if not rows:
+        print(f"  {'':<16} options: none")
+    for option, default, meaning in rows:
+        print(f"    {option:<18} default {default or '(not stated)':<16} {meaning}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list adapters, samplers, metrics, extractors, suites")
     ls.add_argument("what", nargs="?", choices=["models", "adapters", "samplers", "metrics", "extractors", "suites"])
+    ls.add_argument("-v", "--verbose", action="store_true", help="metrics: every option with its default and meaning")
     ls.set_defaults(func=_cmd_list, needs_torch=False)
 
     from evalkit.features import commands as feature_commands

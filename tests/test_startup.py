@@ -23,7 +23,7 @@ from evalkit.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "diffusers", "transformers", "pandas", "pyarrow", "scipy", "matplotlib")
-COMMANDS = ("run", "list", "report", "check", "baseline", "stats", "weights", "zoo")
+COMMANDS = ("run", "score", "list", "report", "check", "baseline", "stats", "weights", "zoo")
 
 
 def _python(code: str, *, extra_path: Path | None = None) -> subprocess.CompletedProcess:

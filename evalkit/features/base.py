@@ -7,19 +7,21 @@ metric that reads the same extractor (FD, KID, IS and PR all read one Inception 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from evalkit.errors import ConfigError
 from evalkit.registry import EXTRACTORS
 
 
 @runtime_checkable
 class Extractor(Protocol):
     name: str  # registry name, e.g. "mnist-net", "inception"
-    weights_id: str  # sha256 of the weights file, or "random:<seed>"
+    weights_id: str  # sha256 of the standard weights file, "custom:<sha256>" of any other, or "random:<seed>"
     mode: str  # preprocessing mode, recorded in every result row (e.g. "clean", "native")
     outputs: tuple[str, ...]  # keys __call__ returns
 
@@ -40,4 +42,20 @@ def available_extractors() -> list[str]:
 
 
 def build_extractor(name: str, *, device: str | torch.device = "cpu", **options: Any) -> Extractor:
-    return EXTRACTORS.get(name)(device=device, **options)
+    """Build extractor ``name``. ``weights=<file>`` (a suite's ``extractor: {name, weights}``) loads custom weights:
+    the extractor hashes the file and its ``weights_id`` says ``custom:<sha256>`` unless it is the standard file.
+    ``weights=None`` is the same as leaving it out; an extractor whose factory takes no ``weights`` refuses a file."""
+    factory = EXTRACTORS.get(name)
+    if "weights" in options and options["weights"] is None:
+        del options["weights"]
+    if "weights" in options and not _takes(factory, "weights"):
+        raise ConfigError(f"extractor {name!r} takes no weights file (extractor.weights: {options['weights']})")
+    return factory(device=device, **options)
+
+
+def _takes(factory: Callable[..., Any], option: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: let the call say
+        return True
+    return any(p.name == option or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

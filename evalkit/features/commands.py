@@ -28,7 +28,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
         where = r["path"] if r["status"] != "missing" else f"goes to {r['goes_to']}"
         print(f"{r['name']:<{width}}  {r['status']:<8}  {where}")
         print(f"{'':<{width}}  {'':<8}  file {entry.filename}; used by {entry.used_by}")
-        if r["status"] == "mismatch":
+        if r["status"] in ("mismatch", "custom"):  # custom: loaded, but its results are marked not comparable
             print(f"{'':<{width}}  {'':<8}  sha256 {r['sha256']} != {entry.sha256 or entry.sha256_prefix + '…'}")
     return EXIT_USAGE if any(r["status"] == "mismatch" for r in rows) else EXIT_OK
 

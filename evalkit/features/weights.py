@@ -14,7 +14,10 @@ current user or root (:class:`WeightsUntrustedError` otherwise). Some search fol
 the machine could plant a network there.
 
 Where a full sha256 is not published, ``sha256`` is None and the torch-hub file-name prefix
-(``sha256_prefix``, the first 8 hex digits torch hub names files with) is checked instead.
+(``sha256_prefix``, the first 8 hex digits torch hub names files with) is checked instead. An entry with
+``other_is_custom`` (clean-fid's TorchScript Inception, which evalkit accepted whatever its hash before the hash
+was pinned) loads a file of another hash found implicitly too, but as custom weights (``custom:<sha256>``), never
+labelled standard.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class WeightsFile:
     used_by: str  # which extractor / library loads it
     caches: tuple[Callable[[], Path], ...] = field(default=(), repr=False)  # library cache folders
     note: str = ""
+    other_is_custom: bool = False  # a file of another hash found implicitly: loaded as custom, not refused
 
     def library_paths(self) -> list[Path]:
         out = []
@@ -105,6 +109,8 @@ def _cleanfid_cache() -> Path:
     return Path("/tmp")  # clean-fid's hard-wired download folder on Linux (cleanfid.features.feature_extractor)
 
 
+# The sha256 of NVIDIA's inception-2015-12-05.pt as downloaded (the digest k-diffusion's evaluation code pins).
+CLEAN_INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 _TV = "https://download.pytorch.org/models/"
 REGISTRY: dict[str, WeightsFile] = {
     w.name: w
@@ -113,12 +119,14 @@ REGISTRY: dict[str, WeightsFile] = {
             "inception-clean",
             "inception-2015-12-05.pt",
             "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
-            None,
-            None,
+            CLEAN_INCEPTION_SHA256,
+            CLEAN_INCEPTION_SHA256[:8],
             None,
             "inception-clean (clean-fid mode 'clean': TorchScript port of TF Inception 2015-12-05)",
             (_cleanfid_cache, _torch_hub_dir),
-            note="no sha256 published; evalkit records the hash it loads",
+            note="NVIDIA publishes no sha256; this is the digest k-diffusion pins for the download. A file with "
+            "another hash is loaded as custom weights",
+            other_is_custom=True,
         ),
         WeightsFile(
             "inception-torch-fidelity",
@@ -244,6 +252,8 @@ def resolve_weights(name: str, explicit: str | os.PathLike | None = None) -> Res
             check_trusted(path)
             digest = file_sha256(path)
             if not matches(entry, digest):
+                if entry.other_is_custom:
+                    return ResolvedWeights(entry, path, digest, standard=False)  # loaded, labelled custom:<sha256>
                 expected = entry.sha256 or f"{entry.sha256_prefix}…"
                 raise WeightsMismatchError(
                     f"weights file {path} for {entry.name} has sha256 {digest}, expected {expected}. "
@@ -267,15 +277,18 @@ EXTRACTOR_WEIGHTS = {
 }
 
 
-def check_extractor_weights(extractor: str) -> list[str]:
+def check_extractor_weights(extractor: str, weights: str | os.PathLike | None = None) -> list[str]:
     """Check only, before a run: the problem (missing, mismatched, untrusted) with the weights file that
     extractor ``extractor`` will load, found as :func:`resolve_weights` finds it, without building a network.
+    ``weights``: the custom file (or folder) a suite gives it (``extractor: {name, weights}``), which must exist.
     [] when the file is there and matches, or the extractor has no registered file (mnist-net, plugins)."""
     entry = EXTRACTOR_WEIGHTS.get(extractor)
+    if weights is not None and not os.path.exists(os.path.expanduser(str(weights))):
+        return [f"extractor.weights: custom weights for {extractor} not found at {weights}"]
     if entry is None:
         return []
     try:
-        resolve_weights(entry)
+        resolve_weights(entry, weights)
     except (WeightsError, OSError) as e:
         return [str(e)]
     return []
@@ -303,13 +316,14 @@ def weights_comparable(weights_id: str) -> bool:
 
 
 def status(name: str) -> dict[str, str]:
-    """One row of ``evalkit weights``: found / missing / mismatch, the path and where the file goes."""
+    """One row of ``evalkit weights``: found / missing / mismatch (custom: another file, loaded as custom weights),
+    the path and where the file goes."""
     entry = get_entry(name)
     searched = entry.search_paths()
     target = searched[0] if searched else None
     for path in searched:
         if path.is_file():
             digest = file_sha256(path)
-            state = "found" if matches(entry, digest) else "mismatch"
+            state = "found" if matches(entry, digest) else ("custom" if entry.other_is_custom else "mismatch")
             return {"name": name, "status": state, "path": str(path), "sha256": digest, "goes_to": str(target)}
     return {"name": name, "status": "missing", "path": "", "sha256": entry.sha256 or "", "goes_to": str(target)}

@@ -9,6 +9,7 @@ precision, recall, density and coverage).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,22 @@ class MetricDef:
     # options for this metric and a :class:`MetricContext`, every problem as a line saying what to change (empty:
     # none). Without it, a metric that cannot work on the suite's samples fails only after they were generated.
     check: Callable[[dict[str, Any], MetricContext], list[str]] | None = None
+
+
+# "(default X)" or "(...; default X)" in an option's meaning: where MetricDef.options states each default, once.
+_DEFAULT = re.compile(r"\s*\(default:?\s+([^()]*)\)|;\s*default:?\s+([^()]*)(?=\))")
+
+
+def option_help(defn: MetricDef) -> list[tuple[str, str | None, str]]:
+    """``(option, default, meaning)`` for each option ``defn`` declares (``evalkit list metrics -v``), the default
+    read off the meaning's ``(default X)`` (None where it states none); [] for a metric that declares no options."""
+    out = []
+    for name, meaning in (defn.options or {}).items():
+        m = _DEFAULT.search(meaning)
+        default = None if m is None else (m.group(1) or m.group(2)).strip()
+        text = meaning if m is None else meaning[: m.start()] + meaning[m.end() :]
+        out.append((name, default, text.strip()))
+    return out
 
 
 def register_metric(defn: MetricDef) -> MetricDef:

@@ -1,4 +1,5 @@
-"""Open a reference set from its suite spec: a built-in dataset, a folder/zip of images, or a stats file."""
+"""Open a reference set from its suite spec: a built-in dataset, images (a folder, zip or tar of image files, or an
+``.npz`` image array), or a statistics file; and tell which of them a command-line argument names."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from evalkit.references.arrays import NpzImages, is_stats_file
 from evalkit.references.sets import (
     _SPEC_KEYS,
     BUILTIN_DATASETS,
@@ -14,7 +16,7 @@ from evalkit.references.sets import (
     ReferenceSet,
     ReferenceSetError,
 )
-from evalkit.references.stats import StatsReference
+from evalkit.references.stats import StatsReference, is_torch_file
 
 
 def open_reference(spec: dict[str, Any], *, base_dir: Path | None = None) -> ReferenceSet:
@@ -38,12 +40,33 @@ def open_reference(spec: dict[str, Any], *, base_dir: Path | None = None) -> Ref
     if "dataset" in spec:
         return _open_dataset(str(spec["dataset"]), samples, spec.get("name"))
     if "path" in spec:
-        return FileReference(
+        return open_images(
             resolve(spec["path"]), samples=samples, strict=bool(spec.get("strict", False)), name=spec.get("name")
         )
     if samples is not None:
         raise ReferenceSetError("'samples' cannot subset a statistics reference (it holds no images)")
     return StatsReference(resolve(spec["stats"]), name=spec.get("name"))
+
+
+def open_images(
+    path: Path, *, samples: int | None = None, strict: bool = False, name: str | None = None, role: str = "reference"
+) -> ReferenceSet:
+    """Images at ``path``: an ``.npz`` image array (:class:`NpzImages`), else a folder, zip or tar of image files
+    (:class:`FileReference`). ``role`` names them in messages ("reference", "generated images")."""
+    if path.suffix.lower() == ".npz" and path.is_file():
+        return NpzImages(path, samples=samples, name=name)
+    return FileReference(path, samples=samples, strict=strict, name=name, role=role)
+
+
+def spec_for(arg: str, *, strict: bool = False) -> dict[str, Any]:
+    """The reference spec a command-line argument names: a built-in dataset, statistics (an ``.npz`` holding ``mu``,
+    a torch-fidelity ``.pt``), or images (a folder, zip, tar or ``.npz`` array; ``strict`` for image files)."""
+    if arg in BUILTIN_DATASETS and not Path(arg).exists():
+        return {"dataset": arg}
+    path = Path(os.path.expanduser(arg))
+    if path.is_file() and (is_stats_file(path) or is_torch_file(path)):
+        return {"stats": str(path)}
+    return {"path": str(path), **({"strict": True} if strict else {})}
 
 
 def _open_dataset(name: str, samples: int | None, display: str | None) -> ArrayReference:

@@ -3,7 +3,9 @@
 A reference spec is a small dict, as written in a suite:
 
 - ``{"dataset": "mnist-heldout" | "mnist-train"}``  built-in data (``evalkit.zoo.data``)
-- ``{"path": "folder/or/file.zip"}``               images found recursively (png/jpg/jpeg/webp), sorted
+- ``{"path": "folder | file.zip | shard.tar"}``     image files found recursively, sorted, decoded by the rules of
+                                                   :mod:`evalkit.references.sources` (EXIF orientation, RGB, 16-bit)
+- ``{"path": "images.npz"}``                       a uint8 image array, streamed (:mod:`evalkit.references.arrays`)
 - ``{"stats": "file.npz"}``                        precomputed mean/covariance (serves FD only)
 
 each with optional ``"samples": N`` (the first N images) and, for paths, ``"strict": true`` (a corrupt
@@ -18,10 +20,8 @@ files (name and reason) and every hit replays them: the same warning, ``len()`` 
 
 from __future__ import annotations
 
-import io
 import warnings
-import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,13 @@ import torch
 
 from evalkit.errors import InputError
 from evalkit.references.names import BUILTIN_DATASETS as BUILTIN_DATASETS  # re-exported: its home is torch-free
+from evalkit.references.sources import DECODING, IMAGE_EXTENSIONS, FileSource, SourceError, decode_rgb, reason, verify
 from evalkit.store import sha256_bytes
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 # Bump when the cached layout or the meaning of a key changes. 2: entries record the files skipped as
-# undecodable (name and reason), and "n" is the number of feature rows.
-CACHE_FORMAT = 2
+# undecodable (name and reason), and "n" is the number of feature rows. 3: decoding applies EXIF orientation and
+# maps 16-bit images by their high byte (sources.DECODING), and .bmp/.tif/.tiff/.ppm/.pgm files are images.
+CACHE_FORMAT = 3
 _SPEC_KEYS = {"dataset", "path", "stats", "samples", "strict", "name"}
 _STRICT_HINT = "set 'strict: true' in the reference spec, or pass --strict to evalkit stats,"
 
@@ -85,21 +86,8 @@ class ArrayReference(ReferenceSet):
     """Images already in memory (the built-in datasets are 1000s of 32×32 digits)."""
 
     def __init__(self, name: str, images: np.ndarray, labels: np.ndarray | None = None) -> None:
-        images = np.asarray(images)
-        if images.dtype != np.uint8:
-            raise ReferenceSetError(f"reference {name!r}: images must be uint8, got {images.dtype}")
-        if images.ndim == 3:  # (N, H, W) gray → (N, 3, H, W)
-            images = np.repeat(images[:, None], 3, axis=1)
-        elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-            images = np.moveaxis(images, -1, 1)
-        if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ReferenceSetError(
-                f"reference {name!r}: expected (N, H, W) or (N, 3, H, W) images, got {images.shape}"
-            )
-        if images.shape[1] == 1:
-            images = np.repeat(images, 3, axis=1)
         self.name = name
-        self.images = np.ascontiguousarray(images)
+        self.images = as_nchw(images, name)
         self.labels = None if labels is None else np.asarray(labels)
         self._fingerprint: str | None = None
 
@@ -120,63 +108,53 @@ class ArrayReference(ReferenceSet):
             yield torch.from_numpy(self.images[start : start + batch_size].copy())
 
 
-class _FileSource:
-    """Where image bytes come from: a folder or a zip archive. Names are sorted, relative, '/'-separated."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.ignored: list[str] = []
-        self.is_zip = path.is_file() and zipfile.is_zipfile(path)
-        if path.is_file() and not self.is_zip:
-            raise ReferenceSetError(
-                f"reference path {path} is a file but not a zip archive (expected a folder or .zip)"
-            )
-
-    def names(self) -> list[str]:
-        """Image files (by extension), sorted; other visible files are counted in ``self.ignored``."""
-        if self.is_zip:
-            with zipfile.ZipFile(self.path) as zf:
-                found = [i.filename for i in zf.infolist() if not i.is_dir()]
-        else:
-            found = [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
-        visible = [n for n in found if not n.startswith("__MACOSX/") and not Path(n).name.startswith(".")]
-        images = sorted(n for n in visible if n.lower().endswith(IMAGE_EXTENSIONS))
-        self.ignored = sorted(set(visible) - set(images))
-        return images
-
-    def read_all(self, names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
-        if self.is_zip:
-            with zipfile.ZipFile(self.path) as zf:
-                for n in names:
-                    yield n, zf.read(n)
-        else:
-            for n in names:
-                yield n, (self.path / n).read_bytes()
-
-
-def _decode_rgb(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+def as_nchw(images: np.ndarray, name: str) -> np.ndarray:
+    """uint8 ``(N, 3, H, W)`` from ``(N, H, W)`` gray, ``(N, H, W, 1|3)`` or ``(N, 1|3, H, W)`` (channels first when
+    ``shape[1]`` is 1 or 3); anything else is a :class:`ReferenceSetError` naming ``name`` and the shape."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ReferenceSetError(f"reference {name!r}: images must be uint8, got {images.dtype}")
+    if images.ndim == 3:  # (N, H, W) gray → (N, 3, H, W)
+        images = np.repeat(images[:, None], 3, axis=1)
+    elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = np.moveaxis(images, -1, 1)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ReferenceSetError(
+            f"reference {name!r}: expected (N, H, W), (N, H, W, 3) or (N, 3, H, W) images, got {images.shape}"
+        )
+    if images.shape[1] == 1:
+        images = np.repeat(images, 3, axis=1)
+    return np.ascontiguousarray(images)
 
 
 class FileReference(ReferenceSet):
-    """Images in a folder (recursive) or a zip. The first access reads every file once to hash it and
-    check its header (no decoding), so ``len()`` counts readable images and the fingerprint covers
-    names and bytes."""
+    """Images in a folder (recursive), a zip or a tar (:class:`~evalkit.references.sources.FileSource`). The first
+    access reads every file once to hash it and check its header (no decoding), so ``len()`` counts readable
+    images and the fingerprint covers names and bytes. Pixels follow :data:`~evalkit.references.sources.DECODING`."""
 
     def __init__(
-        self, path: Path, *, samples: int | None = None, strict: bool = False, name: str | None = None
+        self,
+        path: Path,
+        *,
+        samples: int | None = None,
+        strict: bool = False,
+        name: str | None = None,
+        role: str = "reference",
     ) -> None:
+        self.role = role  # what messages call these images ("reference", "generated images")
         if not path.exists():
-            raise ReferenceSetError(f"reference path does not exist: {path}")
-        self.source = _FileSource(path)
+            raise ReferenceSetError(f"{role} path does not exist: {path}")
+        try:
+            self.source = FileSource(path)
+        except SourceError as err:
+            raise ReferenceSetError(f"{role} path {err}") from None
         self.name = name or path.name
         self.samples = samples
         self.strict = strict
         self._valid: list[str] | None = None
         self._fingerprint: str | None = None
+        #: every image file found (by extension), sorted, before any was skipped
+        self.found: list[str] = []
         #: every skipped file (header check or decoding), in the order found
         self.skipped: list[str] = []
         #: why: name -> reason, for files that failed the header check / that passed it but do not decode
@@ -186,23 +164,23 @@ class FileReference(ReferenceSet):
     def _scan(self) -> None:
         import hashlib
 
-        names = self.source.names()
+        self.found = names = self.source.names()
         if not names:
-            raise ReferenceSetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {self.source.path}")
+            raise ReferenceSetError(_no_images(self.source))
         h = hashlib.sha256()
         valid: list[str] = []
         for n, data in self.source.read_all(names):
             if self.samples is not None and len(valid) >= self.samples:
                 break
             try:
-                _verify(data)
+                verify(data)
             except Exception as err:
                 if self.strict:
                     raise ReferenceSetError(
-                        f"corrupt or unreadable image {n!r} in {self.source.path}: {_reason(err)}"
+                        f"corrupt or unreadable image {n!r} in {self.source.path}: {reason(err)}"
                     ) from err
                 self.skipped.append(n)
-                self.unreadable[n] = _reason(err)
+                self.unreadable[n] = reason(err)
                 continue
             valid.append(n)
             h.update(n.encode() + b"\0" + sha256_bytes(data).encode())
@@ -213,8 +191,10 @@ class FileReference(ReferenceSet):
                 parts.append(f"skipped {len(self.skipped)} unreadable image file(s), e.g. {self.skipped[0]!r}")
             if ignored:
                 parts.append(f"ignored {len(ignored)} non-image file(s), e.g. {ignored[0]!r}")
+            listed = f" (unreadable: {_listing(self.unreadable)})" if self.unreadable else ""
             warnings.warn(
-                f"reference {self.source.path}: {'; '.join(parts)} ({_STRICT_HINT} to make unreadable images an error)",
+                f"{self.role} {self.source.path}: {'; '.join(parts)}{listed} "
+                f"({_STRICT_HINT} to make unreadable images an error)",
                 stacklevel=3,
             )
         if not valid:
@@ -237,9 +217,16 @@ class FileReference(ReferenceSet):
     def __len__(self) -> int:
         return len(self.files)
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "source": self.source.kind, "decoding": DECODING}
+
     @property
     def undecodable(self) -> dict[str, str]:
         return dict(self._undecodable)
+
+    def prompts(self) -> dict[str, str]:
+        """``{file: prompt}`` from ``.txt`` files beside the images (``key.png`` + ``key.txt``, as in a webdataset)."""
+        return self.source.prompts(self.files)
 
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Decoded batches. A file that passed the header check but cannot be decoded (e.g. a truncated
@@ -249,11 +236,11 @@ class FileReference(ReferenceSet):
         broken: dict[str, str] = {}
         for n, data in self.source.read_all(self.files):
             try:
-                img = _decode_rgb(data)
+                img = decode_rgb(data)
             except Exception as err:
                 if self.strict:
-                    raise ReferenceSetError(_undecodable_error(self.source.path, {n: _reason(err)})) from err
-                broken[n] = _reason(err)
+                    raise ReferenceSetError(_undecodable_error(self.source.path, {n: reason(err)})) from err
+                broken[n] = reason(err)
                 continue
             if batch and img.shape != batch[0].shape:
                 yield _stack(batch)
@@ -283,16 +270,28 @@ class FileReference(ReferenceSet):
         self._valid = [n for n in self.files if n not in broken]
         first = next(iter(broken))
         warnings.warn(
-            f"reference {self.source.path}: skipped {len(broken)} image file(s) that cannot be "
-            f"decoded, e.g. {first!r} ({broken[first]}) ({_STRICT_HINT} to make this an error)",
+            f"{self.role} {self.source.path}: skipped {len(broken)} image file(s) that cannot be "
+            f"decoded, e.g. {first!r} ({broken[first]}) (all: {_listing(broken)}) "
+            f"({_STRICT_HINT} to make this an error)",
             stacklevel=stacklevel,
         )
 
 
-def _reason(err: BaseException) -> str:
-    """One line: the exception's message (or its type when it has none)."""
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
+def _no_images(source: FileSource) -> str:
+    """Why a source holds no image: it is empty, or its files are of no known image type (naming some)."""
+    others = source.ignored
+    if not others:
+        return f"{source.path} holds no files (an empty {source.kind}); expected images ({', '.join(IMAGE_EXTENSIONS)})"
+    return (
+        f"no images of a known type ({', '.join(IMAGE_EXTENSIONS)}) under {source.path}: "
+        f"{len(others)} other file(s), e.g. {', '.join(repr(n) for n in others[:3])}"
+    )
+
+
+def _listing(files: dict[str, str], limit: int = 10) -> str:
+    """``'a.png' (why), 'b.jpg' (why) and 3 more``."""
+    shown = ", ".join(f"{n!r} ({why})" for n, why in list(files.items())[:limit])
+    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
 def _undecodable_error(path: Path, broken: dict[str, str], *, cached: bool = False) -> str:
@@ -300,26 +299,14 @@ def _undecodable_error(path: Path, broken: dict[str, str], *, cached: bool = Fal
     recorded by the reference feature cache, which decodes nothing on a hit)."""
     where = " (recorded in the reference feature cache when the features were computed)" if cached else ""
     if len(broken) == 1:
-        ((n, reason),) = broken.items()
+        ((n, why),) = broken.items()
         return (
-            f"image {n!r} in {path} passed the header check but cannot be decoded ({reason}){where}; "
-            "remove or replace it"
+            f"image {n!r} in {path} passed the header check but cannot be decoded ({why}){where}; remove or replace it"
         )
-    shown = list(broken.items())[:10]
-    names = ", ".join(f"{n!r} ({reason})" for n, reason in shown)
-    more = f" and {len(broken) - len(shown)} more" if len(broken) > len(shown) else ""
     return (
-        f"{len(broken)} images in {path} passed the header check but cannot be decoded: {names}{more}"
+        f"{len(broken)} images in {path} passed the header check but cannot be decoded: {_listing(broken)}"
         f"{where}; remove or replace them"
     )
-
-
-def _verify(data: bytes) -> None:
-    """Header and chunk check only (PIL ``verify``: cheap, no pixel decoding)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.verify()
 
 
 def _stack(images: list[np.ndarray]) -> torch.Tensor:

@@ -1,7 +1,10 @@
-"""A reference given as precomputed Gaussian statistics (a clean-fid / pytorch-fid style ``.npz``)."""
+"""A reference given as precomputed Gaussian statistics: ``mu``/``sigma`` in an ``.npz`` (clean-fid's precomputed and
+custom statistics, pytorch-fid's ``--save-stats``, evalkit's ``evalkit stats --out``) or torch-fidelity's cached
+``...-stat-fid-2048.pt`` (a ``torch.save`` dict, read with ``weights_only=True``: numpy arrays and nothing else)."""
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,13 +65,7 @@ class StatsReference(ReferenceSet):
     def __init__(self, path: Path, name: str | None = None) -> None:
         if not path.is_file():
             raise ReferenceSetError(f"reference statistics file does not exist: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                raw = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # truncated / corrupt / pickled
-            raise ReferenceSetError(
-                f"cannot read reference statistics {path} (corrupt, truncated or not an .npz of plain arrays): {err}"
-            ) from err
+        raw = _read_torch_stats(path) if is_torch_file(path) else _read_npz(path)
         stats = {}
         for k, v in raw.items():
             if k in ("mu", "sigma"):
@@ -92,8 +89,59 @@ class StatsReference(ReferenceSet):
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    @property
+    def dims(self) -> dict[str, int]:
+        """The feature dimension of each output the file has statistics of (``features`` for plain mu/sigma)."""
+        return {k[: -len(".mu")]: int(np.asarray(v).shape[0]) for k, v in self.stats.items() if k.endswith(".mu")}
+
+    def describe(self) -> dict:
+        return {**super().describe(), "source": "stats", "path": str(self.path), "dims": self.dims, **self.meta}
+
     def __len__(self) -> int:
         return self.n
 
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         raise ReferenceSetError(f"reference {self.name!r} is a statistics file ({self.path}); it has no images")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # truncated / corrupt / pickled
+        raise ReferenceSetError(
+            f"cannot read reference statistics {path} (corrupt, truncated or not an .npz of plain arrays): {err}"
+        ) from err
+
+
+def is_torch_file(path: Path) -> bool:
+    """A ``torch.save`` archive (a zip holding ``<name>/data.pkl``), as torch-fidelity caches statistics."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/data.pkl") for n in zf.namelist())
+
+
+def _read_torch_stats(path: Path) -> dict[str, np.ndarray]:
+    """torch-fidelity's ``{"mu": ndarray, "sigma": ndarray}``: unpickled with ``weights_only=True`` and numpy's array
+    reconstruction allowed (plain arrays only: any other object in the file is refused before it is built)."""
+    multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 / numpy 1
+    allowed = [multiarray._reconstruct, np.ndarray, np.dtype, *{type(np.dtype(t)) for t in ("f4", "f8", "i8", "u1")}]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # an unpickling error names the refused global
+        refused = re.search(r"GLOBAL ([\w.]+)", str(err))
+        why = f"it holds {refused.group(1)!r}, which evalkit does not unpickle" if refused else _first_line(err)
+        raise ReferenceSetError(
+            f"cannot read reference statistics {path} as torch-fidelity statistics (a torch.save file of mu/sigma "
+            f"arrays): {why}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ReferenceSetError(f"reference statistics {path} hold a {type(obj).__name__}, expected a dict of mu/sigma")
+    return {str(k): v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in obj.items()}
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]

@@ -30,10 +30,10 @@ from evalkit.report.tables import (
     fmt,
     label,
     primary_metric,
-    provenance,
     provenance_text,
     quality_metrics,
     throughput_metrics,
+    timing_words,
 )
 from evalkit.store import RunData, read_runs
 from evalkit.study.cells import SEP
@@ -87,11 +87,11 @@ def build_figures(
         "the difference clear of 0 (ties stay on it); panels never mix N; grey band: the real-vs-real noise floor "
         "where the run measured it; points labelled by steps"
     )
-    device = provenance(df)["device"]
+    timed = timing_words(df)
     add(
         "pareto_time",
-        f"{label(metric)} vs seconds per image",
-        f"{frontier_note}; time measured on {device}. {prov}.",
+        f"{label(metric)} vs seconds per image{' (reported)' if timed.startswith('time reported') else ''}",
+        f"{frontier_note}; {timed}. {prov}.",
         plots.pareto_plot(cells, metric, "s_per_image", pairs, floors),
     )
     add(
@@ -118,7 +118,7 @@ def build_figures(
     add(
         "throughput",
         "Throughput",
-        f"Images per second while generating (warm-up excluded). {provenance_text(df, 'images_per_s')}.",
+        f"Images per second ({timed}; a measured time excludes the warm-up). {provenance_text(df, 'images_per_s')}.",
         plots.throughput_plot(cells),
     )
     return out

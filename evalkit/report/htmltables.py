@@ -177,6 +177,7 @@ TIDY_COLUMNS = [
     "mode",
     "nfe",
     "s_per_image",
+    "cost_source",  # cost rows: measured, counted, reported (by the adapter) or unknown
 ]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "quality_metrics",
     "short_id",
     "throughput_metrics",
+    "timing_words",
     "to_markdown",
 ]
 
@@ -55,7 +56,15 @@ QUALITY_ORDER = [
     "lpips_diversity",
     "lpips_paired",
 ]
-THROUGHPUT_METRICS = ["images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_model_call", "peak_mem_mb"]
+THROUGHPUT_METRICS = [
+    "images_per_s",
+    "s_per_image",
+    "model_calls",
+    "nfe",
+    "ms_per_model_call",
+    "peak_mem_mb",
+    "cost_per_image",  # where an adapter reports a cost (images, http)
+]
 
 
 def direction_word(metric: str) -> str:
@@ -147,6 +156,22 @@ def provenance(df: pd.DataFrame, metric: str | None = None) -> dict[str, str]:
         "runs": uniq("run_id"),
         "device": uniq("device"),
     }
+
+
+def timing_words(df: pd.DataFrame) -> str:
+    """Where the seconds per image came from, for captions: measured by evalkit on its device, or reported by the
+    adapter (rows with ``cost_source`` reported: a manifest's seconds, a service's latency), or both (its models)."""
+    rows = df[df["metric"] == "s_per_image"]
+    source = rows["cost_source"] if "cost_source" in rows else pd.Series("", index=rows.index, dtype=object)
+    reported = source.astype(object).fillna("") == "reported"
+    measured = f"time measured on {provenance(df)['device']}"
+    if not reported.any():
+        return measured
+    if reported.all():
+        return "time reported by the adapter (seconds per image as the manifest or the service says), not measured"
+    who = "run_id" if "run_id" in rows and rows["run_id"].nunique() > 1 else "model"  # the runs, or the models
+    named = ", ".join(dict.fromkeys(rows.loc[reported, who].astype(str)))
+    return f"{measured}, but reported by the adapter for {named} (not measured: not like for like)"
 
 
 def short_id(weights_id: str, keep: int = 12) -> str:

@@ -1,10 +1,20 @@
 """One cell's work: generate a shard of samples (streamed through every extractor) while timing its batches,
 then on rank 0 join the shards and score them. Images are dropped after extraction; only per-sample features,
-a few images and timings are kept."""
+a few images and timings are kept.
+
+Cost rows say where each value came from (``cost_source``): ``measured`` (evalkit's clock and memory),
+``counted`` (model calls the adapter counted), ``reported`` (what an adapter that does not generate here states:
+:attr:`GeneratedBatch.reported_seconds` and ``cost`` — the images adapter's manifest, the http adapter's request
+latency and price — and the images adapter's model calls and NFE) or ``unknown`` (value NaN). Seconds reported
+for every sample of a cell replace the measured ones in ``s_per_image`` (their median; ``ci_low``/``ci_high``
+the fastest and slowest image), ``images_per_s`` and ``ms_per_model_call``; evalkit's own repeats stay in the
+cell's ``timing`` block. A reported cost gives a ``cost_per_image`` row (the mean). An adapter whose class sets
+``measures_cost = False`` (the images adapter: it reads files) gets no timing batches and no measured values."""
 
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,10 +27,21 @@ from tqdm.auto import tqdm
 from evalkit.features.base import Extractor
 from evalkit.generate import Adapter, GenerationRequest
 from evalkit.run.images import ImageContractError, check_images
-from evalkit.run.timing import BatchTimer, MachineLoad, PeakMemory, Repeat, Stopwatch, spread, torch_threads
+from evalkit.run.timing import (
+    BatchTimer,
+    MachineLoad,
+    PeakMemory,
+    Repeat,
+    Stopwatch,
+    reported_summary,
+    spread,
+    torch_threads,
+)
 from evalkit.suite import Cell, TimingSpec
 
 THROUGHPUT_ROWS = ("images_per_s", "s_per_image", "model_calls", "nfe", "ms_per_model_call", "peak_mem_mb")
+COST_PER_IMAGE = "cost_per_image"  # a row only where the adapter reports a cost
+TIMED_ROWS = ("images_per_s", "s_per_image", "ms_per_model_call")
 NO_IMAGES = np.zeros((0, 3, 1, 1), np.uint8)
 
 
@@ -31,8 +52,8 @@ class Shard:
     indices: np.ndarray
     features: dict[str, np.ndarray]  # "extractor/output" → (len(indices), ...)
     kept: np.ndarray  # uint8 images of this shard's samples with index < grid_samples
-    model_calls: int = 0  # per trajectory
-    nfe: int = 0
+    model_calls: int | None = 0  # per trajectory; None: unknown (an adapter that reports none)
+    nfe: int | None = 0
     calls_total: int = 0  # batched denoiser calls, summed over batches
     warmup_s: float = 0.0  # warm-up batches (the shard's first ones, or extra ones), not timed as repeats
     generate_s: float = 0.0  # the shard's other batches
@@ -46,6 +67,9 @@ class Shard:
     extra_batches: int = 0
     machine: dict[str, Any] = field(default_factory=dict)  # MachineLoad.record(): load, CPU, threads, GPU
     schedule: dict[str, Any] | None = None  # the schedule the sampler walked (GeneratedBatch.schedule)
+    measured: bool = True  # False: the adapter's ``measures_cost`` is False (evalkit's clock times no generation)
+    reported_s: list[float] = field(default_factory=list)  # per sample, NaN where not reported
+    reported_cost: list[float] = field(default_factory=list)
 
 
 def generate_shard(
@@ -69,16 +93,18 @@ def generate_shard(
     that size generated, timed and discarded. ``timing.threads`` sets torch's CPU threads for the cell."""
     timing = timing or TimingSpec()
     fixed = min(batch_size, cell.n)
-    timer = BatchTimer(device, warmup=timing.warmup if warm_up else 0, fixed=fixed)
+    measured = bool(getattr(adapter, "measures_cost", True))
+    timer = BatchTimer(device, warmup=timing.warmup if warm_up and measured else 0, fixed=fixed)
     bar = tqdm(total=len(mine), desc="  samples", unit="sample", leave=False, disable=not progress, file=sys.stderr)
     with torch_threads(timing.threads), MachineLoad(device) as load, PeakMemory(device) as mem, bar:
         shard = _stream(adapter, extractors, cell, mine, request, timer, load, keep, bar)
-        if len(mine):
+        if len(mine) and measured:
             _timing_batches(adapter, request, timer, load, timing.repeats, fixed, bar)
     shard.warmup_s, shard.generate_s, shard.extra_s = timer.warmup_s, timer.samples_s, timer.extra_s
     shard.repeats, shard.extra_batches = timer.repeats, timer.extra_batches
     shard.warmup_batches = min(timer.warmup, timer.batches)
     shard.peak_mb, shard.peak_rss_mb, shard.machine = mem.peak_mb, mem.peak_rss_mb, load.record()
+    shard.measured = measured
     return shard
 
 
@@ -101,6 +127,7 @@ def _stream(
     kept: list[torch.Tensor] = []
     model_calls = nfe = calls_total = done = 0
     schedule = None
+    reported: dict[str, list[float]] = {"reported_s": [], "reported_cost": []}
     stream = iter(adapter.generate(request(mine)) if len(mine) else ())
     while True:
         with timer.measure():
@@ -109,7 +136,7 @@ def _stream(
             timer.book_tail()
             break
         idx = np.asarray(batch.indices)
-        timer.book(len(idx), batch.model_calls)
+        timer.book(len(idx), batch.model_calls or 0)
         load.sample()
         if not np.array_equal(idx, mine[done : done + len(idx)]):
             raise ImageContractError(
@@ -117,8 +144,9 @@ def _stream(
                 f"(expected from index {int(mine[done]) if done < len(mine) else done})"
             )
         images = check_images(batch.images, cell.cell_id, idx)
-        model_calls, nfe = max(model_calls, batch.model_calls), max(nfe, batch.nfe)
-        calls_total += batch.model_calls
+        model_calls, nfe = _most(model_calls, batch.model_calls), _most(nfe, batch.nfe)
+        calls_total += batch.model_calls or 0
+        _add_reported(reported, batch, len(idx))
         schedule = schedule or getattr(batch, "schedule", None)
         with ext_sw.measure():
             _extract_into(feats, extractors, images, done, len(mine))
@@ -129,7 +157,9 @@ def _stream(
     if done != len(mine):
         raise ImageContractError(f"cell {cell.cell_id}: adapter produced {done} samples, expected {len(mine)}")
     kept_images = torch.cat(kept).numpy() if kept else NO_IMAGES
-    return Shard(mine, feats, kept_images, model_calls, nfe, calls_total, extract_s=ext_sw.seconds, schedule=schedule)
+    return Shard(
+        mine, feats, kept_images, model_calls, nfe, calls_total, extract_s=ext_sw.seconds, schedule=schedule, **reported
+    )
 
 
 def _timing_batches(
@@ -183,52 +213,110 @@ def add_text_embeddings(
 
 
 def costs(shards: list[Shard]) -> dict[str, float]:
-    """Cost values of a cell from its timed repeats (:func:`cost_rows` adds their spreads): ``s_per_image`` is the
-    median per-image seconds over the repeats of every rank (device-seconds per image); K ranks that each timed
+    """Cost values of a cell (:func:`cost_rows` adds their spreads). Measured: ``s_per_image`` is the median
+    per-image seconds over the timed repeats of every rank (device-seconds per image); K ranks that each timed
     repeats make images K times as fast, so ``images_per_s`` = K / median; ``ms_per_model_call`` is the median of
-    per-call milliseconds (the same repeats: one model call carries the whole batch)."""
-    per_image, per_call = _per_image(shards), _per_call(shards)
-    ranks = sum(1 for s in shards if s.repeats)
-    median = spread(per_image)["median"]
-    return {
-        "model_calls": max(s.model_calls for s in shards),
-        "nfe": max(s.nfe for s in shards),
-        "images_per_s": ranks / median if per_image and median > 0 else math.nan,
+    per-call milliseconds (the same repeats: one model call carries the whole batch). Reported for every sample:
+    the median reported seconds, its reciprocal, and per reported model call. ``cost_per_image``: the mean reported
+    cost, only where every sample has one. Unknown values are NaN."""
+    calls, nfe = _known_max([s.model_calls for s in shards]), _known_max([s.nfe for s in shards])
+    reported, measured = reported_values(shards, "reported_s"), all(s.measured for s in shards)
+    nan = math.nan
+    if reported is not None:
+        median = spread(reported)["median"]
+        rate, per_call_ms = (1 / median if median > 0 else nan), (1000 * median / calls if calls > 0 else nan)
+    elif measured:
+        per_image, per_call = _per_image(shards), _per_call(shards)
+        median = spread(per_image)["median"]
+        rate = sum(1 for s in shards if s.repeats) / median if per_image and median > 0 else nan
+        per_call_ms = 1000 * spread(per_call)["median"] if per_call else nan
+    else:
+        median = rate = per_call_ms = nan
+    out = {
+        "model_calls": calls,
+        "nfe": nfe,
+        "images_per_s": rate,
         "s_per_image": median,
-        "ms_per_model_call": 1000 * spread(per_call)["median"] if per_call else math.nan,
-        "peak_mem_mb": max(s.peak_mb for s in shards),
+        "ms_per_model_call": per_call_ms,
+        "peak_mem_mb": max(s.peak_mb for s in shards) if measured else nan,
     }
+    cost = reported_values(shards, "reported_cost")
+    if cost is not None:
+        out[COST_PER_IMAGE] = statistics.fmean(cost)
+    return out
 
 
 def cost_rows(shards: list[Shard], cost: dict[str, float]) -> list[dict[str, Any]]:
-    """The throughput rows (partial: metric, value, std, ci_low, ci_high). For ``s_per_image`` and
-    ``ms_per_model_call`` ``ci_low``/``ci_high`` are the *spread*, the fastest and slowest repeat (not a
-    confidence interval), and ``std`` their standard deviation; ``images_per_s`` has the reciprocal spread.
-    All NaN with fewer than two repeats."""
+    """The throughput rows (partial: metric, value, std, ci_low, ci_high, cost_source). For ``s_per_image`` and
+    ``ms_per_model_call`` ``ci_low``/``ci_high`` are the *spread*, the fastest and slowest repeat (reported: image),
+    not a confidence interval, and ``std`` their standard deviation; ``images_per_s`` has the reciprocal spread.
+    All NaN with fewer than two repeats. ``cost_per_image`` (where reported): the mean, with the std of images."""
     nan = math.nan
-    img, call = spread(_per_image(shards)), spread(_per_call(shards))
-    ranks = sum(1 for s in shards if s.repeats)
+    reported = reported_values(shards, "reported_s")
+    if reported is not None:
+        calls = cost["model_calls"]
+        img, call, ranks = spread(reported), spread([x / calls for x in reported] if calls > 0 else []), 1
+    elif all(s.measured for s in shards):
+        img, call = spread(_per_image(shards)), spread(_per_call(shards))
+        ranks = sum(1 for s in shards if s.repeats)
+    else:
+        img, call, ranks = spread([]), spread([]), 0
     extra = {
         "s_per_image": (img["std"], img["min"], img["max"]),
         "ms_per_model_call": (1000 * call["std"], 1000 * call["min"], 1000 * call["max"]),
         "images_per_s": (nan, ranks / img["max"], ranks / img["min"]),
     }
+    sources = cost_sources(shards, cost)
     rows = []
     for name in THROUGHPUT_ROWS:
         std, lo, hi = extra.get(name, (nan, nan, nan))
-        rows.append({"metric": name, "value": float(cost[name]), "std": std, "ci_low": lo, "ci_high": hi})
+        value = float(cost[name])
+        rows.append(
+            {"metric": name, "value": value, "std": std, "ci_low": lo, "ci_high": hi, "cost_source": sources[name]}
+        )
+    if COST_PER_IMAGE in cost:
+        std = spread(reported_values(shards, "reported_cost") or [])["std"]
+        rows.append(
+            {
+                "metric": COST_PER_IMAGE,
+                "value": float(cost[COST_PER_IMAGE]),
+                "std": std,
+                "ci_low": nan,
+                "ci_high": nan,
+                "cost_source": "reported",
+            }
+        )
     return rows
+
+
+def cost_sources(shards: list[Shard], cost: dict[str, float]) -> dict[str, str]:
+    """Where each cost row's value came from: measured, counted, reported, or unknown (a NaN value)."""
+    measured = all(s.measured for s in shards)
+    timed = "reported" if reported_values(shards, "reported_s") is not None else "measured" if measured else ""
+    counts = "counted" if measured else "reported"
+    said = {**dict.fromkeys(TIMED_ROWS, timed), "model_calls": counts, "nfe": counts, "peak_mem_mb": "measured"}
+    return {k: v if v and math.isfinite(float(cost[k])) else "unknown" for k, v in said.items()}
+
+
+def reported_values(shards: list[Shard], attr: str) -> list[float] | None:
+    """The per-sample values an adapter reported (``reported_s``, ``reported_cost``), when every sample has one."""
+    values = [v for s in shards for v in getattr(s, attr)]
+    complete = len(values) == sum(len(s.indices) for s in shards) and all(math.isfinite(v) for v in values)
+    return values if values and complete else None
 
 
 def timing_record(shards: list[Shard], timing: TimingSpec) -> dict[str, Any]:
     """The cell record's ``timing`` block: the repeats (per-image seconds), their median and spread, how they
     were taken (fixed batch, warm-ups, extra batches, threads) and the machine's load and hardware while they ran
-    (rank 0's; the warnings of every rank)."""
+    (rank 0's; the warnings of every rank, when the cell's seconds are measured ones); ``source`` (measured,
+    reported or unknown) and, where an adapter reported seconds or costs, ``reported``: their summary."""
     per_image = _per_image(shards)
     summary = spread(per_image)
     machine = next((s.machine for s in shards if s.machine), {})
+    source = cost_sources(shards, costs(shards))["s_per_image"]
     warnings = list(dict.fromkeys(w for s in shards for w in s.machine.get("warnings", [])))
-    return {
+    record = {
+        "source": source,
         "repeats": per_image,
         "median_s_per_image": _or_none(summary["median"]),
         "spread_s_per_image": [_or_none(summary["min"]), _or_none(summary["max"])],
@@ -239,8 +327,23 @@ def timing_record(shards: list[Shard], timing: TimingSpec) -> dict[str, Any]:
         "extra_batches": sum(s.extra_batches for s in shards),
         "threads": timing.threads,
         **{k: v for k, v in machine.items() if k != "warnings"},
-        "warnings": warnings,
+        "warnings": warnings if source == "measured" else [],
     }
+    reported = _reported_record(shards)
+    if reported:
+        record["reported"] = reported
+    return record
+
+
+def _reported_record(shards: list[Shard]) -> dict[str, Any]:
+    """Per reported quantity (seconds, cost per image): :func:`~evalkit.run.timing.reported_summary`."""
+    n = sum(len(s.indices) for s in shards)
+    out = {}
+    for attr, key in (("reported_s", "s_per_image"), ("reported_cost", "cost_per_image")):
+        summary = reported_summary([v for s in shards for v in getattr(s, attr)], n)
+        if summary:
+            out[key] = summary
+    return out
 
 
 def phase_seconds(shards: list[Shard], *, metrics_s: float, scoring_s: float) -> dict[str, float]:
@@ -266,3 +369,25 @@ def _per_call(shards: list[Shard]) -> list[float]:
 
 def _or_none(x: float) -> float | None:
     return None if math.isnan(x) else x
+
+
+def _most(a: int | None, b: int | None) -> int | None:
+    """The larger count; None (unknown) once either is."""
+    return None if a is None or b is None else max(a, b)
+
+
+def _known_max(values: list[int | None]) -> float:
+    """The largest count over shards, NaN when any shard's is unknown (a row value, never a guess)."""
+    return math.nan if any(v is None for v in values) else max(values)  # type: ignore[type-var]
+
+
+def _add_reported(reported: dict[str, list[float]], batch: Any, n: int) -> None:
+    """Append a batch's reported seconds and costs (NaN where it reports none) to the shard's per-sample lists."""
+    for attr, key in (("reported_seconds", "reported_s"), ("cost", "reported_cost")):
+        values = getattr(batch, attr, None)
+        if values is None:
+            reported[key] += [math.nan] * n
+        elif len(values) != n:
+            raise ImageContractError(f"{attr}: {len(values)} values for a batch of {n} images")
+        else:
+            reported[key] += [math.nan if v is None else float(v) for v in values]

@@ -1,4 +1,5 @@
-"""``evalkit run SUITE``: run a suite into a run folder (resuming it), or plan it with ``--dry-run``.
+"""``evalkit run SUITE``: run a suite into a run folder (resuming it), or plan it with ``--dry-run``;
+``evalkit score GEN --ref REF``: score images that already exist into such a folder (:mod:`evalkit.run.score`).
 
 Cheap to import: the runner, the suite loader and pandas load inside the handler. ``--dry-run`` needs no torch
 for the built-in offline models (:mod:`evalkit.run.dry_run`); any other adapter it builds imports its own.
@@ -101,8 +102,37 @@ def summary_table(run: Any, *, cache_dir: Path | None = None) -> str:
     return summary_text(run, cache_dir=cache_dir)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from evalkit.run.score import image_set_name, score_images
+    from evalkit.store import read_run
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size: expected an integer ≥ 1; got {args.batch_size}")
+    out = Path(args.out) if args.out else Path("runs") / f"score-{image_set_name(Path(args.gen))}"
+    df = score_images(
+        args.gen,
+        args.ref,
+        args.metrics,
+        extractor=args.extractor,
+        out=out,
+        prompts=args.prompts,
+        strict=args.strict,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(summary_table(read_run(out)))
+    state = "reused (images, reference and metrics unchanged)" if df.attrs.get("reused") else "computed"
+    print(f"\nrun folder: {out}  (cell {df.attrs.get('cell_id')} {state})")
+    failed = df[df["error"].astype(str) != ""]
+    for _, row in failed.iterrows():
+        print(f"FAILED metric {row['metric']} of {row['cell_id']}: {row['error']}", file=sys.stderr)
+    return EXIT_FAILED if len(failed) else EXIT_OK
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``run`` to the ``evalkit`` command."""
+    """Add ``run`` and ``score`` to the ``evalkit`` command."""
+    _register_score(subparsers)
     r = subparsers.add_parser("run", help="run a suite (resumes an existing run folder)")
     r.add_argument("suite", help="suite YAML file, or the name of an embedded suite (e.g. smoke)")
     r.add_argument("--out", help="run folder (default: runs/<suite name>)")
@@ -111,3 +141,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--dry-run", action="store_true", help="print cells, samples and estimated model calls; run nothing")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run, needs_torch=lambda a: not a.dry_run)  # a dry-run imports torch only if it must
+
+
+def _register_score(subparsers: argparse._SubParsersAction) -> None:
+    s = subparsers.add_parser(
+        "score",
+        help="score images you already have against a reference (as clean-fid's compute_fid), into a run folder",
+        description="Score existing images: evalkit score GEN --ref REF -m fd kid ... "
+        "(GEN: a folder, .zip, .tar webdataset shard or .npz uint8 array; rows as `evalkit run` writes them).",
+    )
+    s.add_argument("gen", help="the images to score: folder (recursive), .zip, .tar (key.png + key.txt) or .npz array")
+    s.add_argument(
+        "--ref",
+        required=True,
+        help="reference: images (folder, .zip, .tar, .npz), a built-in dataset (mnist-heldout), or statistics "
+        "(clean-fid / pytorch-fid .npz with mu and sigma, torch-fidelity's cached .pt, `evalkit stats --out`)",
+    )
+    s.add_argument(
+        "-m", "--metrics", nargs="+", default=["fd"], metavar="METRIC", help="metrics (default: fd); see evalkit list"
+    )
+    s.add_argument(
+        "-e",
+        "--extractor",
+        help="extractor of the metrics without one of their own (fd, kid, is, pr, ...; default: inception, "
+        "clean-fid's); clip_score and cmmd keep clip, lpips lpips-alex",
+    )
+    s.add_argument(
+        "--prompts",
+        help="prompts for clip_score: a .txt (one per line), .jsonl, .csv or .json file with one prompt per image, "
+        "in sorted file-name order (default: key.txt beside each key.png)",
+    )
+    s.add_argument("--out", help="run folder (default: runs/score-<name of GEN>)")
+    s.add_argument(
+        "--strict", action="store_true", help="an unreadable image is an error (default: listed, skipped, warned)"
+    )
+    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    s.add_argument("--batch-size", type=int, help="images per extractor batch (default 64)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_score)

@@ -73,7 +73,10 @@ def preflight(suite: Suite, *, base_dir: Path | None = None, import_plugins: boo
     problems += _reference_problems(suite.reference, base)
     for ex in dict.fromkeys(m.extractor for m in suite.metrics if m.extractor):
         users = ", ".join(f"metrics[{i}] {m.name}" for i, m in enumerate(suite.metrics) if m.extractor == ex)
-        problems += [f"extractor {ex} (needed by {users}): {p}" for p in check_extractor_weights(ex)]
+        problems += [
+            f"extractor {ex} (needed by {users}): {p}"
+            for p in check_extractor_weights(ex, **suite.extractor_options(ex))  # custom weights: that file
+        ]
     if conditions is not None:
         problems += _metric_problems(suite, conditions)
     problems += _adapter_problems(suite, import_plugins)

@@ -105,7 +105,7 @@ class Runner:
     def extractors(self) -> dict[str, Extractor]:
         if not self._extractors:
             for name in sorted({m.extractor for m in self.suite.metrics if m.extractor}):
-                self._extractors[name] = build_extractor(name, device=self.device)
+                self._extractors[name] = build_extractor(name, device=self.device, **self.suite.extractor_options(name))
         return self._extractors
 
     def reference_features(self) -> dict[str, dict[str, np.ndarray]]:

@@ -69,6 +69,24 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def reported_summary(values: Sequence[float], n: int) -> dict[str, Any]:
+    """What an adapter reported per sample (seconds, cost; NaN where it said nothing) over a cell of ``n``: how many
+    samples have a value and how many do not, their median, mean, fastest/slowest (min, max) and total; {} if none."""
+    vals = [float(v) for v in values if math.isfinite(v)]
+    if not vals:
+        return {}
+    s = spread(vals)
+    return {
+        "n": len(vals),
+        "missing": n - len(vals),
+        "median": s["median"],
+        "mean": statistics.fmean(vals),
+        "min": None if math.isnan(s["min"]) else s["min"],
+        "max": None if math.isnan(s["max"]) else s["max"],
+        "total": math.fsum(vals),
+    }
+
+
 class BatchTimer:
     """Times a cell's batches one by one and books each: the first ``warmup`` are warm-up (a model's and a
     scheduler's first calls pay for lazy init and allocator growth), every later one of the ``fixed`` size is a

@@ -3,8 +3,9 @@
 - ``config_hash``: everything that changes the quality numbers (not the description, batch size, timing or file);
 - ``cell_hash``: what one finished cell depends on; a stored cell is reused only if it matches;
 - ``protocol_hash``: what defines a measurement for the gate — samplers, steps, guidance, samples,
-  conditions, reference, metrics/extractors and the model *names* — but not the model's adapter or
-  options (that is what a check is for) and not the seed, which is recorded beside it.
+  conditions, reference, metrics/extractors (custom extractor weights by sha256, not path) and the model
+  *names* — but not the model's adapter or options (that is what a check is for) and not the seed, which is
+  recorded beside it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def config_hash(config: dict[str, Any]) -> str:
 def cell_hash(suite: Any, cell: Any) -> str:
     """``suite``: a :class:`~evalkit.suite.spec.Suite`; ``cell``: one of its cells."""
     spec = asdict(cell)
+    weights = getattr(suite, "extractor_weights", None)  # custom extractor weights: cells of other weights differ
     spec["sampler"].pop("steps", None)  # a sampler's own step list: the cell's ``steps`` is what it ran
     if cell.guidance_method.is_default:  # plain CFG, as every cell was before methods: its hash stays
         spec.pop("guidance_method")
@@ -40,8 +42,14 @@ def cell_hash(suite: Any, cell: Any) -> str:
             "reference": suite.reference,
             "metrics": [asdict(m) for m in suite.metrics],
             "grid_samples": suite.grid_samples,
+            **({"extractor_weights": _weights_digests(weights)} if weights else {}),
         }
     )
+
+
+def _weights_digests(weights: dict[str, Any]) -> dict[str, Any]:
+    """Custom extractor weights by content (extractor name → sha256): the same file elsewhere is the same network."""
+    return {name: spec.get("sha256") for name, spec in weights.items()}
 
 
 def protocol_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +62,8 @@ def protocol_of(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("description", "batch_size", "grid_samples", "file", "name", "seed", "timing"):
         cfg.pop(key, None)
     cfg["models"] = [{"name": m["name"]} for m in cfg.get("models", [])]
+    if cfg.get("extractor_weights"):
+        cfg["extractor_weights"] = _weights_digests(cfg["extractor_weights"])
     return cfg
 
 

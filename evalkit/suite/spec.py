@@ -107,6 +107,9 @@ class Suite:
     exclude: list[dict[str, Any]] = field(default_factory=list)
     # How conditional and unconditional predictions combine (:mod:`evalkit.suite.guidance`), crossed like guidance.
     guidance_method: list[GuidanceSpec] = field(default_factory=lambda: [GuidanceSpec()])
+    # Custom feature-network weights (``extractor: {name, weights}``, :mod:`evalkit.suite.extractor_spec`):
+    # extractor name → {"path": file, "sha256": its digest}. Empty: every extractor loads its standard weights.
+    extractor_weights: dict[str, dict[str, str]] = field(default_factory=dict)
     file: str | None = None
 
     def __post_init__(self) -> None:
@@ -130,10 +133,17 @@ class Suite:
                 cfg.pop(key)
         if self.guidance_method == [GuidanceSpec()]:
             cfg.pop("guidance_method")
+        if not self.extractor_weights:
+            cfg.pop("extractor_weights")
         for sampler in cfg["samplers"]:
             if sampler.get("steps") is None:
                 sampler.pop("steps", None)
         return cfg
+
+    def extractor_options(self, name: str) -> dict[str, Any]:
+        """What building extractor ``name`` takes besides the device: ``{"weights": path}`` for custom weights."""
+        spec = self.extractor_weights.get(name)
+        return {"weights": spec["path"]} if spec else {}
 
     def config_hash(self) -> str:
         """Hash of everything that changes the numbers (not the description, batch size or file)."""

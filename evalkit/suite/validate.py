@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import ConfigError
-from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, SAMPLERS, is_callable_ref
+from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, is_callable_ref
 from evalkit.suite import grid
+from evalkit.suite.extractor_spec import ExtractorFields
+from evalkit.suite.image_grid import check_images, fill_images, sampler_names
 from evalkit.suite.options import (
     OptionError,
     check_adapter_options,
@@ -40,7 +42,7 @@ _TOP_KEYS = {
     "and 'per_prompt'; omit for unconditional",
     "reference": "mapping with one of 'dataset', 'path', 'stats'",
     "metrics": "list of metric names or {name, extractor, options}",
-    "extractor": "default extractor name for metrics",
+    "extractor": "default extractor for metrics: a name, or {name, weights: file} for custom weights",
     "grid_samples": "positive integer: images kept per cell for grids",
     "zip": "list of two or more of models, samplers, steps, guidance: paired element by element, not crossed",
     "only": "list of mappings over model, sampler, steps, guidance: keep only the cells matching one",
@@ -85,17 +87,17 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
             close = close_names(key, list(_TOP_KEYS)) if isinstance(key, str) else []
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise SuiteError(file, shown(key), f"unknown key; expected one of: {', '.join(_TOP_KEYS)}{hint}")
+    raw = fill_images(raw, file, v.fail)  # an images suite's grid from its manifests (evalkit.suite.image_grid)
     for key in ("name", "models", "samplers", "samples", "metrics"):
         if key not in raw:
             raise SuiteError(file, key, f"required; expected {_TOP_KEYS[key]}")
     name = v.suite_name(raw["name"])
     models, samplers, steps, guidance = _axes(v, raw)
     extractors = EXTRACTORS.names()
-    default_ex = raw.get("extractor")
-    if default_ex is not None:
-        default_ex = v.choice("extractor", default_ex, extractors)
+    ex_fields = ExtractorFields(file, v.fail, extractors)  # a name, or {name, weights}: evalkit.suite.extractor_spec
+    default_ex = ex_fields.read("extractor", raw.get("extractor"))
     metrics = [
-        v.metric(f"metrics[{i}]", m, [*METRICS.names(), THROUGHPUT], extractors, default_ex)
+        v.metric(f"metrics[{i}]", m, [*METRICS.names(), THROUGHPUT], ex_fields.read, default_ex)
         for i, m in enumerate(v.list("metrics", raw["metrics"]))
     ]
     reference = v.reference(raw.get("reference"))
@@ -118,10 +120,12 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
             description=v.string("description", raw.get("description", ""), allow_empty=True),
             grid_samples=v.integer("grid_samples", raw.get("grid_samples", 32), minimum=1),
             timing=v.timing(raw.get("timing")),
+            extractor_weights=ex_fields.weights,
             file=str(file) if file else None,
             **grid_fields,
         )
         grid.check_grid(suite)  # zipped lengths, filters matching nothing, an empty grid, shared cell ids
+        check_images(suite, v.fail)  # each images cell has its samples, under the suite's conditions
     except grid.GridError as e:
         raise SuiteError(file, e.field, e.message) from None
     return suite
@@ -134,7 +138,7 @@ def _axes(v: _Validator, raw: dict[str, Any]) -> tuple[list[ModelSpec], list[Sam
     if len(set(names)) != len(names):
         raise v.fail("models", f"model names must be unique; got {names}")
     samplers = [
-        v.sampler(f"samplers[{i}]", s, SAMPLERS.names()) for i, s in enumerate(v.list("samplers", raw["samplers"]))
+        v.sampler(f"samplers[{i}]", s, sampler_names(raw)) for i, s in enumerate(v.list("samplers", raw["samplers"]))
     ]
     labels = [s.label for s in samplers]
     if len(set(labels)) != len(labels):
@@ -172,9 +176,7 @@ def _check_metrics_have_inputs(
 
 
 def _kind(x: Any) -> str:
-    if x is None:
-        return "nothing (null)"
-    return f"{type(x).__name__} {x!r}"[:80]
+    return "nothing (null)" if x is None else f"{type(x).__name__} {x!r}"[:80]
 
 
 class _Validator:
@@ -321,14 +323,13 @@ class _Validator:
         if x is None:
             return TimingSpec()
         x = self.mapping("timing", x, {"repeats": "", "warmup": "", "threads": ""})
-        threads = x.get("threads")
         return TimingSpec(
             repeats=self.integer("timing.repeats", x.get("repeats", TimingSpec.repeats), minimum=1),
             warmup=self.integer("timing.warmup", x.get("warmup", TimingSpec.warmup), minimum=0),
-            threads=None if threads is None else self.integer("timing.threads", threads, minimum=1),
+            threads=None if x.get("threads") is None else self.integer("timing.threads", x["threads"], minimum=1),
         )
 
-    def metric(self, f: str, x: Any, metrics: list[str], extractors: list[str], default_ex: str | None) -> MetricSpec:
+    def metric(self, f: str, x: Any, metrics: list[str], extractor: Callable[..., Any], default_ex: Any) -> MetricSpec:
         if isinstance(x, str):
             x = {"name": x}
         x = self.mapping(f, x, {"name": "", "extractor": "", "options": ""})
@@ -337,9 +338,7 @@ class _Validator:
         if name == THROUGHPUT:
             return MetricSpec(name, None, options)
         ex = x.get("extractor", default_ex or METRICS.get(name).default_extractor)
-        if ex is not None:
-            ex = self.choice(f"{f}.extractor", ex, extractors)
-        return MetricSpec(name, ex, options)
+        return MetricSpec(name, extractor(f"{f}.extractor", ex), options)
 
     def reference(self, x: Any) -> dict[str, Any] | None:
         if x is None:

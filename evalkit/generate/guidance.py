@@ -98,7 +98,7 @@ def needs_uncond(method: str, w: float, options: dict[str, Any] | None = None, s
     if w == 1.0:
         return False  # cfg, cfg_rescale and interval all give ε_c at w = 1
     if method == "interval":
-        if sigma is None or not math.isfinite(sigma):
+        if sigma is None or math.isnan(sigma):  # σ = ∞ is pure noise (flow matching's first step): outside
             raise ConfigError("guidance method 'interval' needs the noise level σ of each step from the sampler loop")
         opts = options_of(method, options)
         return in_interval(sigma, opts["sigma_lo"], opts["sigma_hi"])
@@ -137,8 +137,14 @@ def sigma_at(scheduler: Any, t: Any) -> float:
     if config.get("sigma_data") is not None and getattr(scheduler, "sigmas", None) is not None:
         timesteps = torch.as_tensor(scheduler.timesteps).detach().cpu().double()
         return float(scheduler.sigmas[int((timesteps - t).abs().argmin())])
+    if config.get("use_flow_sigmas") and getattr(scheduler, "sigmas", None) is not None:
+        # DPM-Solver/UniPC on flow sigmas: integer timesteps round σ·1000, so read the schedule's own σ (and they
+        # keep DDPM betas too, which are not this model's)
+        timesteps = torch.as_tensor(scheduler.timesteps).detach().cpu().double()
+        s = float(scheduler.sigmas[int((timesteps - t).abs().argmin())])
+        return s / (1 - s) if s < 1 else math.inf
     alphas = getattr(scheduler, "alphas_cumprod", None)
-    if alphas is not None and not config.get("use_flow_sigmas"):  # DPM-Solver/UniPC on flow sigmas keep betas too
+    if alphas is not None:
         sigmas = ((1 - alphas) / alphas).sqrt().double()
         lo = min(max(math.floor(t), 0), len(sigmas) - 1)
         hi = min(lo + 1, len(sigmas) - 1)

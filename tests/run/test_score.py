@@ -218,6 +218,42 @@ def test_legacy_pytorch_equals_pytorch_fid_and_its_statistics(fid_dirs, random_i
         assert rel_diff(_fd(ours), whole) <= TOL
 
 
+def test_legacy_tensorflow_equals_torch_fidelity_and_its_cache(fid_dirs, random_inception, tmp_path, monkeypatch):
+    """`evalkit score` in torch-fidelity's mode (its TF-ported Inception, random weights) against its
+    ``calculate_metrics`` on the same two folders, and its feature cache (``…-stat-fid-2048.pt``) as REF."""
+    import torch_fidelity
+
+    EXTRACTORS.names()
+    name = "test-inception-tf"
+    factory = lambda device="cpu", **kw: InceptionExtractor(  # noqa: E731
+        "legacy_tensorflow", device=device, weights=random_inception["tf"], name=name
+    )
+    monkeypatch.setitem(EXTRACTORS._items, name, factory)
+    gen, ref = fid_dirs
+    ours = score_images(gen, ref, ["fd"], extractor=name, batch_size=FID_N, out=tmp_path / "images")
+    cache = tmp_path / "tf-cache"
+    theirs = torch_fidelity.calculate_metrics(
+        input1=str(gen),
+        input2=str(ref),
+        cuda=False,
+        fid=True,
+        verbose=False,
+        cache=True,
+        cache_root=str(cache),
+        input2_cache_name="ref",
+        feature_extractor_weights_path=str(random_inception["tf"]),
+        batch_size=FID_N,
+    )["frechet_inception_distance"]
+    stats = sorted(cache.rglob("*ref*stat-fid-2048*.pt"))
+    assert len(stats) == 1, sorted(p.name for p in cache.rglob("*"))
+    via_cache = score_images(gen, stats[0], ["fd"], extractor=name, batch_size=FID_N, out=tmp_path / "cache")
+    print(
+        f"[agreement] legacy_tensorflow FD vs torch-fidelity: {_fd(ours):.10g} vs {theirs:.10g} "
+        f"({rel_diff(_fd(ours), theirs):.2e}); its cache as REF {_fd(via_cache):.10g}"
+    )
+    assert rel_diff(_fd(ours), theirs) <= TOL and rel_diff(_fd(via_cache), _fd(ours)) <= TOL
+
+
 def test_statistics_files_as_ref_give_the_fd_of_their_images(tmp_path, capsys):
     gen = write_pngs(smooth_images(12, 28, seed=21), tmp_path / "gen")
     ref = write_pngs(smooth_images(30, 28, seed=22, shift=0.2), tmp_path / "ref")

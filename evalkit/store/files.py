@@ -7,7 +7,6 @@ over the target, so a reader sees the old file or the new one, never half of one
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import StoreError
+from evalkit.hashing import sha256_bytes, sha256_file
 
 TMP_PREFIX = ".evalkit-"  # only files named .evalkit-*.tmp are ever removed as a killed writer's leftovers
 
@@ -83,18 +83,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from evalkit.hashing import sha256_file
+
 WEIGHTS = "weights"
 _KEYS = ("name", WEIGHTS)
 
@@ -54,17 +56,9 @@ def parse_extractor_spec(value: str | Mapping[str, Any]) -> tuple[str, str | Non
 def weights_digest(path: Path) -> str:
     """sha256 of a weights file; of a folder (mnist-net's), the sha256 of its files' relative names and digests."""
     if path.is_file():
-        return _file_digest(path)
-    lines = [f"{f.relative_to(path).as_posix()}\0{_file_digest(f)}\n" for f in sorted(path.rglob("*")) if f.is_file()]
+        return sha256_file(path)
+    lines = [f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n" for f in sorted(path.rglob("*")) if f.is_file()]
     return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ExtractorFields:

@@ -14,7 +14,6 @@ file first, so a stale or corrupted file fails loudly instead of silently changi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evalkit.errors import WeightsError
+from evalkit.hashing import sha256_file
 from evalkit.zoo.schedule import FLOW_SCHEDULE as FLOW_SCHEDULE  # re-exported: their home is torch-free
 from evalkit.zoo.schedule import NOISE_SCHEDULE as NOISE_SCHEDULE
 
@@ -114,14 +114,6 @@ def build_unet() -> torch.nn.Module:
     from diffusers import UNet2DModel
 
     return UNet2DModel(**UNET_ARCH)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dir(weights_dir: str | Path | None) -> Path:

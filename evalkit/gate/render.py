@@ -68,6 +68,8 @@ UNITS: dict[str, str] = {
     "density": "ratio",
     "lpips_diversity": "LPIPS distance",
     "lpips_paired": "LPIPS distance",
+    "vendi": "effective samples",
+    "vendi_within": "effective samples",
     "images_per_s": "images/s",
     "s_per_image": "s",
     "ms_per_model_call": "ms",

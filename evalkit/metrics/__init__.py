@@ -14,6 +14,7 @@ from evalkit.metrics import (  # noqa: F401  (register)
     kid,
     lpips,
     prdc,
+    vendi,
 )
 from evalkit.metrics.base import (  # noqa: F401
     MetricDef,

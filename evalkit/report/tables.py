@@ -55,6 +55,8 @@ QUALITY_ORDER = [
     "coverage",
     "lpips_diversity",
     "lpips_paired",
+    "vendi",
+    "vendi_within",
 ]
 THROUGHPUT_METRICS = [
     "images_per_s",

@@ -28,6 +28,8 @@ LABELS = {
     "coverage": "coverage",
     "lpips_diversity": "LPIPS diversity",
     "lpips_paired": "LPIPS paired",
+    "vendi": "Vendi",
+    "vendi_within": "Vendi within condition",
     "images_per_s": "images/s",
     "s_per_image": "s/image",
     "model_calls": "model calls/sample",

@@ -17,6 +17,7 @@ BUILTIN: dict[str, tuple[str, ...]] = {
     "inception": ("inception", "inception-clean", "inception-legacy_tensorflow", "inception-legacy_pytorch"),
     "clip": ("clip",),
     "lpips_net": ("lpips-alex", "lpips-vgg", "lpips-squeeze"),
+    "pixels": ("pixels",),
 }
 for _module, _names in BUILTIN.items():
     for _name in _names:

@@ -13,6 +13,7 @@ from evalkit.metrics import (  # noqa: F401  (register)
     inception_score,
     kid,
     lpips,
+    paired,
     prdc,
     vendi,
 )

@@ -55,6 +55,9 @@ QUALITY_ORDER = [
     "coverage",
     "lpips_diversity",
     "lpips_paired",
+    "psnr",
+    "ssim",
+    "ms_ssim",
     "vendi",
     "vendi_within",
 ]

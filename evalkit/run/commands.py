@@ -164,7 +164,8 @@ def _register_score(subparsers: argparse._SubParsersAction) -> None:
         "-e",
         "--extractor",
         help="extractor of the metrics without one of their own (fd, kid, is, pr, ...; default: inception, "
-        "clean-fid's); clip_score and cmmd keep clip, lpips lpips-alex",
+        "clean-fid's); a metric with its own keeps it: clip_score and cmmd clip, lpips lpips-alex, psnr/ssim/ms_ssim "
+        "pixels",
     )
     s.add_argument(
         "--prompts",

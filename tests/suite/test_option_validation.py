@@ -144,7 +144,8 @@ def _metric_inputs(name: str, options: dict) -> MetricInputs:
     n, d = 24, 6
     feats = {"features": rng.normal(size=(n, d)), "logits": rng.normal(size=(n, 10)), "lpips": rng.normal(size=(n, 5))}
     emb = {"image_embeds": rng.normal(size=(n, d)), "text_embeds": rng.normal(size=(n, d))}
-    gen = {**feats, **emb}
+    images = {"images": rng.random((n, 3, 176, 176))}  # psnr, ssim, ms_ssim (≥ 176 px with its default scales)
+    gen = {**feats, **emb, **images}
     ref = {k: v + 0.5 for k, v in gen.items()}
     labels = np.arange(n) % 3
     return MetricInputs(gen=gen, ref=ref, labels=labels, seed=0, options=options)

@@ -107,6 +107,26 @@ def vae_kl(latent_channels: int = 4, **kw: Any) -> Any:
     )
 
 
+def sd_unet(**kw: Any) -> Any:
+    """A Stable-Diffusion-shaped UNet2DConditionModel at torch seed 0: 8×8×4 latents, cross-attention width 16."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        norm_num_groups=4,
+        attention_head_dim=4,
+        **kw,
+    )
+
+
 def save(pipe: Any, folder: Path) -> Path:
     pipe.save_pretrained(folder)
     return folder
@@ -287,22 +307,9 @@ def gemma_tokenizer() -> Any:
 
 def lcm(folder: Path) -> Path:
     """A latent consistency model: an SD-shaped UNet with a guidance embedding (``time_cond_proj_dim``)."""
-    from diffusers import LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        norm_num_groups=4,
-        attention_head_dim=4,
-        time_cond_proj_dim=32,
-    )
+    unet = sd_unet(time_cond_proj_dim=32)
     pipe = LatentConsistencyModelPipeline(
         vae=vae_kl(),
         text_encoder=clip_text(False),

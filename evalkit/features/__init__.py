@@ -15,9 +15,13 @@ from evalkit.registry import EXTRACTORS
 BUILTIN: dict[str, tuple[str, ...]] = {
     "mnist_net": ("mnist-net",),
     "inception": ("inception", "inception-clean", "inception-legacy_tensorflow", "inception-legacy_pytorch"),
-    "clip": ("clip",),
+    "clip": ("clip", "clip-vit-l14"),
     "lpips_net": ("lpips-alex", "lpips-vgg", "lpips-squeeze"),
     "pixels": ("pixels",),
+    "dinov2": ("dinov2-vit-l14", "dinov2-vit-b14"),
+    "hpsv2": ("hpsv2",),
+    "pick_score": ("pick_score",),
+    "image_reward": ("image_reward",),
 }
 for _module, _names in BUILTIN.items():
     for _name in _names:

@@ -30,6 +30,23 @@ class Extractor(Protocol):
         ...
 
 
+# Optional parts of an extractor (not in the Protocol, looked up with getattr):
+# - ``encode_text(prompts) -> (len(prompts), D)``: the runner stores each sample's prompt embedding as
+#   ``text_embeds`` (CLIP score, HPSv2);
+# - ``takes_prompts = True``: ``__call__(images, prompts=...)`` also gets each image's prompt (a list, or None
+#   where images have none, e.g. a reference set) and may return prompt-dependent outputs (a reward model's
+#   score); without prompts it returns only the outputs that need none.
+
+
+def extract(extractor: Extractor, images: torch.Tensor, prompts: list[str] | None = None) -> dict[str, np.ndarray]:
+    """One forward of ``extractor`` on a batch; ``prompts`` (one per image) go to an extractor that takes them."""
+    if prompts is not None and getattr(extractor, "takes_prompts", False):
+        if len(prompts) != len(images):
+            raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
+        return extractor(images, prompts=list(prompts))  # type: ignore[call-arg]
+    return extractor(images)
+
+
 ExtractorFactory = Callable[..., Extractor]
 
 
@@ -50,6 +67,10 @@ def build_extractor(name: str, *, device: str | torch.device = "cpu", **options:
         del options["weights"]
     if "weights" in options and not _takes(factory, "weights"):
         raise ConfigError(f"extractor {name!r} takes no weights file (extractor.weights: {options['weights']})")
+    if options.get("heads") and not _takes(factory, "heads"):
+        raise ConfigError(f"extractor {name!r} cannot compute {', '.join(options['heads'])}: it has no optional heads")
+    if "heads" in options and not options["heads"]:
+        del options["heads"]
     return factory(device=device, **options)
 
 

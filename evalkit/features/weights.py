@@ -188,6 +188,10 @@ REGISTRY: dict[str, WeightsFile] = {
             "clip (open_clip ViT-B-32, pretrained 'openai')",
             (_clip_cache,),
         ),
+        # --- DINOv2 entries (features/dinov2.py) ---
+        # --- CLIP ViT-L/14 and aesthetic head entries (features/clip.py, features/aesthetic_head.py) ---
+        # --- HPSv2 and PickScore entries (features/hpsv2.py, features/pick_score.py) ---
+        # --- ImageReward entries (features/image_reward.py) ---
     ]
 }
 
@@ -274,24 +278,39 @@ EXTRACTOR_WEIGHTS = {
     "lpips-alex": "lpips-alex-backbone",
     "lpips-vgg": "lpips-vgg-backbone",
     "lpips-squeeze": "lpips-squeeze-backbone",
+    # --- DINOv2 extractors ---
+    # --- clip-vit-l14 ---
+    # --- hpsv2, pick_score ---
+    # --- image_reward ---
 }
 
 
-def check_extractor_weights(extractor: str, weights: str | os.PathLike | None = None) -> list[str]:
+# (extractor, head) → the registry entry of an optional head's file (``heads`` an extractor computes on request).
+HEAD_WEIGHTS: dict[tuple[str, str], str] = {
+    # --- heads ---
+}
+
+
+def check_extractor_weights(
+    extractor: str, weights: str | os.PathLike | None = None, heads: tuple[str, ...] = ()
+) -> list[str]:
     """Check only, before a run: the problem (missing, mismatched, untrusted) with the weights file that
     extractor ``extractor`` will load, found as :func:`resolve_weights` finds it, without building a network.
     ``weights``: the custom file (or folder) a suite gives it (``extractor: {name, weights}``), which must exist.
-    [] when the file is there and matches, or the extractor has no registered file (mnist-net, plugins)."""
+    ``heads``: the optional outputs asked of it, whose files (:data:`HEAD_WEIGHTS`) are checked the same way.
+    [] when the files are there and match, or the extractor has no registered file (mnist-net, plugins)."""
     entry = EXTRACTOR_WEIGHTS.get(extractor)
     if weights is not None and not os.path.exists(os.path.expanduser(str(weights))):
         return [f"extractor.weights: custom weights for {extractor} not found at {weights}"]
-    if entry is None:
-        return []
-    try:
-        resolve_weights(entry, weights)
-    except (WeightsError, OSError) as e:
-        return [str(e)]
-    return []
+    problems = []
+    for name, explicit in [(entry, weights)] + [(HEAD_WEIGHTS.get((extractor, h)), None) for h in heads]:
+        if name is None:
+            continue
+        try:
+            resolve_weights(name, explicit)
+        except (WeightsError, OSError) as e:
+            problems.append(str(e))
+    return problems
 
 
 def missing_message(entry: WeightsFile, searched: list[Path]) -> str:

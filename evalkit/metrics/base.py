@@ -75,6 +75,13 @@ class MetricDef:
     # options for this metric and a :class:`MetricContext`, every problem as a line saying what to change (empty:
     # none). Without it, a metric that cannot work on the suite's samples fails only after they were generated.
     check: Callable[[dict[str, Any], MetricContext], list[str]] | None = None
+    # Optional outputs of the extractor that it computes only when a metric reads them (``aesthetic``: the LAION
+    # head on ``clip-vit-l14``'s embeddings); the suite passes them to the extractor as ``heads`` (one forward).
+    extractor_outputs: tuple[str, ...] = ()
+    # What the numbers are checked against (the reference implementation) and where the metric is defined,
+    # for ``evalkit list metrics`` and the README's metrics table.
+    reference: str = ""
+    paper: str = ""
 
 
 # "(default X)" or "(...; default X)" in an option's meaning: where MetricDef.options states each default, once.

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from evalkit.features.base import Extractor
+from evalkit.features.base import Extractor, extract
 from evalkit.generate import Adapter, GenerationRequest
 from evalkit.run.images import ImageContractError, check_images
 from evalkit.run.timing import (
@@ -128,7 +128,9 @@ def _stream(
     model_calls = nfe = calls_total = done = 0
     schedule = None
     reported: dict[str, list[float]] = {"reported_s": [], "reported_cost": []}
-    stream = iter(adapter.generate(request(mine)) if len(mine) else ())
+    req = request(mine) if len(mine) else None
+    prompts = req.prompts if req is not None else None  # aligned with ``mine``: for extractors that score them
+    stream = iter(adapter.generate(req) if req is not None else ())
     while True:
         with timer.measure():
             batch = next(stream, None)
@@ -149,7 +151,8 @@ def _stream(
         _add_reported(reported, batch, len(idx))
         schedule = schedule or getattr(batch, "schedule", None)
         with ext_sw.measure():
-            _extract_into(feats, extractors, images, done, len(mine))
+            batch_prompts = prompts[done : done + len(idx)] if prompts is not None else None
+            _extract_into(feats, extractors, images, done, len(mine), batch_prompts)
         if idx[0] < keep:
             kept.append(images[torch.from_numpy(idx < keep)].cpu())
         done += len(idx)
@@ -186,11 +189,16 @@ def _timing_batches(
 
 
 def _extract_into(
-    feats: dict[str, np.ndarray], extractors: dict[str, Extractor], images: torch.Tensor, start: int, total: int
+    feats: dict[str, np.ndarray],
+    extractors: dict[str, Extractor],
+    images: torch.Tensor,
+    start: int,
+    total: int,
+    prompts: list[str] | None = None,
 ) -> None:
     """One forward per network for the batch; outputs written into rows ``start:start+B`` of ``feats``."""
     for name, ex in extractors.items():
-        for out, arr in ex(images).items():
+        for out, arr in extract(ex, images, prompts).items():
             arr = np.asarray(arr)
             key = f"{name}/{out}"
             if key not in feats:

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from evalkit.errors import RunError
-from evalkit.features.base import Extractor
+from evalkit.features.base import Extractor, extract
 from evalkit.generate import Adapter, GenerationRequest
 from evalkit.references import ReferenceSet
 from evalkit.references.sources import DECODING
@@ -93,8 +93,10 @@ class ScoreRunner(Runner):
     def _generate(self, cell: Cell, mine: np.ndarray) -> Shard:
         if self.shard is None:
             keep = min(self.suite.grid_samples, cell.n)
+            _, prompts = self.conditions.take(mine)
             self.shard = read_shard(
-                self.images, self.extractors(), batch_size=self.batch_size, keep=keep, device=self.device
+                self.images, self.extractors(), batch_size=self.batch_size, keep=keep, device=self.device,
+                prompts=prompts,
             )
         if not np.array_equal(self.shard.indices, mine):
             raise RunError(f"{self.model.path}: read {len(self.shard.indices)} images, the cell expects {len(mine)}")
@@ -110,9 +112,11 @@ def read_shard(
     device: str = "cpu",
     check: Callable[[dict[str, np.ndarray]], None] | None = None,
     progress: bool = False,
+    prompts: list[str] | None = None,
 ) -> Shard:
     """Every image of ``images`` through every extractor once (batches of ``batch_size``, never mixing sizes), the
-    first ``keep`` images kept for the grid; ``check`` sees the first batch's features (e.g. their dimensions)."""
+    first ``keep`` images kept for the grid; ``check`` sees the first batch's features (e.g. their dimensions);
+    ``prompts`` (one per image, in order) go to extractors that score images against them."""
     parts: dict[str, list[np.ndarray]] = {}
     kept: list[torch.Tensor] = []
     n = 0
@@ -126,8 +130,9 @@ def read_shard(
             if batch is None:
                 break
             with extract.measure():
+                texts = prompts[n : n + len(batch)] if prompts is not None else None
                 for name, ex in extractors.items():
-                    for out, arr in ex(batch).items():
+                    for out, arr in extract(ex, batch, texts).items():
                         parts.setdefault(f"{name}/{out}", []).append(np.asarray(arr))
             if check is not None and n == 0:
                 check({k: v[0] for k, v in parts.items()})

@@ -141,9 +141,15 @@ class Suite:
         return cfg
 
     def extractor_options(self, name: str) -> dict[str, Any]:
-        """What building extractor ``name`` takes besides the device: ``{"weights": path}`` for custom weights."""
+        """What building extractor ``name`` takes besides the device: ``{"weights": path}`` for custom weights, and
+        ``{"heads": (...)}``: the optional outputs the suite's metrics read from it (e.g. ``aesthetic`` on
+        ``clip-vit-l14``, :attr:`evalkit.metrics.base.MetricDef.extractor_outputs`), computed in the same forward."""
         spec = self.extractor_weights.get(name)
-        return {"weights": spec["path"]} if spec else {}
+        out: dict[str, Any] = {"weights": spec["path"]} if spec else {}
+        heads = sorted({h for m in self.metrics if m.extractor == name for h in _heads(m.name)})
+        if heads:
+            out["heads"] = tuple(heads)
+        return out
 
     def config_hash(self) -> str:
         """Hash of everything that changes the numbers (not the description, batch size or file)."""
@@ -152,3 +158,14 @@ class Suite:
     def cell_hash(self, cell: Cell) -> str:
         """What a finished cell's numbers depend on; a stored cell is reused only if this matches."""
         return identity.cell_hash(self, cell)
+
+
+def _heads(metric: str) -> tuple[str, ...]:
+    """The optional extractor outputs metric ``metric`` reads (looked up by name: the metrics layer sits above)."""
+    from evalkit.errors import EvalkitError
+    from evalkit.registry import METRICS
+
+    try:
+        return tuple(getattr(METRICS.get(metric), "extractor_outputs", ()) or ())
+    except EvalkitError:  # an unknown name is the validator's error to give, with the field
+        return ()

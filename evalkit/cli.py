@@ -66,11 +66,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
             families = ",".join(getattr(d, "families", ()) or ("?",))
             print(f"  {name:<16} {d.scheduler:<32} {families:<18} {_calls_rule(d.model_calls):<15} {d.description}")
     if what in (None, "metrics"):
-        print("metrics:" + ("  (a suite sets options as {name: METRIC, options: {OPTION: value}})" if verbose else ""))
+        print(f"metrics:  {'':<16} {'rows (↑ higher is better, ↓ lower)':<36} {'default extractor':<18} paper")
+        if verbose:
+            print("  (a suite sets options as {name: METRIC, options: {OPTION: value}})")
         for name in METRICS.names():
-            print(f"  {name:<16} {METRICS.get(name).description}")
-            if verbose:
-                _print_options(METRICS.get(name))
+            _print_metric(name, METRICS.get(name), verbose)
         print(f"  {THROUGHPUT:<16} images/s, s/image, model calls, NFE, ms per model call, peak memory")
     if what in (None, "extractors"):
         print("extractors: " + ", ".join(EXTRACTORS.names()))
@@ -79,16 +79,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_metric(name: str, defn: Any, verbose: bool) -> None:
+    """A metric's line (its rows and which way is better, the extractor it reads unless the suite says another,
+    the paper), then what it computes and the implementation its numbers are checked against."""
+    rows = " ".join(f"{row} {'↑' if up else '↓'}" for row, up in defn.higher_is_better.items())
+    extractor = defn.default_extractor or "(the suite's)"
+    print(f"  {name:<16} {rows:<36} {extractor:<18} {getattr(defn, 'paper', '') or '–'}")
+    reference = getattr(defn, "reference", "")
+    print(f"  {'':<16}   {defn.description}" + (f" Checked against: {reference}." if reference else ""))
+    if verbose:
+        _print_options(defn)
+
+
 def _print_options(defn: Any) -> None:
     """``evalkit list metrics -v``: each option a metric takes, its default and meaning (from its ``MetricDef``)."""
     from evalkit.metrics.base import option_help
 
     if defn.options is None:
-        print(f"  {'':<16} options: not declared (not checked)")
+        print(f"  {'':<16}   options: not declared (not checked)")
         return
     rows = option_help(defn)
     if not rows:
-        print(f"  {'':<16} options: none")
+        print(f"  {'':<16}   options: none")
     for option, default, meaning in rows:
         print(f"    {option:<18} default {default or '(not stated)':<16} {meaning}")
 

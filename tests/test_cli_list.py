@@ -16,13 +16,12 @@ def _listing(capsys) -> dict[str, dict[str, str]]:
     assert main(["list", "metrics", "-v"]) == 0
     out: dict[str, dict[str, str]] = {}
     current = ""
-    for line in capsys.readouterr().out.splitlines()[1:]:
-        if line.split()[0] == "options:":  # "options: none" / "options: not declared"
-            continue
-        if line.startswith("  ") and not line.startswith("    "):
+    for line in capsys.readouterr().out.splitlines()[2:]:
+        indent = len(line) - len(line.lstrip())
+        if indent == 2:  # a metric's first line
             current = line.split()[0]
             out[current] = {}
-        elif line.startswith("    "):
+        elif indent == 4:  # one of its options; deeper lines are its description and "options: none"
             out[current][line.split()[0]] = line
     return out
 
@@ -92,3 +91,19 @@ def test_list_verbose_imports_no_heavy_library():
 
     code, out, loaded = _run_main(["list", "metrics", "-v"])
     assert code == 0 and loaded == [] and "subset_size" in out
+
+
+def test_list_metrics_shows_direction_extractor_reference_and_paper(capsys):
+    """Each metric's line: its rows with which way is better, its default extractor and its paper; the next line
+    names the implementation its numbers are checked against (every built-in metric names one)."""
+    assert main(["list", "metrics"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fd = next(i for i, line in enumerate(lines) if line.split()[:1] == ["fd"])
+    assert lines[fd].split()[1:3] == ["fd", "↓"] and "Heusel et al. 2017" in lines[fd]
+    assert "Checked against: clean-fid" in lines[fd + 1]
+    pr = next(line for line in lines if line.split()[:1] == ["pr"])
+    assert "precision ↑ recall ↑ density ↑ coverage ↑" in pr
+    clip = next(line for line in lines if line.split()[:1] == ["clip_score"])
+    assert clip.split()[3] == "clip"
+    builtin = [n for n in METRICS.names() if METRICS.get(n).__class__ is MetricDef]
+    assert all(METRICS.get(n).reference for n in builtin), [n for n in builtin if not METRICS.get(n).reference]

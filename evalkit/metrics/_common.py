@@ -44,6 +44,18 @@ def option(inputs: MetricInputs, name: str, default):
     return inputs.options.get(name, default)
 
 
+def feature_key(inputs: MetricInputs, default: str = "features") -> str:
+    """The extractor output a feature metric (fd, kid, pr, vendi, ...) reads: the ``read`` option if given, else
+    ``default`` where the generated features hold it, else ``image_embeds`` (a CLIP extractor's output, so that
+    ``{name: fd, extractor: clip-vit-l14}`` is FD_CLIP without options), else ``default`` (which the error names)."""
+    key = inputs.options.get("read")
+    if key is not None:
+        return str(key)
+    if default not in inputs.gen and "image_embeds" in inputs.gen:
+        return "image_embeds"
+    return default
+
+
 def flat2d(x: np.ndarray) -> np.ndarray:
     """(N, ...) → (N, D) float64."""
     x = np.asarray(x)

@@ -53,6 +53,8 @@ def check_class_acc(options: dict[str, Any], ctx: MetricContext) -> list[str]:
 register_metric(
     MetricDef(
         name="class_acc",
+        reference="scipy.stats binomtest (Wilson interval)",
+        paper="Wilson 1927 (interval)",
         needs_reference=False,
         higher_is_better={"class_acc": True},
         compute=compute_class_acc,

@@ -62,6 +62,8 @@ def check_clip_score(options: dict[str, Any], ctx: MetricContext) -> list[str]:
 register_metric(
     MetricDef(
         name="clip_score",
+        reference="torchmetrics CLIPScore",
+        paper="Hessel et al. 2021",
         needs_reference=False,
         higher_is_better={"clip_score": True},
         compute=compute_clip_score,

@@ -39,6 +39,8 @@ def compute_cmmd(inputs: MetricInputs) -> dict[str, MetricValue]:
 register_metric(
     MetricDef(
         name="cmmd",
+        reference="google-research/cmmd distance.py (transcribed)",
+        paper="Jayasumana et al. 2024",
         needs_reference=True,
         higher_is_better={"cmmd": False},
         compute=compute_cmmd,

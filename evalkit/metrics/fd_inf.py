@@ -85,6 +85,8 @@ def check_fd_inf(options: dict[str, Any], ctx: MetricContext) -> list[str]:
 register_metric(
     MetricDef(
         name="fd_inf",
+        reference="mchong6/FID_IS_infinity (transcribed)",
+        paper="Chong & Forsyth 2020",
         needs_reference=True,
         higher_is_better={"fd_inf": False},
         compute=compute_fd_inf,

@@ -377,6 +377,8 @@ def compute_fd(inputs: MetricInputs) -> dict[str, MetricValue]:
 register_metric(
     MetricDef(
         name="fd",
+        reference="clean-fid, torch-fidelity, pytorch-fid, torchmetrics FID; dgm-eval for FD_DINOv2",
+        paper="Heusel et al. 2017; Stein et al. 2023 (FD_DINOv2)",
         needs_reference=True,
         higher_is_better={"fd": False},
         compute=compute_fd,

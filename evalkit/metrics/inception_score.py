@@ -72,6 +72,8 @@ def check_is(options: dict[str, Any], ctx: MetricContext) -> list[str]:
 register_metric(
     MetricDef(
         name="is",
+        reference="torch-fidelity, torchmetrics InceptionScore",
+        paper="Salimans et al. 2016",
         needs_reference=False,
         higher_is_better={"is": True},
         compute=compute_is,

@@ -121,6 +121,8 @@ def check_kid(options: dict[str, Any], ctx: MetricContext) -> list[str]:
 register_metric(
     MetricDef(
         name="kid",
+        reference="torch-fidelity, clean-fid",
+        paper="Bińkowski et al. 2018",
         needs_reference=True,
         higher_is_better={"kid": False},
         compute=compute_kid,

@@ -136,6 +136,8 @@ def compute_lpips_paired(inputs: MetricInputs) -> dict[str, MetricValue]:
 register_metric(
     MetricDef(
         name="lpips_diversity",
+        reference="lpips (PerceptualSimilarity)",
+        paper="Zhang et al. 2018",
         needs_reference=False,
         higher_is_better={"lpips_diversity": True},
         compute=compute_lpips_diversity,
@@ -153,6 +155,8 @@ register_metric(
 register_metric(
     MetricDef(
         name="lpips_paired",
+        reference="lpips (PerceptualSimilarity)",
+        paper="Zhang et al. 2018",
         needs_reference=True,
         higher_is_better={"lpips_paired": False},
         compute=compute_lpips_paired,

@@ -220,6 +220,12 @@ _DESCRIPTIONS = {
     "ssim": "SSIM (Gaussian 11×11, σ 1.5) between generated sample i and reference image i, mean over pairs.",
     "ms_ssim": "MS-SSIM (5 scales, ≥ 176 px by default) between generated sample i and reference image i, mean.",
 }
+_REFERENCES = {
+    "psnr": "PeakSignalNoiseRatio",
+    "ssim": "StructuralSimilarityIndexMeasure",
+    "ms_ssim": "MultiScaleStructuralSimilarityIndexMeasure",
+}
+_PAPERS = {"psnr": "", "ssim": "Wang et al. 2004", "ms_ssim": "Wang et al. 2003"}
 for _name, _compute, _per_sample, _check, _extra in _DEFS:
     register_metric(
         MetricDef(
@@ -236,5 +242,7 @@ for _name, _compute, _per_sample, _check, _extra in _DEFS:
             },
             default_extractor="pixels",
             description=_DESCRIPTIONS[_name],
+            reference=f"torchmetrics {_REFERENCES[_name]}",
+            paper=_PAPERS[_name],
         )
     )

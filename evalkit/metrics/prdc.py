@@ -138,6 +138,8 @@ def pr_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray
 register_metric(
     MetricDef(
         name="pr",
+        reference="prdc (clovaai generative-evaluation-prdc)",
+        paper="Kynkäänniemi et al. 2019; Naeem et al. 2020",
         needs_reference=True,
         higher_is_better={"precision": True, "recall": True, "density": True, "coverage": True},
         compute=compute_pr,

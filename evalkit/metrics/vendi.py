@@ -62,6 +62,8 @@ def compute_vendi(inputs: MetricInputs) -> dict[str, MetricValue]:
 register_metric(
     MetricDef(
         name="vendi",
+        reference="vendi-score score_dual (transcribed)",
+        paper="Friedman & Dieng 2023",
         needs_reference=False,
         higher_is_better={"vendi": True, "vendi_within": True},
         compute=compute_vendi,

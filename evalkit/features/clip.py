@@ -9,6 +9,15 @@ itself (``weights_id="open_clip:<model>/<tag>"``, not hash-verified).
 
 Embeddings are returned as the model gives them (not normalised); metrics normalise, as torchmetrics
 ``CLIPScore`` and the CMMD reference code do. Preprocessing is open_clip's own transform for the model.
+
+``clip-vit-l14``: open_clip ``ViT-L-14`` with OpenAI's weights (``ViT-L-14.pt``, quick-GELU), the network of
+the LAION aesthetic predictor and of FD_CLIP / CLIP score on ViT-L/14. Output ``image_embeds``: the projected
+image embedding, (B, 768), unnormalised (``encode_image`` after open_clip's transform: bicubic resize of the
+short side to 224, centre crop, OpenAI mean/std). ``{name: fd, extractor: clip-vit-l14}`` is FD on these.
+Note dgm-eval's ``clip`` encoder (Stein et al. 2023) differs: DataComp-XL ViT-L-14 weights and the 1024-d
+``ln_post`` token before the projection, so its FD_CLIP numbers are not comparable with these. With
+``heads=("aesthetic",)`` it also returns ``aesthetic`` (B,) from the same embeddings
+(:mod:`evalkit.features.aesthetic_head`), with one CLIP forward per image.
 """
 
 from __future__ import annotations
@@ -20,13 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from evalkit.errors import DependencyError
+from evalkit.errors import ConfigError, DependencyError
+from evalkit.features import aesthetic_head
 from evalkit.features.base import register_extractor
 from evalkit.features.safe_load import library_loader, load_state_dict, mismatch
 from evalkit.features.weights import WeightsNotFoundError, file_sha256, resolve_weights
 
 # (model, tag) → (weights registry entry, open_clip options that the tag would have implied)
-REGISTERED = {("ViT-B-32", "openai"): ("clip-vit-b-32-openai", {"force_quick_gelu": True})}
+REGISTERED = {
+    ("ViT-B-32", "openai"): ("clip-vit-b-32-openai", {"force_quick_gelu": True}),
+    ("ViT-L-14", "openai"): ("clip-vit-l14-openai", {"force_quick_gelu": True}),
+}
 
 
 def _weights_source(
@@ -62,6 +75,8 @@ class ClipExtractor:
         weights: str | os.PathLike | None = None,
         seed: int = 0,
         name: str = "clip",
+        heads: tuple[str, ...] = (),
+        head_weights: dict[str, str | os.PathLike] | None = None,
     ) -> None:
         try:
             import open_clip
@@ -84,6 +99,26 @@ class ClipExtractor:
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         self.mode = f"open_clip:{model}"
+        self._load_heads(aesthetic_head.check_heads(name, heads), head_weights or {}, seed)
+
+    def _load_heads(self, heads: tuple[str, ...], files: dict[str, str | os.PathLike], seed: int) -> None:
+        """The optional heads (only ``aesthetic`` so far): random (seeded) where the CLIP weights are random and no
+        file is given, else the registered file. Their weights ids go to :meth:`info`; ``weights_id`` stays CLIP's."""
+        self.heads = heads  # the optional outputs it computes besides image_embeds
+        self.head_nets: dict[str, aesthetic_head.AestheticMLP] = {}
+        self.head_ids: dict[str, str] = {}
+        dim = getattr(self.model.visual, "output_dim", None)
+        if heads and dim != aesthetic_head.AESTHETIC_DIM:
+            raise ConfigError(
+                f"head 'aesthetic' takes {aesthetic_head.AESTHETIC_DIM}-d CLIP ViT-L/14 embeddings; "
+                f"{self.model_name} gives {dim}-d"
+            )
+        random_seed = seed if self.weights_id.startswith("random:") else None
+        for head in heads:
+            self.head_nets[head], self.head_ids[head] = aesthetic_head.load_aesthetic(
+                random_seed=random_seed, weights=files.get(head), device=self.device
+            )
+        self.outputs = ("image_embeds", *heads)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
@@ -91,7 +126,10 @@ class ClipExtractor:
 
         arr = images.cpu().numpy().transpose(0, 2, 3, 1)
         x = torch.stack([self.preprocess(Image.fromarray(np.ascontiguousarray(a))) for a in arr]).to(self.device)
-        return {"image_embeds": self.model.encode_image(x).float().cpu().numpy()}
+        out = {"image_embeds": self.model.encode_image(x).float().cpu().numpy()}
+        for head, mlp in self.head_nets.items():  # from the same embeddings: no second CLIP forward
+            out[head] = aesthetic_head.aesthetic_scores(mlp, out["image_embeds"], self.device)
+        return out
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> np.ndarray:
@@ -99,7 +137,8 @@ class ClipExtractor:
         return self.model.encode_text(tokens).float().cpu().numpy()
 
     def info(self) -> dict[str, Any]:
-        return {"model": self.model_name, "weights_id": self.weights_id}
+        heads = {"heads": dict(self.head_ids)} if self.head_ids else {}
+        return {"model": self.model_name, "weights_id": self.weights_id, **heads}
 
 
 def _open_clip_state_dict(checkpoint_path: str, device: Any = "cpu", weights_only: bool = True) -> dict:
@@ -131,3 +170,28 @@ def build_clip(
     seed: int = 0,
 ) -> ClipExtractor:
     return ClipExtractor(model, pretrained, device=device, weights=weights, seed=seed, name="clip")
+
+
+@register_extractor("clip-vit-l14")
+def build_clip_l14(
+    *,
+    device: str | torch.device = "cpu",
+    pretrained: str | None = "openai",
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    heads: tuple[str, ...] = (),
+    head_weights: dict[str, str | os.PathLike] | None = None,
+    model: str = "ViT-L-14",
+) -> ClipExtractor:
+    """OpenAI CLIP ViT-L/14 (``image_embeds``, ``encode_text``); ``heads=("aesthetic",)`` adds the LAION aesthetic
+    score. ``model`` other than ViT-L-14 is for tests (a tiny open_clip config with random weights)."""
+    return ClipExtractor(
+        model,
+        pretrained,
+        device=device,
+        weights=weights,
+        seed=seed,
+        name="clip-vit-l14",
+        heads=tuple(heads),
+        head_weights=head_weights,
+    )

@@ -60,10 +60,42 @@ def _downloaders() -> dict[str, Callable[[], object]]:
 
         return download_pretrained_from_url(REGISTRY["clip-vit-b-32-openai"].url)
 
+    def pick_score() -> object:
+        from huggingface_hub import snapshot_download
+
+        from evalkit.features.weights import ENV_WEIGHTS_DIR
+
+        folder = os.environ.get(ENV_WEIGHTS_DIR)
+        if not folder:
+            raise RuntimeError(f"set {ENV_WEIGHTS_DIR} (PickScore_v1/ goes there) or pass --dir")
+        return snapshot_download("yuvalkirstain/PickScore_v1", local_dir=str(Path(folder) / "PickScore_v1"))
+
     hub_files = ("inception-torch-fidelity", "inception-pytorch-fid") + tuple(
         f"lpips-{n}-backbone" for n in ("alex", "vgg", "squeeze")
     )
-    return {"inception-clean": clean, **{n: hub(n) for n in hub_files}, "clip-vit-b-32-openai": clip_openai}
+    return {
+        "inception-clean": clean,
+        **{n: hub(n) for n in hub_files},
+        "clip-vit-b-32-openai": clip_openai,
+        "pickscore-v1": pick_score,
+    }
+
+
+def _plain_download(name: str) -> Path:
+    """An entry without a library downloader: its URL into the first place evalkit looks for it (``--dir`` aside):
+    ``$EVALKIT_WEIGHTS_DIR``, else the library cache it is searched in."""
+    import torch.hub
+
+    from evalkit.features.weights import ENV_WEIGHTS_DIR, get_entry
+
+    entry = get_entry(name)
+    places = entry.search_paths()
+    if not places:
+        raise RuntimeError(f"no place to put {entry.filename}: set {ENV_WEIGHTS_DIR} or pass --dir")
+    target = places[0]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(entry.url, str(target), hash_prefix=entry.sha256_prefix, progress=True)
+    return target
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
@@ -85,7 +117,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
                     entry.url, str(Path(args.dir) / entry.filename), hash_prefix=entry.sha256_prefix, progress=True
                 )
             else:
-                _downloaders()[name]()
+                _downloaders().get(name, lambda name=name: _plain_download(name))()
         except Exception as e:
             failed += 1
             print(f"{name}: download failed: {e}", file=sys.stderr)

@@ -23,15 +23,21 @@ labelled standard.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.errors import UnknownNameError, WeightsError
+from evalkit.features.weights_registry import (  # noqa: F401  (the table, re-exported: one import for callers)
+    CLEAN_INCEPTION_SHA256,
+    ENV_WEIGHTS_DIR,
+    EXTRACTOR_WEIGHTS,
+    HEAD_WEIGHTS,
+    LPIPS_HEADS_SHA256,
+    REGISTRY,
+    WeightsFile,
+    _torch_hub_dir,
+)
 from evalkit.store import sha256_file
-
-ENV_WEIGHTS_DIR = "EVALKIT_WEIGHTS_DIR"
 
 
 class WeightsNotFoundError(WeightsError, FileNotFoundError):
@@ -61,146 +67,6 @@ def check_trusted(path: Path) -> None:
             "Check where it came from; fix its owner/permissions or pass it explicitly as custom weights."
         )
 
-
-def _torch_hub_dir() -> Path:
-    """torch.hub's checkpoint folder, found as ``torch.hub.get_dir()`` finds it but without importing torch (the
-    preflight runs before torch loads): ``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``,
-    then ``hub``. Where torch is already loaded, its own answer (which honours ``torch.hub.set_dir``)."""
-    hub = sys.modules.get("torch.hub")
-    if hub is not None:
-        return Path(hub.get_dir()) / "checkpoints"
-    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
-    home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(xdg, "torch")))
-    return Path(home) / "hub" / "checkpoints"
-
-
-@dataclass(frozen=True)
-class WeightsFile:
-    name: str  # registry key
-    filename: str  # the file name libraries use on disk
-    url: str
-    sha256: str | None  # full digest where published
-    sha256_prefix: str | None  # torch-hub name prefix, checked when the full digest is unknown
-    size: int | None  # bytes, where known
-    used_by: str  # which extractor / library loads it
-    caches: tuple[Callable[[], Path], ...] = field(default=(), repr=False)  # library cache folders
-    note: str = ""
-    other_is_custom: bool = False  # a file of another hash found implicitly: loaded as custom, not refused
-
-    def library_paths(self) -> list[Path]:
-        out = []
-        for folder in self.caches:
-            try:
-                out.append(folder() / self.filename)
-            except Exception:
-                continue
-        return out
-
-    def search_paths(self) -> list[Path]:
-        env = os.environ.get(ENV_WEIGHTS_DIR)
-        return ([Path(env) / self.filename] if env else []) + self.library_paths()
-
-
-def _clip_cache() -> Path:
-    return Path(os.path.expanduser("~/.cache/clip"))
-
-
-def _cleanfid_cache() -> Path:
-    return Path("/tmp")  # clean-fid's hard-wired download folder on Linux (cleanfid.features.feature_extractor)
-
-
-# The sha256 of NVIDIA's inception-2015-12-05.pt as downloaded (the digest k-diffusion's evaluation code pins).
-CLEAN_INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
-_TV = "https://download.pytorch.org/models/"
-REGISTRY: dict[str, WeightsFile] = {
-    w.name: w
-    for w in [
-        WeightsFile(
-            "inception-clean",
-            "inception-2015-12-05.pt",
-            "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
-            CLEAN_INCEPTION_SHA256,
-            CLEAN_INCEPTION_SHA256[:8],
-            None,
-            "inception-clean (clean-fid mode 'clean': TorchScript port of TF Inception 2015-12-05)",
-            (_cleanfid_cache, _torch_hub_dir),
-            note="NVIDIA publishes no sha256; this is the digest k-diffusion pins for the download. A file with "
-            "another hash is loaded as custom weights",
-            other_is_custom=True,
-        ),
-        WeightsFile(
-            "inception-torch-fidelity",
-            "weights-inception-2015-12-05-6726825d.pth",
-            "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-            "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
-            "6726825d",
-            None,
-            "inception-legacy_tensorflow (torch-fidelity FeatureExtractorInceptionV3; torchmetrics FID)",
-            (_torch_hub_dir,),
-        ),
-        WeightsFile(
-            "inception-pytorch-fid",
-            "pt_inception-2015-12-05-6726825d.pth",
-            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-            None,
-            "6726825d",
-            None,
-            "inception-legacy_pytorch (pytorch-fid; clean-fid legacy_pytorch)",
-            (_torch_hub_dir,),
-        ),
-        WeightsFile(
-            "lpips-alex-backbone",
-            "alexnet-owt-7be5be79.pth",
-            _TV + "alexnet-owt-7be5be79.pth",
-            None,
-            "7be5be79",
-            None,
-            "lpips-alex (torchvision AlexNet IMAGENET1K_V1)",
-            (_torch_hub_dir,),
-        ),
-        WeightsFile(
-            "lpips-vgg-backbone",
-            "vgg16-397923af.pth",
-            _TV + "vgg16-397923af.pth",
-            None,
-            "397923af",
-            None,
-            "lpips-vgg (torchvision VGG16 IMAGENET1K_V1)",
-            (_torch_hub_dir,),
-        ),
-        WeightsFile(
-            "lpips-squeeze-backbone",
-            "squeezenet1_1-b8a52dc0.pth",
-            _TV + "squeezenet1_1-b8a52dc0.pth",
-            None,
-            "b8a52dc0",
-            None,
-            "lpips-squeeze (torchvision SqueezeNet 1.1 IMAGENET1K_V1)",
-            (_torch_hub_dir,),
-        ),
-        WeightsFile(
-            "clip-vit-b-32-openai",
-            "ViT-B-32.pt",
-            "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-            "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
-            "40d36571",
-            None,
-            "clip (open_clip ViT-B-32, pretrained 'openai')",
-            (_clip_cache,),
-        ),
-        # --- DINOv2 entries (features/dinov2.py) ---
-        # --- CLIP ViT-L/14 and aesthetic head entries (features/clip.py, features/aesthetic_head.py) ---
-        # --- HPSv2 and PickScore entries (features/hpsv2.py, features/pick_score.py) ---
-        # --- ImageReward entries (features/image_reward.py) ---
-    ]
-}
-
-# The LPIPS linear heads ship inside the lpips wheel (v0.1); recorded so a changed wheel is noticed.
-LPIPS_HEADS_SHA256 = {
-    "alex": "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
-    "vgg": "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
-    "squeeze": "4a5350f23600cb79923ce65bb07cbf57dca461329894153e05a1346bd531cf76",
-}
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -265,30 +131,6 @@ def resolve_weights(name: str, explicit: str | os.PathLike | None = None) -> Res
                 )
             return ResolvedWeights(entry, path, digest, standard=True)
     raise WeightsNotFoundError(missing_message(entry, searched))
-
-
-# The registry entry each built-in extractor loads when a suite builds it (no options: its default weights).
-# Kept equal to the extractors' own tables (inception.WEIGHTS_ENTRY, lpips_net.NETS, clip.REGISTERED) by a test.
-EXTRACTOR_WEIGHTS = {
-    "clip": "clip-vit-b-32-openai",
-    "inception": "inception-clean",
-    "inception-clean": "inception-clean",
-    "inception-legacy_tensorflow": "inception-torch-fidelity",
-    "inception-legacy_pytorch": "inception-pytorch-fid",
-    "lpips-alex": "lpips-alex-backbone",
-    "lpips-vgg": "lpips-vgg-backbone",
-    "lpips-squeeze": "lpips-squeeze-backbone",
-    # --- DINOv2 extractors ---
-    # --- clip-vit-l14 ---
-    # --- hpsv2, pick_score ---
-    # --- image_reward ---
-}
-
-
-# (extractor, head) → the registry entry of an optional head's file (``heads`` an extractor computes on request).
-HEAD_WEIGHTS: dict[tuple[str, str], str] = {
-    # --- heads ---
-}
 
 
 def check_extractor_weights(

@@ -282,15 +282,17 @@ def sampling_sigmas(
     reference: dict[str, np.ndarray] | None,
 ) -> dict[str, float]:
     """Per row that is a mean of independent per-generated-sample terms (the metric's ``per_sample``): its σ
-    sqrt(var(term)/n), the variance pooled over the K runs. Empty where the metric has no such form or the
-    reference features are not at hand."""
-    per_sample = get_metric(metric_def).per_sample
-    if per_sample is None or reference is None:
+    sqrt(var(term)/n), the variance pooled over the K runs. Empty where the metric has no such form or it needs
+    reference features that are not at hand (a reference-free score, e.g. ``aesthetic``, needs none)."""
+    defn = get_metric(metric_def)
+    per_sample = defn.per_sample
+    if per_sample is None or (reference is None and defn.needs_reference):
         return {}
     mean_variances: dict[str, list[float]] = {}  # var(term)/n per run
     for r in runs:
         gen = r.features(cell).get(extractor, {})
-        for row, terms in per_sample(MetricInputs(gen=gen, ref=dict(reference), options=options)).items():
+        ref = None if reference is None else dict(reference)
+        for row, terms in per_sample(MetricInputs(gen=gen, ref=ref, options=options)).items():
             v = float(np.var(terms, ddof=1)) / len(terms) if len(terms) > 1 else math.nan
             mean_variances.setdefault(row, []).append(v)
     return {row: math.sqrt(float(np.mean(v))) for row, v in mean_variances.items() if np.isfinite(v).all()}

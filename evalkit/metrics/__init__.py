@@ -8,13 +8,16 @@ from evalkit.metrics import (  # noqa: F401  (register)
     classification,
     clip_score,
     cmmd,
+    dgm_set,
     fd_inf,
     frechet,
     inception_score,
     kid,
     lpips,
+    memorisation,
     paired,
     prdc,
+    scores,
     vendi,
 )
 from evalkit.metrics.base import (  # noqa: F401

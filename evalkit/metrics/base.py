@@ -38,6 +38,8 @@ class MetricInputs:
     prompts: list[str] | None = None  # prompt per generated sample, if text-conditional
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    # The training split's features (suite ``reference.train``), for metrics asking whether samples copy training data.
+    train: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,16 @@ class MetricDef:
     # for ``evalkit list metrics`` and the README's metrics table.
     reference: str = ""
     paper: str = ""
+    # Needs the model's training split (suite ``reference.train``) beside the held-out reference: the preflight
+    # refuses a suite that uses it without one. Its features reach every metric as ``MetricInputs.train``.
+    needs_train: bool = False
+    # Reads the training split where the suite has one, and the reference otherwise (``memorisation``).
+    uses_train: bool = False
+
+    @property
+    def reads_train(self) -> bool:
+        """Whether ``MetricInputs.train`` changes this metric's value (callers load the split only then)."""
+        return self.needs_train or self.uses_train
 
 
 # "(default X)" or "(...; default X)" in an option's meaning: where MetricDef.options states each default, once.

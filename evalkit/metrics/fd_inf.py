@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, integer_option, option
+from evalkit.metrics._common import feature_key, flat2d, gen_array, integer_option, option
 from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.frechet import (
     PreparedReference,
@@ -39,7 +39,7 @@ def fd_infinity(
 
 
 def compute_fd_inf(inputs: MetricInputs) -> dict[str, MetricValue]:
-    key = option(inputs, "read", "features")
+    key = feature_key(inputs)
     gen = flat2d(gen_array(inputs, key, "fd_inf"))
     entry = _ref(inputs, key, "fd_inf")
     if entry.prepared is None:
@@ -92,7 +92,7 @@ register_metric(
         compute=compute_fd_inf,
         check=check_fd_inf,
         options={
-            "read": "which extractor output to read (default features)",
+            "read": "which extractor output to read (default features, or image_embeds for CLIP extractors)",
             "min_n": "smallest subset size (default N/5)",
             "points": "number of subset sizes (default 15)",
         },

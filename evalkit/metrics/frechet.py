@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evalkit.metrics import _common as common
 from evalkit.metrics._common import MU_SUFFIX, SIGMA_SUFFIX, flat2d, gaussian_stats, gen_array, needs_samples, option
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.resampling import bootstrap_indices, percentile_interval
@@ -356,7 +357,7 @@ def _fd_value(gen: np.ndarray, entry: _CachedReference, n_boot: int) -> float:
 
 
 def compute_fd(inputs: MetricInputs) -> dict[str, MetricValue]:
-    key = option(inputs, "read", "features")
+    key = common.feature_key(inputs)
     gen = flat2d(gen_array(inputs, key, "fd"))
     entry = _ref(inputs, key, "fd")
     n_boot = int(option(inputs, "bootstrap", DEFAULT_BOOTSTRAP if gen.shape[1] <= AUTO_BOOTSTRAP_MAX_DIM else 0))
@@ -384,7 +385,7 @@ register_metric(
         compute=compute_fd,
         check=needs_samples(2, "FD fits a covariance to the generated features"),
         options={
-            "read": "which extractor output to read (default features)",
+            "read": "which extractor output to read (default features, or image_embeds for CLIP extractors)",
             "bootstrap": "bootstrap resamples for the CI (0: none)",
             "bootstrap_seed": "seed of the resamples (default: the cell seed)",
             "confidence": "CI level (default 0.95)",

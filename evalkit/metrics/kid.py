@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, integer_option, option, ref_array, too_few_samples
+from evalkit.metrics._common import (
+    feature_key,
+    flat2d,
+    gen_array,
+    integer_option,
+    option,
+    ref_array,
+    too_few_samples,
+)
 from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 
 DEFAULT_SUBSETS = 100
@@ -54,7 +62,7 @@ def kid_subsets(
 
 
 def compute_kid(inputs: MetricInputs) -> dict[str, MetricValue]:
-    key = option(inputs, "read", "features")
+    key = feature_key(inputs)
     gen = gen_array(inputs, key, "kid")
     ref = ref_array(inputs, key, "kid")
     size = int(option(inputs, "subset_size", DEFAULT_SUBSET_SIZE))
@@ -77,7 +85,7 @@ def kid_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarra
     """KID of ``gen[i]`` per row ``i`` of ``idx``, equal to :func:`compute_kid`'s value, from kernels computed
     once. Only when every subset holds the whole generated set (N ≤ subset size and ≤ reference size, the
     usual CI setting); otherwise None (the caller recomputes per resample)."""
-    key = option(inputs, "read", "features")
+    key = feature_key(inputs)
     ref, gen = flat2d(ref_array(inputs, key, "kid")), flat2d(gen_array(inputs, key, "kid"))
     subsets = int(option(inputs, "subsets", DEFAULT_SUBSETS))
     n = len(gen)
@@ -128,7 +136,7 @@ register_metric(
         compute=compute_kid,
         check=check_kid,
         options={
-            "read": "which extractor output to read (default features)",
+            "read": "which extractor output to read (default features, or image_embeds for CLIP extractors)",
             "subsets": "number of subsets (default 100)",
             "subset_size": "samples per subset (default 1000)",
             "kid_seed": "seed of the subset draws (default: the cell seed)",

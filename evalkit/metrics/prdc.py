@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, integer_option, option, ref_array
+from evalkit.metrics._common import feature_key, flat2d, gen_array, integer_option, option, ref_array
 from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 
 DEFAULT_K = 3
@@ -77,7 +77,7 @@ def prdc(ref: np.ndarray, gen: np.ndarray, k: int = DEFAULT_K) -> dict[str, floa
 
 
 def compute_pr(inputs: MetricInputs) -> dict[str, MetricValue]:
-    key = option(inputs, "read", "features")
+    key = feature_key(inputs)
     k = int(option(inputs, "k", DEFAULT_K))
     vals = prdc(ref_array(inputs, key, "pr"), gen_array(inputs, key, "pr"), k=k)
     return {name: MetricValue(v, extra={"k": k}) for name, v in vals.items()}
@@ -87,7 +87,7 @@ def per_sample_pr(inputs: MetricInputs) -> dict[str, np.ndarray]:
     """Precision and density are means over generated samples of these terms; with the reference fixed
     and samples drawn independently, their seed-to-seed variance is var(term)/n. (Recall and coverage
     depend on the generated set as a whole: no such form.)"""
-    key = option(inputs, "read", "features")
+    key = feature_key(inputs)
     k = int(option(inputs, "k", DEFAULT_K))
     ref, gen = flat2d(ref_array(inputs, key, "pr")), flat2d(gen_array(inputs, key, "pr"))
     counts = reference_ball_counts(ref, gen, knn_radii(ref, k))
@@ -118,7 +118,7 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def pr_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray]:
     """precision/recall/density/coverage of ``gen[i]`` for each row ``i`` of ``idx``, exactly as :func:`prdc`
     computes them on the resampled set, from distances computed once (resampling picks rows and columns)."""
-    key = option(inputs, "read", "features")
+    key = feature_key(inputs)
     k = int(option(inputs, "k", DEFAULT_K))
     ref, gen = flat2d(ref_array(inputs, key, "pr")), flat2d(gen_array(inputs, key, "pr"))
     r_ref = knn_radii(ref, k)
@@ -144,7 +144,10 @@ register_metric(
         higher_is_better={"precision": True, "recall": True, "density": True, "coverage": True},
         compute=compute_pr,
         check=check_pr,
-        options={"read": "which extractor output to read (default features)", "k": "nearest neighbour k (default 3)"},
+        options={
+            "read": "which extractor output to read (default features, or image_embeds for CLIP extractors)",
+            "k": "nearest neighbour k (default 3)",
+        },
         description="Precision/recall (Kynkäänniemi 2019) and density/coverage (Naeem 2020), k=3 nearest neighbours.",
         per_sample=per_sample_pr,
         replicates=pr_replicates,

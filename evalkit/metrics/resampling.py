@@ -103,12 +103,12 @@ def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) ->
         fast = defn.replicates(inputs, idx)
         if fast is not None:
             return fast
-    from evalkit.metrics._common import gaussian_stats
+    from evalkit.metrics._common import feature_key, gaussian_stats
     from evalkit.metrics.base import MetricInputs
 
     opts = {**inputs.options, **REPLICATE_OPTIONS.get(defn.name, {})}
     ref = inputs.ref
-    key = opts.get("read", "features")
+    key = feature_key(MetricInputs(gen=inputs.gen, options=opts))
     if defn.name == "fd" and ref is not None and key in ref:
         mu, sigma = gaussian_stats(ref[key])  # fitted once for all replicates
         ref = {f"{key}.mu": mu, f"{key}.sigma": sigma}
@@ -121,6 +121,7 @@ def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) ->
             prompts=None if inputs.prompts is None else [inputs.prompts[i] for i in ix],
             seed=inputs.seed,
             options=opts,
+            train=inputs.train,  # the training split is not resampled: it is fixed, like the reference
         )
         for row, val in defn.compute(one).items():
             out.setdefault(row, []).append(val.value)

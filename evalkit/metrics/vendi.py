@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, needs_samples, option
+from evalkit.metrics._common import feature_key, flat2d, gen_array, needs_samples, option
 from evalkit.metrics.base import MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.lpips import condition_groups
 
@@ -48,7 +48,7 @@ def vendi(x: np.ndarray, q: float = 1.0) -> float:
 
 
 def compute_vendi(inputs: MetricInputs) -> dict[str, MetricValue]:
-    x = gen_array(inputs, option(inputs, "read", "features"), "vendi")
+    x = gen_array(inputs, feature_key(inputs), "vendi")
     q = float(option(inputs, "q", 1.0))
     out = {"vendi": MetricValue(vendi(x, q))}
     if inputs.labels is not None or inputs.prompts is not None:
@@ -68,7 +68,7 @@ register_metric(
         higher_is_better={"vendi": True, "vendi_within": True},
         compute=compute_vendi,
         options={
-            "read": "which extractor output to read (default features)",
+            "read": "which extractor output to read (default features, or image_embeds for CLIP extractors)",
             "q": "order of the entropy: 1 Shannon, inf the largest eigenvalue, other q Hill numbers (default 1)",
         },
         description="Vendi score (Friedman & Dieng 2023): exp entropy of the cosine-kernel eigenvalues, the "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.references.arrays import NpzImages, is_stats_file
+from evalkit.references.names import train_spec
 from evalkit.references.sets import (
     _SPEC_KEYS,
     BUILTIN_DATASETS,
@@ -23,6 +24,7 @@ def open_reference(spec: dict[str, Any], *, base_dir: Path | None = None) -> Ref
     """Open a reference from its spec; relative paths resolve against ``base_dir`` (the suite's folder)."""
     if not isinstance(spec, dict):
         raise ReferenceSetError(f"a reference spec must be a mapping, got {type(spec).__name__}")
+    spec = {k: v for k, v in spec.items() if k != "train"}  # the training split: open_train
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
         raise ReferenceSetError(f"unknown reference key(s) {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}")
@@ -46,6 +48,17 @@ def open_reference(spec: dict[str, Any], *, base_dir: Path | None = None) -> Ref
     if samples is not None:
         raise ReferenceSetError("'samples' cannot subset a statistics reference (it holds no images)")
     return StatsReference(resolve(spec["stats"]), name=spec.get("name"))
+
+
+def open_train(spec: dict[str, Any], *, base_dir: Path | None = None) -> ReferenceSet | None:
+    """The training split a reference spec names under ``train`` (None where it has none), read as references are:
+    images per sample (a statistics file cannot stand for a training split)."""
+    if not isinstance(spec, dict) or spec.get("train") is None:
+        return None
+    train = open_reference(train_spec(spec["train"], base_dir=base_dir), base_dir=base_dir)
+    if train.stats is not None:
+        raise ReferenceSetError(f"reference.train {spec['train']!r} holds statistics; a training split needs images")
+    return train
 
 
 def open_images(

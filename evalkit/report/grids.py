@@ -75,7 +75,7 @@ def strip_image(images: np.ndarray, per_row: int = PER_ROW) -> tuple[bytes, str,
     return buf.getvalue(), mime, canvas.shape[1], canvas.shape[0]
 
 
-def _strip(samples: dict[str, np.ndarray], indices: list[int], title: str) -> Strip:
+def sample_strip(samples: dict[str, np.ndarray], indices: list[int], title: str) -> Strip:
     pos = {int(i): p for p, i in enumerate(samples["indices"])}
     imgs = samples["images"][[pos[i] for i in indices]]
     data, mime, w, h = strip_image(imgs)
@@ -187,7 +187,7 @@ def _grid(
     table: list[list[Strip | None]] = [[None] * len(cols) for _ in rows]
     for c, s in loaded:
         r, k = rows.index(_key(c, row_key)), cols.index(_key(c, col_key))
-        table[r][k] = _strip(s, indices, f"{c['cell_id']}: samples {indices[0]}–{indices[-1]}")
+        table[r][k] = sample_strip(s, indices, f"{c['cell_id']}: samples {indices[0]}–{indices[-1]}")
     n = loaded[0][0].get("n", "?")
     caption = (
         f"Samples {indices[0]}–{indices[-1]} of N={n} per cell, left to right, {PER_ROW} per row; "

@@ -26,6 +26,7 @@ from evalkit.report import htmltables, plots
 from evalkit.report.baseline import deltas, load_baseline
 from evalkit.report.data import StudyData, load_study
 from evalkit.report.frontier import headline, summary_sentences
+from evalkit.report.prompt_scores import prompt_sections
 from evalkit.report.tables import (
     fmt,
     label,
@@ -40,6 +41,7 @@ from evalkit.study.cells import SEP
 from evalkit.study.rank import PairTable
 
 TEMPLATES = Path(__file__).with_name("templates")
+# every report has these; "prompts" only where a cell stored per-image scores of prompts
 SECTIONS = ["summary", "plots", "tables", "grids", "baseline", "environment"]
 
 
@@ -287,6 +289,7 @@ def render_report(
             }
             for r in runs
         ],
+        "prompts": [{"run": r.run_id, "cells": prompt_sections(r)} for r in runs],
         "baseline": build_baseline(df, loaded_baseline, runs),
         "environments": [build_environment(r) for r in runs],
         "css": _read_asset("report.css"),

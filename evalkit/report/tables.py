@@ -60,6 +60,10 @@ QUALITY_ORDER = [
     "ms_ssim",
     "vendi",
     "vendi_within",
+    "aesthetic",
+    "hpsv2",
+    "image_reward",
+    "pick_score",
 ]
 THROUGHPUT_METRICS = [
     "images_per_s",

@@ -188,15 +188,14 @@ def _timing_batches(
         load.sample()
 
 
+Features = dict[str, np.ndarray]
+
+
 def _extract_into(
-    feats: dict[str, np.ndarray],
-    extractors: dict[str, Extractor],
-    images: torch.Tensor,
-    start: int,
-    total: int,
-    prompts: list[str] | None = None,
+    feats: Features, extractors: dict[str, Extractor], images: torch.Tensor, start: int, total: int, prompts=None
 ) -> None:
-    """One forward per network for the batch; outputs written into rows ``start:start+B`` of ``feats``."""
+    """One forward per network for the batch (``prompts``, one per image, to extractors that take them); outputs
+    written into rows ``start:start+B`` of ``feats``."""
     for name, ex in extractors.items():
         for out, arr in extract(ex, images, prompts).items():
             arr = np.asarray(arr)

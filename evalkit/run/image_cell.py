@@ -95,7 +95,11 @@ class ScoreRunner(Runner):
             keep = min(self.suite.grid_samples, cell.n)
             _, prompts = self.conditions.take(mine)
             self.shard = read_shard(
-                self.images, self.extractors(), batch_size=self.batch_size, keep=keep, device=self.device,
+                self.images,
+                self.extractors(),
+                batch_size=self.batch_size,
+                keep=keep,
+                device=self.device,
                 prompts=prompts,
             )
         if not np.array_equal(self.shard.indices, mine):
@@ -120,7 +124,7 @@ def read_shard(
     parts: dict[str, list[np.ndarray]] = {}
     kept: list[torch.Tensor] = []
     n = 0
-    read, extract = Stopwatch("cpu"), Stopwatch(device)
+    read, extracting = Stopwatch("cpu"), Stopwatch(device)
     stream = images.iter_batches(batch_size)
     bar = tqdm(total=len(images), desc="  images", unit="image", leave=False, disable=not progress, file=sys.stderr)
     with PeakMemory(device) as mem, bar:
@@ -129,7 +133,7 @@ def read_shard(
                 batch = next(stream, None)
             if batch is None:
                 break
-            with extract.measure():
+            with extracting.measure():
                 texts = prompts[n : n + len(batch)] if prompts is not None else None
                 for name, ex in extractors.items():
                     for out, arr in extract(ex, batch, texts).items():
@@ -144,7 +148,7 @@ def read_shard(
         raise RunError(f"no image of {images.name} could be decoded")
     features = {k: np.concatenate(v) for k, v in parts.items()}
     shard = Shard(np.arange(n, dtype=np.int64), features, _same_size(kept), generate_s=read.seconds)
-    shard.extract_s, shard.peak_mb, shard.peak_rss_mb = extract.seconds, mem.peak_mb, mem.peak_rss_mb
+    shard.extract_s, shard.peak_mb, shard.peak_rss_mb = extracting.seconds, mem.peak_mb, mem.peak_rss_mb
     shard.measured = False  # reading files is no generation: no cost is measured (the cost rows say unknown)
     shard.model_calls = shard.nfe = None  # and whatever made the images, its model calls are unknown here
     return shard

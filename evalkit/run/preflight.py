@@ -28,7 +28,7 @@ from evalkit.errors import ConfigError, EvalkitError
 from evalkit.features.weights import check_extractor_weights
 from evalkit.generate.planning import family_problems, guidance_problems
 from evalkit.metrics.base import MetricContext, get_metric
-from evalkit.references.names import BUILTIN_DATASETS
+from evalkit.references.names import BUILTIN_DATASETS, train_spec
 from evalkit.registry import ADAPTERS, is_callable_ref
 from evalkit.suite import THROUGHPUT, Conditions, Suite, expand_conditions
 from evalkit.suite.grid import points as grid_points
@@ -71,6 +71,7 @@ def preflight(suite: Suite, *, base_dir: Path | None = None, import_plugins: boo
     base = base_dir if base_dir is not None else (Path(suite.file).parent if suite.file else Path.cwd())
     conditions = _conditions(suite, base, problems)
     problems += _reference_problems(suite.reference, base)
+    problems += _train_problems(suite, base)
     for ex in dict.fromkeys(m.extractor for m in suite.metrics if m.extractor):
         users = ", ".join(f"metrics[{i}] {m.name}" for i, m in enumerate(suite.metrics) if m.extractor == ex)
         problems += [
@@ -111,6 +112,26 @@ def _reference_problems(spec: dict[str, Any] | None, base: Path) -> list[str]:
     if kind == "path" and not path.exists():
         return [f"reference.path: no reference images at {path} (expected a folder of images or a .zip)"]
     return []
+
+
+def _train_problems(suite: Suite, base: Path) -> list[str]:
+    """Metrics that need the model's training split (``MetricDef.needs_train``) have one, and it is there."""
+    train = (suite.reference or {}).get("train")
+    if train is None:
+        need = [f"metrics[{i}] {m.name}" for i, m in enumerate(suite.metrics) if _needs_train(m.name)]
+        if not need:
+            return []
+        return [
+            f"reference.train: {', '.join(need)} compare(s) the samples with the model's training split; set "
+            "reference.train (a built-in dataset such as mnist-train, or the training images: a folder, zip, tar "
+            "or .npz), e.g. reference: {dataset: mnist-heldout, train: mnist-train}"
+        ]
+    spec = train_spec(train, base_dir=base)  # a name or path as the runner will read it
+    return [p.replace("reference.", "reference.train.", 1) for p in _reference_problems(spec, base)]
+
+
+def _needs_train(name: str) -> bool:
+    return name != THROUGHPUT and bool(getattr(get_metric(name), "needs_train", False))
 
 
 def _metric_problems(suite: Suite, conditions: Conditions) -> list[str]:

@@ -26,7 +26,7 @@ import evalkit
 from evalkit.errors import EXIT_FAILED, EXIT_OK, RunError, StoreError
 from evalkit.features.base import Extractor, build_extractor
 from evalkit.generate import Adapter, GenerationRequest
-from evalkit.references import default_cache_dir, open_reference, reference_features
+from evalkit.references import default_cache_dir
 from evalkit.run.cell import (
     NO_IMAGES,
     Shard,
@@ -42,6 +42,7 @@ from evalkit.run.environment import environment
 from evalkit.run.images import grid_png
 from evalkit.run.models import ModelCache, ModelChangedError, stale_cells, weights_identity
 from evalkit.run.preflight import PreflightError, preflight
+from evalkit.run.reference_data import RunReferences
 from evalkit.run.scoring import score
 from evalkit.store import RunStore, tidy_frame
 from evalkit.store.folder import finished_cells, record_config
@@ -87,8 +88,9 @@ class Runner:
         self._env: dict[str, Any] | None = None
         self.models = ModelCache(self.device, self._on_model_built)
         self._extractors: dict[str, Extractor] = {}
-        self._ref_features: dict[str, dict[str, np.ndarray]] | None = None
-        self._reference_info: dict[str, Any] | None = None
+        self.references = RunReferences(  # the reference set and training split (evalkit.run.reference_data)
+            suite.reference, base_dir=self.base_dir, cache_dir=cache_dir, batch_size=self.batch_size, log=self.log
+        )
         self.run_id = ""
 
     @property
@@ -109,16 +111,10 @@ class Runner:
         return self._extractors
 
     def reference_features(self) -> dict[str, dict[str, np.ndarray]]:
-        if self._ref_features is None:
-            self._ref_features = {}
-            if self.suite.reference is not None and self.extractors():
-                ref = open_reference(self.suite.reference, base_dir=self.base_dir)
-                self._ref_features = reference_features(
-                    ref, list(self.extractors().values()), cache_dir=self.cache_dir, batch_size=self.batch_size
-                )
-                self.log(f"reference {ref.name}: {len(ref)} images")  # after: files skipped as unreadable are out
-                self._reference_info = {"name": ref.name, "fingerprint": ref.fingerprint, "n": len(ref)}
-        return self._ref_features
+        return self.references.features(self.extractors())
+
+    def train_features(self) -> dict[str, dict[str, np.ndarray]] | None:
+        return self.references.train_features(self.extractors())
 
     def adapter(self, cell: Cell) -> Adapter:
         return self.models.get(cell)
@@ -189,7 +185,7 @@ class Runner:
         if self.suite.reference and (pending or self.store.read_floors() is None):  # real-vs-real floor at this N
             ref = self.reference_features()
             cache = self.cache_dir or default_cache_dir()
-            self.store.write_floors(suite_floors(self.suite, ref, self._reference_info, self.extractors(), cache))
+            self.store.write_floors(suite_floors(self.suite, ref, self.references.info, self.extractors(), cache))
         return [c.cell_id for c in pending]
 
     def _finish(self, cells: list[Cell], summary: RunSummary) -> RunSummary:
@@ -255,7 +251,7 @@ class Runner:
                 "world_size": self.dist.world_size,
                 "cells": listed,
                 "models": {**old.get("models", {}), **self.models.all_info()},
-                "reference": self._reference_info or old.get("reference"),
+                "reference": self.references.info or old.get("reference"),
                 "extractors": {n: {"weights_id": e.weights_id, "mode": e.mode} for n, e in self._extractors.items()}
                 or old.get("extractors", {}),
                 "status": {"done": done, "failed": failed, "total": len(cells)},
@@ -328,14 +324,17 @@ class Runner:
         add_text_embeddings(features, self.extractors(), prompts)
 
         t_metrics = time.perf_counter()
+        extras: dict[str, Any] = {}  # each row's plain extra (e.g. memorisation's closest pairs), kept in cell.json
         rows = score(
             self.suite.metrics,
             features,
             self.reference_features(),
             self.extractors(),
+            train=self.train_features(),
             labels=labels,
             prompts=prompts,
             seed=cell.seed,
+            extras=extras,
         )
         metrics_s = time.perf_counter() - t_metrics
         cost = costs(shards)
@@ -362,6 +361,7 @@ class Runner:
             "timing": timing,
             "schedule": next((s.schedule for s in shards if s.schedule), None),
             "model_info": self.adapter(cell).info(),
+            **({"metric_extras": extras} if extras else {}),
         }
         if len(shards) > 1:
             record["ranks"] = [

@@ -9,6 +9,7 @@ gate's verdict on a non-finite value is an error.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -28,12 +29,17 @@ def score(
     reference: dict[str, dict[str, np.ndarray]],
     extractors: dict[str, Extractor],
     *,
+    train: dict[str, dict[str, np.ndarray]] | None = None,
     labels: np.ndarray | None,
     prompts: list[str] | None,
     seed: int,
+    extras: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Each metric of the suite on the cell's features → partial rows (metric, value, CI, extractor identity,
-    error: "" or why the metric failed)."""
+    error: "" or why the metric failed). ``reference`` and ``train`` (the suite's training split, None where it has
+    none) are ``{extractor: {output: array}}``; each metric gets its extractor's as ``MetricInputs.ref``/``train``.
+    ``extras``, when given, receives each row's ``MetricValue.extra`` that is plain JSON (``{extractor/row: extra}``:
+    e.g. ``memorisation``'s closest pairs, for a report), the rest being left out."""
     by_extractor = split_features(features)
     rows: list[dict[str, Any]] = []
     for spec in metrics:
@@ -45,19 +51,25 @@ def score(
         inputs = MetricInputs(
             gen=by_extractor.get(spec.extractor, {}),
             ref=reference.get(spec.extractor),
+            train=None if train is None else train.get(spec.extractor),
             labels=labels,
             prompts=prompts,
             seed=seed,
             options=spec.options,
         )
         try:
-            rows += _rows(mdef, inputs, identity)
+            rows += _rows(mdef, inputs, identity, extras)
         except Exception as e:  # this metric only: the others, and the cell's features, are kept
             rows += failed_rows(mdef, e, identity)
     return rows
 
 
-def _rows(mdef: MetricDef, inputs: MetricInputs, identity: dict[str, str]) -> list[dict[str, Any]]:
+def _rows(
+    mdef: MetricDef, inputs: MetricInputs, identity: dict[str, str], extras: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    values = mdef.compute(inputs)
+    if extras is not None:
+        extras.update({f"{identity['extractor']}/{m}": v.extra for m, v in values.items() if _plain(v.extra)})
     return [
         {
             "metric": metric,
@@ -68,8 +80,16 @@ def _rows(mdef: MetricDef, inputs: MetricInputs, identity: dict[str, str]) -> li
             **identity,
             "error": "",
         }
-        for metric, val in mdef.compute(inputs).items()
+        for metric, val in values.items()
     ]
+
+
+def _plain(extra: dict[str, Any]) -> bool:
+    """A non-empty extra that JSON keeps as it is (no numpy values, no NaN)."""
+    try:
+        return bool(extra) and json.loads(json.dumps(extra, allow_nan=False)) == extra
+    except (TypeError, ValueError):
+        return False
 
 
 def failed_rows(mdef: MetricDef, error: BaseException, identity: dict[str, str]) -> list[dict[str, Any]]:

@@ -57,6 +57,7 @@ class Arms:
         self._cache_dir = cache_dir
         self._cells: dict[tuple[int, str, bool], dict[tuple[int, str], Result]] = {}
         self._refs: dict[int, tuple[dict[str, dict[str, np.ndarray]], str]] = {}
+        self._trains: dict[int, dict[str, dict[str, np.ndarray]]] = {}
         self._digests: dict[tuple[int, str], str] = {}
 
     @property
@@ -91,6 +92,12 @@ class Arms:
 
     def _seed(self, i: int, own_rows: bool) -> int:
         return resample_seed(self.runs[i].seed, self.pair_keys[i]) if own_rows else self.runs[i].seed
+
+    def _train(self, i: int) -> dict[str, dict[str, np.ndarray]]:
+        """Run ``i``'s training-split features from the feature cache ({} where it has none or they are gone)."""
+        if i not in self._trains:
+            self._trains[i] = cached_reference_features(self.runs[i], self.cache_dir, split="train")[0]
+        return self._trains[i]
 
     def _reference(self, i: int) -> tuple[dict[str, dict[str, np.ndarray]], str]:
         if self.reference is not None:
@@ -145,7 +152,10 @@ class Arms:
         if cached is not None:
             return cached, ""
         labels, prompts = conditions
-        inputs = MetricInputs(gen=gen, ref=ref, labels=labels, prompts=prompts, seed=run.seed, options=options)
+        train = self._train(i).get(ex) if defn.reads_train else None
+        inputs = MetricInputs(
+            gen=gen, ref=ref, train=train, labels=labels, prompts=prompts, seed=run.seed, options=options
+        )
         try:
             reps = replicates(defn, inputs, bootstrap_indices(n, self.n_resamples, seed=seed))
         except NO_CI_ERRORS as e:

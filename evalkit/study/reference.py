@@ -18,10 +18,15 @@ from evalkit.store import RunData, load_npz_checked, safe_component
 
 
 def cached_reference_features(
-    run: RunData, cache_dir: str | Path | None = None
+    run: RunData, cache_dir: str | Path | None = None, *, split: str = "reference"
 ) -> tuple[dict[str, dict[str, np.ndarray]], str]:
-    """(``{extractor: {output: array}}`` found for the run's extractors, why any is missing ("" when none is))."""
+    """(``{extractor: {output: array}}`` found for the run's extractors, why any is missing ("" when none is)).
+    ``split="train"``: the training split's (run.json's ``reference.train``), cached by the run in the same way."""
     ref = run.manifest.get("reference") or {}
+    if split == "train":
+        ref = ref.get("train") or {}
+        if not ref:
+            return {}, "run.json records no training split (reference.train)"
     extractors = run.manifest.get("extractors") or {}
     if not ref.get("fingerprint") or not ref.get("name"):
         return {}, "run.json records no reference fingerprint"

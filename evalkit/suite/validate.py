@@ -25,6 +25,7 @@ from evalkit.suite.options import (
     close_names,
     shown,
 )
+from evalkit.suite.reference_spec import read_reference
 from evalkit.suite.spec import THROUGHPUT, MetricSpec, ModelSpec, SamplerSpec, Suite, TimingSpec
 
 _TOP_KEYS = {
@@ -40,7 +41,7 @@ _TOP_KEYS = {
     "seed": "integer",
     "conditions": "mapping with 'classes' or 'prompts' (list, .txt/.jsonl/.csv/.json file or builtin:<name>) "
     "and 'per_prompt'; omit for unconditional",
-    "reference": "mapping with one of 'dataset', 'path', 'stats'",
+    "reference": "mapping with one of 'dataset', 'path', 'stats', and optionally 'train' (the training split)",
     "metrics": "list of metric names or {name, extractor, options}",
     "extractor": "default extractor for metrics: a name, or {name, weights: file} for custom weights",
     "grid_samples": "positive integer: images kept per cell for grids",
@@ -100,7 +101,7 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
         v.metric(f"metrics[{i}]", m, [*METRICS.names(), THROUGHPUT], ex_fields.read, default_ex)
         for i, m in enumerate(v.list("metrics", raw["metrics"]))
     ]
-    reference = v.reference(raw.get("reference"))
+    reference = read_reference(v, raw.get("reference"))  # and its training split: evalkit.suite.reference_spec
     samples = v.integer("samples", raw["samples"], minimum=1)
     _check_metrics_have_inputs(file, metrics, extractors, reference)
     try:
@@ -339,24 +340,6 @@ class _Validator:
             return MetricSpec(name, None, options)
         ex = x.get("extractor", default_ex or METRICS.get(name).default_extractor)
         return MetricSpec(name, extractor(f"{f}.extractor", ex), options)
-
-    def reference(self, x: Any) -> dict[str, Any] | None:
-        if x is None:
-            return None
-        x = self.mapping(
-            "reference", x, {"dataset": "", "path": "", "stats": "", "samples": "", "strict": "", "name": ""}
-        )
-        kinds = [k for k in ("dataset", "path", "stats") if k in x]
-        if len(kinds) != 1:
-            raise self.fail("reference", f"expected exactly one of 'dataset', 'path', 'stats'; got {kinds or 'none'}")
-        self.path_string(f"reference.{kinds[0]}", x[kinds[0]])
-        if "name" in x:
-            self.string("reference.name", x["name"])
-        if "samples" in x:
-            self.integer("reference.samples", x["samples"], minimum=1)
-        if "strict" in x and not isinstance(x["strict"], bool):
-            raise self.fail("reference.strict", f"expected true or false; got {_kind(x['strict'])}")
-        return dict(x)
 
     def conditions(self, x: Any) -> dict[str, Any] | None:
         if x is None:

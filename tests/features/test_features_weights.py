@@ -89,6 +89,31 @@ def test_weights_command_lists_status(capsys, tmp_path, monkeypatch):
     assert parser.parse_args(["weights", "download", "--dir", "x"]).func.__name__ == "cmd_weights_download"
 
 
+def test_every_registered_file_has_a_way_to_be_downloaded(tmp_path, monkeypatch, capsys):
+    """`evalkit weights download NAME` knows where every entry goes: its library's downloader, else the entry's
+    URL into the first place evalkit will look for it. Downloads are stubbed (offline): each writes the URL."""
+    import torch.hub
+
+    from evalkit.features import commands
+
+    fetched: dict[str, str] = {}
+
+    def fake_download(url: str, dst: str, hash_prefix=None, progress=True) -> None:
+        Path(dst).write_text(url)
+        fetched[Path(dst).name] = url
+
+    monkeypatch.setenv("EVALKIT_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    library = commands._downloaders()
+    plain = sorted(set(REGISTRY) - set(library))
+    assert _run_cli(commands.cmd_weights_download, names=plain, dir=None, force=True) in (0, 2)
+    for name in plain:
+        entry = REGISTRY[name]
+        assert fetched[Path(entry.filename).name] == entry.url, name
+        assert (tmp_path / entry.filename).is_file(), name
+    assert "KeyError" not in capsys.readouterr().err
+
+
 # -- real weights: skipped unless EVALKIT_WEIGHTS_DIR holds the published files -------------------------
 
 REAL_DIR = os.environ.get("EVALKIT_WEIGHTS_DIR")

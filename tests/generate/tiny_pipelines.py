@@ -321,3 +321,20 @@ def lcm(folder: Path) -> Path:
         requires_safety_checker=False,
     )
     return save(pipe, folder)
+
+
+def sd(folder: Path) -> Path:
+    """A Stable-Diffusion-shaped text-to-image pipeline (SD 1.5's noise schedule) on the tiny parts above."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae_kl(),
+        text_encoder=clip_text(False),
+        tokenizer=clip_tokenizer(),
+        unet=sd_unet(),
+        scheduler=DDIMScheduler(**LCM_SCHEDULE, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return save(pipe, folder)

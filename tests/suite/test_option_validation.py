@@ -141,14 +141,17 @@ def test_throughput_and_class_acc_take_no_options():
 
 def _metric_inputs(name: str, options: dict) -> MetricInputs:
     rng = np.random.default_rng(0)
-    n, d = 24, 6
+    n, d = (120 if name == "ct" else 24), 6  # C_T's k-means cells need ≥ 20 samples each
     feats = {"features": rng.normal(size=(n, d)), "logits": rng.normal(size=(n, 10)), "lpips": rng.normal(size=(n, 5))}
     emb = {"image_embeds": rng.normal(size=(n, d)), "text_embeds": rng.normal(size=(n, d))}
-    images = {"images": rng.random((n, 3, 176, 176))}  # psnr, ssim, ms_ssim (≥ 176 px with its default scales)
-    gen = {**feats, **emb, **images}
+    images = {"images": rng.random((n, 3, 176, 176))} if name in ("psnr", "ssim", "ms_ssim") else {}  # ≥ 176 px
+    scores = {k: rng.normal(size=n) for k in ("aesthetic", "hpsv2", "image_reward", "pick_score")}
+    gen = {**feats, **emb, **images, **scores}
     ref = {k: v + 0.5 for k, v in gen.items()}
+    train = {k: v - 0.5 for k, v in feats.items()}
     labels = np.arange(n) % 3
-    return MetricInputs(gen=gen, ref=ref, labels=labels, seed=0, options=options)
+    prompts = [f"prompt {i % 4}" for i in range(n)]
+    return MetricInputs(gen=gen, ref=ref, labels=labels, prompts=prompts, seed=0, options=options, train=train)
 
 
 class _Recording(dict):

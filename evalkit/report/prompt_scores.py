@@ -1,0 +1,92 @@
+"""Per-prompt scores: for each finished cell and each per-image score it stored (the reward and aesthetic models'
+outputs, ``evalkit.metrics.scores``), the mean score of every prompt over all of the cell's samples, and the best and
+worst prompts with one of their images where the cell kept one.
+
+The cell's metric row is the mean over all samples (with its CI); this section says *which* prompts carry it, so a
+reader sees what a model does badly, not only how much. Read from the stored per-sample features and the run's
+conditions: nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evalkit.report.grids import Strip, sample_strip
+from evalkit.store import RunData
+
+# the per-image score outputs an extractor may store (output name → the label the report shows)
+SCORE_OUTPUTS = {
+    "aesthetic": "LAION aesthetic",
+    "hpsv2": "HPSv2",
+    "image_reward": "ImageReward",
+    "pick_score": "PickScore",
+}
+SHOWN = 3  # best and worst prompts per cell
+
+
+@dataclass
+class PromptScore:
+    prompt: str
+    mean: float
+    n: int
+    image: Strip | None  # one kept sample of this prompt, where the cell kept one
+
+
+@dataclass
+class CellPrompts:
+    cell: str  # model · sampler · steps · guidance
+    score: str  # label of the score
+    extractor: str
+    prompts: int  # distinct prompts in the cell
+    best: list[PromptScore] = field(default_factory=list)
+    worst: list[PromptScore] = field(default_factory=list)
+
+
+def per_prompt_means(scores: np.ndarray, prompts: list[str]) -> pd.DataFrame:
+    """Mean score and sample count per prompt, best first (ties in prompt order)."""
+    frame = pd.DataFrame({"prompt": prompts, "score": np.asarray(scores, dtype=np.float64)})
+    table = frame.groupby("prompt", sort=False)["score"].agg(["mean", "size"]).reset_index()
+    return table.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def prompt_sections(run: RunData, shown: int = SHOWN) -> list[CellPrompts]:
+    """Best and worst ``shown`` prompts of each finished cell, for each per-image score it stored."""
+    _, prompts = run.conditions()
+    if prompts is None:
+        return []
+    out = []
+    for rec in (c for c in run.cells.values() if c.get("status") == "done"):
+        features = run.features(rec["cell_id"])
+        found = [(ex, o) for ex, outs in features.items() for o in outs if o in SCORE_OUTPUTS]
+        if not found:
+            continue
+        kept = run.samples(rec["cell_id"])
+        for extractor, output in found:
+            scores = features[extractor][output]
+            table = per_prompt_means(scores, prompts[: len(scores)])
+            section = CellPrompts(_cell_label(rec), SCORE_OUTPUTS[output], extractor, len(table))
+            for row in table.head(shown).itertuples():
+                section.best.append(_entry(row, kept))
+            for row in table.tail(min(shown, max(len(table) - shown, 0))).iloc[::-1].itertuples():
+                section.worst.append(_entry(row, kept))
+            out.append(section)
+    return out
+
+
+def _entry(row: Any, kept: dict[str, np.ndarray] | None) -> PromptScore:
+    image = None
+    if kept is not None and "prompts" in kept and len(kept.get("images", ())):
+        hits = [i for i, p in enumerate(kept["prompts"]) if str(p) == row.prompt and i < len(kept["images"])]
+        if hits:
+            image = sample_strip(kept, [int(kept["indices"][hits[0]])], row.prompt)
+    return PromptScore(str(row.prompt), float(row.mean), int(row.size), image)
+
+
+def _cell_label(rec: dict[str, Any]) -> str:
+    return f"{rec.get('model', '?')} · {rec.get('sampler', '?')} · {rec.get('steps', '?')} steps · " + (
+        f"guidance {rec.get('guidance', '?')}"
+    )

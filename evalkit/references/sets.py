@@ -67,6 +67,20 @@ class ReferenceSet:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "fingerprint": self.fingerprint, "n": len(self), "kind": type(self).__name__}
 
+    def images_at(self, indices: list[int]) -> list[np.ndarray]:
+        """uint8 (3, H, W) images at ``indices`` (positions in the stream's order), for display. Decodes the stream
+        up to the last one asked for; subclasses that can seek do."""
+        want, found = set(indices), {}
+        position = 0
+        for batch in self.iter_batches(64):
+            for image in batch.numpy():
+                if position in want:
+                    found[position] = image
+                position += 1
+            if len(found) == len(want):
+                break
+        return [found[i] for i in indices]
+
     @property
     def undecodable(self) -> dict[str, str]:
         """Files that passed the header check but whose pixels could not be decoded: name -> reason.
@@ -106,6 +120,9 @@ class ArrayReference(ReferenceSet):
     def iter_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, len(self), batch_size):
             yield torch.from_numpy(self.images[start : start + batch_size].copy())
+
+    def images_at(self, indices: list[int]) -> list[np.ndarray]:
+        return [self.images[i] for i in indices]
 
 
 def as_nchw(images: np.ndarray, name: str) -> np.ndarray:
@@ -223,6 +240,11 @@ class FileReference(ReferenceSet):
     @property
     def undecodable(self) -> dict[str, str]:
         return dict(self._undecodable)
+
+    def images_at(self, indices: list[int]) -> list[np.ndarray]:
+        files = self.files
+        data = dict(self.source.read_all([files[i] for i in indices]))
+        return [np.ascontiguousarray(decode_rgb(data[files[i]]).transpose(2, 0, 1)) for i in indices]
 
     def prompts(self) -> dict[str, str]:
         """``{file: prompt}`` from ``.txt`` files beside the images (``key.png`` + ``key.txt``, as in a webdataset)."""

@@ -77,7 +77,11 @@ def strip_image(images: np.ndarray, per_row: int = PER_ROW) -> tuple[bytes, str,
 
 def sample_strip(samples: dict[str, np.ndarray], indices: list[int], title: str) -> Strip:
     pos = {int(i): p for p, i in enumerate(samples["indices"])}
-    imgs = samples["images"][[pos[i] for i in indices]]
+    return images_strip(samples["images"][[pos[i] for i in indices]], title)
+
+
+def images_strip(imgs: np.ndarray, title: str) -> Strip:
+    """(K,3,H,W) uint8 images as one inline strip."""
     data, mime, w, h = strip_image(imgs)
     zoom = 2 if max(imgs.shape[2:]) <= 32 else 1  # small digits are drawn 2× by the browser
     return Strip(
@@ -86,6 +90,13 @@ def sample_strip(samples: dict[str, np.ndarray], indices: list[int], title: str)
         height=h * zoom,
         pixelated=zoom > 1,
         title=title,
+    )
+
+
+def cell_label(rec: dict[str, Any]) -> str:
+    """A cell record as a reader names it: model · sampler · steps · guidance."""
+    return f"{rec.get('model', '?')} · {rec.get('sampler', '?')} · {rec.get('steps', '?')} steps · " + (
+        f"guidance {rec.get('guidance', '?')}"
     )
 
 

@@ -24,6 +24,7 @@ import evalkit
 from evalkit.report import grids as grids_mod
 from evalkit.report import htmltables, plots
 from evalkit.report.baseline import deltas, load_baseline
+from evalkit.report.closest_pairs import closest_pair_sections
 from evalkit.report.data import StudyData, load_study
 from evalkit.report.frontier import headline, summary_sentences
 from evalkit.report.prompt_scores import prompt_sections
@@ -41,7 +42,8 @@ from evalkit.study.cells import SEP
 from evalkit.study.rank import PairTable
 
 TEMPLATES = Path(__file__).with_name("templates")
-# every report has these; "prompts" only where a cell stored per-image scores of prompts
+# every report has these; "prompts" only where a cell stored per-image scores of prompts, "memorisation" only where
+# a cell ran the memorisation metric
 SECTIONS = ["summary", "plots", "tables", "grids", "baseline", "environment"]
 
 
@@ -290,6 +292,7 @@ def render_report(
             for r in runs
         ],
         "prompts": [{"run": r.run_id, "cells": prompt_sections(r)} for r in runs],
+        "memorisation": [{"run": r.run_id, "cells": closest_pair_sections(r)} for r in runs],
         "baseline": build_baseline(df, loaded_baseline, runs),
         "environments": [build_environment(r) for r in runs],
         "css": _read_asset("report.css"),

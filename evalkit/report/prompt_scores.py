@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evalkit.report.grids import Strip, sample_strip
+from evalkit.report.grids import Strip, cell_label, sample_strip
 from evalkit.store import RunData
 
 # the per-image score outputs an extractor may store (output name → the label the report shows)
@@ -68,7 +68,7 @@ def prompt_sections(run: RunData, shown: int = SHOWN) -> list[CellPrompts]:
         for extractor, output in found:
             scores = features[extractor][output]
             table = per_prompt_means(scores, prompts[: len(scores)])
-            section = CellPrompts(_cell_label(rec), SCORE_OUTPUTS[output], extractor, len(table))
+            section = CellPrompts(cell_label(rec), SCORE_OUTPUTS[output], extractor, len(table))
             for row in table.head(shown).itertuples():
                 section.best.append(_entry(row, kept))
             for row in table.tail(min(shown, max(len(table) - shown, 0))).iloc[::-1].itertuples():
@@ -84,9 +84,3 @@ def _entry(row: Any, kept: dict[str, np.ndarray] | None) -> PromptScore:
         if hits:
             image = sample_strip(kept, [int(kept["indices"][hits[0]])], row.prompt)
     return PromptScore(str(row.prompt), float(row.mean), int(row.size), image)
-
-
-def _cell_label(rec: dict[str, Any]) -> str:
-    return f"{rec.get('model', '?')} · {rec.get('sampler', '?')} · {rec.get('steps', '?')} steps · " + (
-        f"guidance {rec.get('guidance', '?')}"
-    )

@@ -366,3 +366,15 @@ def test_a_small_run_scores_against_the_training_split(tmp_path):
         0 <= p["gen"] < 24 and 0 <= p["train"] < 200 for p in memo["closest_pairs"]
     )
     print(df.loc[rows, ["value", "ci_low", "ci_high"]].to_string(), file=sys.stderr)
+    # the report's panel: the closest pairs with both images (the generated one where the cell kept it)
+    from evalkit.report.closest_pairs import closest_pair_sections
+    from evalkit.store import read_run
+
+    (section,) = closest_pair_sections(read_run(out))
+    assert section.against == "training split" and section.share == pytest.approx(df.loc["memorisation", "value"])
+    assert [(p.gen, p.train) for p in section.pairs] == [(q["gen"], q["train"]) for q in memo["closest_pairs"][:8]]
+    assert all(p.train_image is not None for p in section.pairs)
+    assert all((p.gen_image is not None) == (p.gen < raw["grid_samples"]) for p in section.pairs)
+    assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert '<section id="memorisation"' in html and html.count('alt="training split image') == 8

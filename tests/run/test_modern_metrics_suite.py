@@ -185,3 +185,28 @@ def test_the_report_lists_best_and_worst_prompts_with_their_means(modern_run):
         for p in shown:
             assert p.mean == pytest.approx(by_prompt[p.prompt], rel=1e-12) and p.n == N // len(PROMPTS)
             assert p.image is not None  # every prompt has a kept sample (grid_samples = N)
+
+
+def test_the_shipped_preference_suite_names_every_missing_file_before_running(tmp_path, capsys, monkeypatch):
+    """suites/sd15_preference.yaml on a machine without any weights: exit 2 before anything is built, one problem per
+    network file (DINOv2, CLIP ViT-L/14 and its aesthetic head, HPSv2, ImageReward), each naming the file; with them
+    found (stubbed), its dry run plans 4 cells."""
+    from pathlib import Path
+
+    from evalkit.run import preflight
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # open_clip's and the scorers' caches: empty
+    (tmp_path / "suites" / "data" / "coco" / "val2014-512").mkdir(parents=True)
+    suite = tmp_path / "suites" / "sd15_preference.yaml"
+    suite.write_text((root / "suites" / "sd15_preference.yaml").read_text())
+    assert main(["run", str(suite), "--out", str(tmp_path / "dry"), "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    for file in ("dinov2_vitl14_pretrain.pth", "ViT-L-14.pt", "sac+logos+ava1-l14-linearMSE.pth"):
+        assert f"weights file '{file}'" in err, file
+    for file in ("HPS_v2.1_compressed.pt", "ImageReward.pt"):
+        assert f"weights file '{file}'" in err, file
+    monkeypatch.setattr(preflight, "check_extractor_weights", lambda extractor, **kw: [])
+    assert main(["run", str(suite), "--out", str(tmp_path / "dry"), "--dry-run"]) == 0
+    assert "4 cells × 2000 samples" in " ".join(capsys.readouterr().out.split())

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -276,37 +277,23 @@ def _overrides(embed_dim: int | None, depth: int | None, num_heads: int | None) 
     return {k: int(v) for k, v in given.items() if v is not None}
 
 
-@register_extractor("dinov2-vit-l14")
-def build_dinov2_vit_l14(
-    *,
-    device: str | torch.device = "cpu",
-    weights: str | os.PathLike | None = None,
-    pretrained: bool = True,
-    seed: int = 0,
-    embed_dim: int | None = None,
-    depth: int | None = None,
-    num_heads: int | None = None,
-) -> Dinov2Extractor:
-    """DINOv2 ViT-L/14 (1024-d); ``embed_dim``/``depth``/``num_heads`` shrink it (tests)."""
-    over = _overrides(embed_dim, depth, num_heads)
-    return Dinov2Extractor(
-        "dinov2-vit-l14", device=device, weights=weights, pretrained=pretrained, seed=seed, overrides=over
-    )
+def _factory(name: str, description: str) -> Callable[..., Dinov2Extractor]:
+    def build(
+        *,
+        device: str | torch.device = "cpu",
+        weights: str | os.PathLike | None = None,
+        pretrained: bool = True,
+        seed: int = 0,
+        embed_dim: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+    ) -> Dinov2Extractor:
+        over = _overrides(embed_dim, depth, num_heads)
+        return Dinov2Extractor(name, device=device, weights=weights, pretrained=pretrained, seed=seed, overrides=over)
+
+    build.__doc__ = f"{description}; ``embed_dim``/``depth``/``num_heads`` shrink it (tests)."
+    return build
 
 
-@register_extractor("dinov2-vit-b14")
-def build_dinov2_vit_b14(
-    *,
-    device: str | torch.device = "cpu",
-    weights: str | os.PathLike | None = None,
-    pretrained: bool = True,
-    seed: int = 0,
-    embed_dim: int | None = None,
-    depth: int | None = None,
-    num_heads: int | None = None,
-) -> Dinov2Extractor:
-    """DINOv2 ViT-B/14 (768-d); ``embed_dim``/``depth``/``num_heads`` shrink it (tests)."""
-    over = _overrides(embed_dim, depth, num_heads)
-    return Dinov2Extractor(
-        "dinov2-vit-b14", device=device, weights=weights, pretrained=pretrained, seed=seed, overrides=over
-    )
+build_dinov2_vit_l14 = register_extractor("dinov2-vit-l14")(_factory("dinov2-vit-l14", "DINOv2 ViT-L/14 (1024-d)"))
+build_dinov2_vit_b14 = register_extractor("dinov2-vit-b14")(_factory("dinov2-vit-b14", "DINOv2 ViT-B/14 (768-d)"))

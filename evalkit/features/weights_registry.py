@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ENV_WEIGHTS_DIR = "EVALKIT_WEIGHTS_DIR"
@@ -51,6 +52,17 @@ class WeightsFile:
     def search_paths(self) -> list[Path]:
         env = os.environ.get(ENV_WEIGHTS_DIR)
         return ([Path(env) / self.filename] if env else []) + self.library_paths()
+
+
+def _hf_cached_folder(repo: str, filename: str) -> Path:
+    """The Hugging Face cache's snapshot folder holding ``repo``'s ``filename`` (read offline); raises if there is none
+    (a search folder that is not there is skipped)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, filename)
+    if not isinstance(found, str):
+        raise FileNotFoundError(f"{repo}/{filename} is not in the Hugging Face cache")
+    return Path(found).parent
 
 
 def _clip_cache() -> Path:
@@ -199,9 +211,7 @@ REGISTRY: dict[str, WeightsFile] = {
                 None,
                 f"hpsv2 (version {v}: HPSv{v} checkpoint on open_clip ViT-H-14)",
                 (
-                    lambda f=filename: (
-                        Path(__import__("huggingface_hub").try_to_load_from_cache("xswu/HPSv2", f)).parent
-                    ),
+                    partial(_hf_cached_folder, "xswu/HPSv2", filename),
                     lambda: Path(os.path.expanduser(os.environ.get("HPS_ROOT") or "~/.cache/hpsv2")),
                 ),
                 note=f"hf download xswu/HPSv2 {filename} (or: hpsv2 package, hps_version='v{v}')",

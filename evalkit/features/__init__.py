@@ -19,6 +19,7 @@ BUILTIN: dict[str, tuple[str, ...]] = {
     "lpips_net": ("lpips-alex", "lpips-vgg", "lpips-squeeze"),
     "pixels": ("pixels",),
     "dinov2": ("dinov2-vit-l14", "dinov2-vit-b14"),
+    "mae": ("mae-vit-l16",),
     "hpsv2": ("hpsv2",),
     "pick_score": ("pick_score",),
     "image_reward": ("image_reward",),

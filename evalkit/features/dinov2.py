@@ -37,7 +37,6 @@ hub's ``pretrained=False``); ``embed_dim``/``depth``/``num_heads`` shrink the ne
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable
@@ -50,6 +49,7 @@ import torch.nn.functional as F
 
 from evalkit.errors import DependencyError, WeightsError
 from evalkit.features.base import register_extractor
+from evalkit.features.pil_resize import CHUNK_ELEMENTS, Bands, pil_bicubic_resize
 from evalkit.features.safe_load import load_state_dict, mismatch
 from evalkit.features.weights import get_entry, resolve_weights
 
@@ -64,94 +64,6 @@ PATCH = 14
 POS_OFFSET = 0.1  # DINOv2's interpolate_offset
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_PRECISION_BITS = 22  # Pillow's fixed point for 8-bit images: 32 - 8 - 2
-_CHUNK_ELEMENTS = 1 << 24  # float64 elements resized at once (128 MB)
-
-
-# -- Pillow's bicubic resize, on tensors -------------------------------------------------------------
-
-
-def _bicubic(x: np.ndarray) -> np.ndarray:
-    """Pillow's ``bicubic_filter`` (a = -0.5), the same float64 operations in the same order."""
-    a = -0.5
-    x = np.abs(x)
-    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
-    far = (((x - 5) * x + 8) * x - 4) * a
-    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
-
-
-@functools.lru_cache(maxsize=64)
-def pil_bicubic_coefficients(in_size: int, out_size: int) -> np.ndarray:
-    """``(out_size, in_size)`` integer-valued float64 matrix: Pillow's fixed-point bicubic weights for resizing
-    one axis (``precompute_coeffs`` + ``normalize_coeffs_8bpc`` in Resample.c, box = the whole image)."""
-    scale = float(in_size) / out_size
-    filterscale = max(scale, 1.0)
-    support = 2.0 * filterscale
-    inv = 1.0 / filterscale
-    out = np.zeros((out_size, in_size), dtype=np.float64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        lo = max(int(center - support + 0.5), 0)  # C's (int) truncates toward zero, as int() does
-        hi = min(int(center + support + 0.5), in_size)
-        w = _bicubic((np.arange(lo, hi) - center + 0.5) * inv)
-        total = 0.0
-        for v in w.tolist():  # Pillow sums in order; np.sum's pairwise order could differ in the last bit
-            total += v
-        if total != 0.0:
-            w = w / total
-        scaled = w * float(1 << _PRECISION_BITS)
-        out[xx, lo:hi] = np.where(w < 0, np.trunc(-0.5 + scaled), np.trunc(0.5 + scaled))
-    out.flags.writeable = False
-    return out
-
-
-def _fixed_point(acc: torch.Tensor) -> torch.Tensor:
-    """Pillow's ``clip8((acc + 2^21) >> 22)``, on exact integer float64 sums."""
-    half = float(1 << (_PRECISION_BITS - 1))
-    return acc.add_(half).mul_(2.0**-_PRECISION_BITS).floor_().clamp_(0.0, 255.0)
-
-
-Bands = list[tuple[int, int, int, int, torch.Tensor]]
-_BAND = 16  # output pixels per matrix block
-
-
-def _bands(n_in: int, n_out: int, device: torch.device) -> Bands:
-    """Pillow's coefficients cut into blocks of :data:`_BAND` output pixels, each with the input range it reads:
-    (out start, out end, in start, in end, block). A dense product would multiply mostly zeros."""
-    m = pil_bicubic_coefficients(n_in, n_out)
-    out = []
-    for o0 in range(0, n_out, _BAND):
-        o1 = min(o0 + _BAND, n_out)
-        used = np.flatnonzero(m[o0:o1].any(axis=0))
-        i0, i1 = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 1)
-        out.append((o0, o1, i0, i1, torch.from_numpy(m[o0:o1, i0:i1].copy()).to(device)))
-    return out
-
-
-def pil_bicubic_resize(
-    images: torch.Tensor, size: tuple[int, int], cache: dict[tuple[int, int], Bands] | None = None
-) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` → float64 ``(B, C, h, w)`` of integers 0..255: Pillow's
-    ``Image.resize((w, h), BICUBIC)`` of each image, horizontal pass first (see the module docstring).
-    Sums of uint8 × 23-bit integers stay below 2^53, so the float64 products are exact in any order."""
-    cache = {} if cache is None else cache
-
-    def bands(n_in: int, n_out: int) -> Bands:
-        if (n_in, n_out) not in cache:
-            cache[(n_in, n_out)] = _bands(n_in, n_out, images.device)
-        return cache[(n_in, n_out)]
-
-    x = images.to(torch.float64)
-    h, w = size
-    if x.shape[-1] != w:
-        x = torch.cat([torch.matmul(x[..., i0:i1], k.T) for _, _, i0, i1, k in bands(x.shape[-1], w)], dim=-1)
-        x = _fixed_point(x)
-    if x.shape[-2] != h:
-        x = torch.cat([torch.matmul(k, x[..., i0:i1, :]) for _, _, i0, i1, k in bands(x.shape[-2], h)], dim=-2)
-        x = _fixed_point(x)
-    return x
-
-
 # -- the position embedding ---------------------------------------------------------------------------
 
 
@@ -177,7 +89,7 @@ def dinov2_pos_embed(pos_embed: torch.Tensor, grid: int, offset: float = POS_OFF
 # -- the network and its weights ----------------------------------------------------------------------
 
 
-def _weights_source(
+def hub_weights_source(
     entry: str, weights: str | os.PathLike | None, pretrained: bool, seed: int
 ) -> tuple[Path | None, str]:
     """(file to load or None for random weights, weights_id)."""
@@ -245,7 +157,7 @@ class Dinov2Extractor:
         self.name = name
         self.arch = arch
         self.device = torch.device(device)
-        self.weights_path, self.weights_id = _weights_source(entry, weights, pretrained, seed)
+        self.weights_path, self.weights_id = hub_weights_source(entry, weights, pretrained, seed)
         self.model = build_network(arch, self.weights_path, seed=seed, overrides=overrides).to(self.device)
         self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -256,7 +168,7 @@ class Dinov2Extractor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 (B, 3, H, W) images, got {images.dtype} {tuple(images.shape)}")
         images = images.to(self.device)
-        per = max(1, _CHUNK_ELEMENTS // max(1, images[0].numel()))  # bound the float64 copy of large images
+        per = max(1, CHUNK_ELEMENTS // max(1, images[0].numel()))  # bound the float64 copy of large images
         out = torch.empty((images.shape[0], 3, RESOLUTION, RESOLUTION), dtype=torch.float32, device=self.device)
         for i in range(0, images.shape[0], per):
             x = pil_bicubic_resize(images[i : i + per], (RESOLUTION, RESOLUTION), self._coeffs)
@@ -272,7 +184,7 @@ class Dinov2Extractor:
         return {"model": self.arch, "weights_id": self.weights_id, "resolution": RESOLUTION, "mode": self.mode}
 
 
-def _overrides(embed_dim: int | None, depth: int | None, num_heads: int | None) -> dict[str, int]:
+def vit_overrides(embed_dim: int | None, depth: int | None, num_heads: int | None) -> dict[str, int]:
     given = {"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}
     return {k: int(v) for k, v in given.items() if v is not None}
 
@@ -288,7 +200,7 @@ def _factory(name: str, description: str) -> Callable[..., Dinov2Extractor]:
         depth: int | None = None,
         num_heads: int | None = None,
     ) -> Dinov2Extractor:
-        over = _overrides(embed_dim, depth, num_heads)
+        over = vit_overrides(embed_dim, depth, num_heads)
         return Dinov2Extractor(name, device=device, weights=weights, pretrained=pretrained, seed=seed, overrides=over)
 
     build.__doc__ = f"{description}; ``embed_dim``/``depth``/``num_heads`` shrink it (tests)."

@@ -177,6 +177,18 @@ REGISTRY: dict[str, WeightsFile] = {
             "file; an explicit path is custom weights (86.6M float32 parameters, about 346 MB)",
         ),
         WeightsFile(
+            "mae-vitl16-pretrain",
+            "mae_pretrain_vit_large.pth",
+            "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth",
+            None,
+            None,
+            None,
+            "mae-vit-l16 (MAE ViT-L/16 pretrained encoder, facebookresearch/mae; dgm-eval's mae encoder)",
+            (_torch_hub_dir,),
+            note="Meta publishes no sha256 and dgm-eval's load_state_dict_from_url checks none: a file found here is "
+            "taken as the standard file; an explicit path is custom weights (303.3M float32 parameters, ~1.2 GB)",
+        ),
+        WeightsFile(
             "clip-vit-l14-openai",
             "ViT-L-14.pt",
             "https://openaipublic.azureedge.net/clip/models/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
@@ -285,6 +297,7 @@ EXTRACTOR_WEIGHTS = {
     "lpips-squeeze": "lpips-squeeze-backbone",
     "dinov2-vit-l14": "dinov2-vitl14-pretrain",
     "dinov2-vit-b14": "dinov2-vitb14-pretrain",
+    "mae-vit-l16": "mae-vitl16-pretrain",
     "clip-vit-l14": "clip-vit-l14-openai",
     "hpsv2": "hpsv2-v2.1",  # the default version; version="2.0" (Python API) loads hpsv2-v2.0
     # pick_score: not listed, its weights are a folder that may sit in the Hugging Face cache, which the file lookup

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from conftest import smooth_images, write_pngs
 
 from evalkit.features import build_extractor
-from evalkit.features.dinov2 import NETS, WEIGHTS_ENTRY, Dinov2Extractor, pil_bicubic_resize
+from evalkit.features.dinov2 import NETS, WEIGHTS_ENTRY, Dinov2Extractor
+from evalkit.features.pil_resize import pil_bicubic_resize
 from evalkit.features.safe_load import UnsafeWeightsError
 from evalkit.features.weights import (
     EXTRACTOR_WEIGHTS,
@@ -267,7 +268,7 @@ def test_batches_and_chunks_give_the_same_features(tiny_file: Path, monkeypatch:
     ex = _tiny(tiny_file, "dinov2-vit-b14")
     images = torch.from_numpy(smooth_images(5, 90, seed=4))
     whole = ex(images)["features"]
-    monkeypatch.setattr(mod, "_CHUNK_ELEMENTS", 3 * 90 * 90 * 2)  # resized two images at a time
+    monkeypatch.setattr(mod, "CHUNK_ELEMENTS", 3 * 90 * 90 * 2)  # resized two images at a time
     single = np.concatenate([ex(images[i : i + 1])["features"] for i in range(5)])
     assert np.array_equal(ex.preprocess(images), torch.cat([ex.preprocess(images[i : i + 1]) for i in range(5)]))
     assert _rel(single, whole) <= 1e-5

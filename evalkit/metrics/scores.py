@@ -4,8 +4,9 @@
 ``image_reward`` and ``pick_score`` (reward models that score each image against its prompt; their extractors
 output the per-image score under the metric's name). One builder, :func:`score_metric`, makes each: value = mean
 of the per-image scores, CI = seeded percentile bootstrap of that mean over images, ``per_sample`` = the scores
-themselves (a study's paired comparisons difference them image by image), and ``extra`` = ``n`` and, where the
-samples have prompts, the mean per prompt (``{"per_prompt": {prompt: mean}}``, plain floats).
+themselves (a study's paired comparisons difference them image by image), and ``extra`` = ``n``. The mean per
+prompt (:func:`per_prompt_means`) is the report's, from the stored per-image scores: kept in every cell's record it
+would grow with the prompts (30 000 for a COCO FID-30k protocol).
 """
 
 from __future__ import annotations
@@ -32,19 +33,18 @@ def per_image(inputs: MetricInputs, output: str, metric: str) -> np.ndarray:
     return x.reshape(-1).astype(np.float64)
 
 
-def per_prompt_means(scores: np.ndarray, prompts: list[str]) -> dict[str, float]:
-    """Mean score of each distinct prompt, as plain floats keyed by the prompt (sorted)."""
+def per_prompt_means(scores: np.ndarray, prompts: list[str]) -> dict[str, tuple[float, int]]:
+    """(mean score, number of images) of each distinct prompt, keyed by the prompt (sorted), in plain floats."""
     if len(prompts) != len(scores):
         raise ValueError(f"{len(prompts)} prompts for {len(scores)} scores")
     unique, inverse = np.unique(np.asarray(prompts, dtype=object), return_inverse=True)
-    sums = np.bincount(inverse, weights=scores, minlength=len(unique))
+    sums = np.bincount(inverse, weights=np.asarray(scores, dtype=np.float64), minlength=len(unique))
     counts = np.bincount(inverse, minlength=len(unique))
-    return {str(p): float(s / c) for p, s, c in zip(unique, sums, counts)}
+    return {str(p): (float(s / c), int(c)) for p, s, c in zip(unique, sums, counts)}
 
 
 def mean_score(inputs: MetricInputs, output: str, metric: str) -> MetricValue:
-    """Mean of the per-image scores, its bootstrap CI (options ``bootstrap``, ``confidence``), ``n`` and per-prompt
-    means in ``extra``."""
+    """Mean of the per-image scores, its bootstrap CI (options ``bootstrap``, ``confidence``) and ``n`` in ``extra``."""
     scores = per_image(inputs, output, metric)
     if scores.size == 0:
         raise ValueError(f"metric {metric!r}: no images to score")
@@ -57,8 +57,6 @@ def mean_score(inputs: MetricInputs, output: str, metric: str) -> MetricValue:
             seed=inputs.seed,
             confidence=float(option(inputs, "confidence", DEFAULT_CONFIDENCE)),
         )
-    if inputs.prompts is not None:
-        out.extra["per_prompt"] = per_prompt_means(scores, list(inputs.prompts))
     return out
 
 
@@ -151,5 +149,6 @@ PICK_SCORE = score_metric(
     reference="yuvalkirstain/PickScore (transformers CLIPModel yuvalkirstain/PickScore_v1)",
     paper="Kirstain et al. 2023 (Pick-a-Pic, NeurIPS 2023, arXiv:2305.01569)",
 )
-for _defn in (AESTHETIC, HPSV2, IMAGE_REWARD, PICK_SCORE):
+SCORES = (AESTHETIC, HPSV2, IMAGE_REWARD, PICK_SCORE)  # each reads the per-image output of its own name
+for _defn in SCORES:
     register_metric(_defn)

@@ -10,21 +10,16 @@ conditions: nothing is recomputed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from evalkit.metrics.scores import SCORES, per_prompt_means
 from evalkit.report.grids import Strip, cell_label, sample_strip
 from evalkit.store import RunData
+from evalkit.study.words import LABELS
 
-# the per-image score outputs an extractor may store (output name → the label the report shows)
-SCORE_OUTPUTS = {
-    "aesthetic": "LAION aesthetic",
-    "hpsv2": "HPSv2",
-    "image_reward": "ImageReward",
-    "pick_score": "PickScore",
-}
+# the per-image score outputs an extractor may store (the score metrics' names) → the label the report shows
+SCORE_OUTPUTS = {d.name: LABELS.get(d.name, d.name) for d in SCORES}
 SHOWN = 3  # best and worst prompts per cell
 
 
@@ -46,13 +41,6 @@ class CellPrompts:
     worst: list[PromptScore] = field(default_factory=list)
 
 
-def per_prompt_means(scores: np.ndarray, prompts: list[str]) -> pd.DataFrame:
-    """Mean score and sample count per prompt, best first (ties in prompt order)."""
-    frame = pd.DataFrame({"prompt": prompts, "score": np.asarray(scores, dtype=np.float64)})
-    table = frame.groupby("prompt", sort=False)["score"].agg(["mean", "size"]).reset_index()
-    return table.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
-
-
 def prompt_sections(run: RunData, shown: int = SHOWN) -> list[CellPrompts]:
     """Best and worst ``shown`` prompts of each finished cell, for each per-image score it stored."""
     _, prompts = run.conditions()
@@ -68,19 +56,19 @@ def prompt_sections(run: RunData, shown: int = SHOWN) -> list[CellPrompts]:
         for extractor, output in found:
             scores = features[extractor][output]
             table = per_prompt_means(scores, prompts[: len(scores)])
-            section = CellPrompts(cell_label(rec), SCORE_OUTPUTS[output], extractor, len(table))
-            for row in table.head(shown).itertuples():
-                section.best.append(_entry(row, kept))
-            for row in table.tail(min(shown, max(len(table) - shown, 0))).iloc[::-1].itertuples():
-                section.worst.append(_entry(row, kept))
+            ranked = sorted(table.items(), key=lambda item: -item[1][0])  # best first
+            section = CellPrompts(cell_label(rec), SCORE_OUTPUTS[output], extractor, len(ranked))
+            section.best = [_entry(p, mean, n, kept) for p, (mean, n) in ranked[:shown]]
+            worst = ranked[len(ranked) - min(shown, max(len(ranked) - shown, 0)) :][::-1]
+            section.worst = [_entry(p, mean, n, kept) for p, (mean, n) in worst]
             out.append(section)
     return out
 
 
-def _entry(row: Any, kept: dict[str, np.ndarray] | None) -> PromptScore:
+def _entry(prompt: str, mean: float, n: int, kept: dict[str, np.ndarray] | None) -> PromptScore:
     image = None
     if kept is not None and "prompts" in kept and len(kept.get("images", ())):
-        hits = [i for i, p in enumerate(kept["prompts"]) if str(p) == row.prompt and i < len(kept["images"])]
+        hits = [i for i, p in enumerate(kept["prompts"]) if str(p) == prompt and i < len(kept["images"])]
         if hits:
-            image = sample_strip(kept, [int(kept["indices"][hits[0]])], row.prompt)
-    return PromptScore(str(row.prompt), float(row.mean), int(row.size), image)
+            image = sample_strip(kept, [int(kept["indices"][hits[0]])], prompt)
+    return PromptScore(prompt, mean, n, image)

@@ -13,6 +13,7 @@ from evalkit.errors import ConfigError
 from evalkit.metrics import MetricInputs, get_metric
 from evalkit.metrics.base import MetricContext
 from evalkit.metrics.resampling import bootstrap_indices, metric_replicates
+from evalkit.metrics.scores import per_prompt_means
 
 SCORES = {"aesthetic": "clip-vit-l14", "hpsv2": "hpsv2", "image_reward": "image_reward", "pick_score": "pick_score"}
 PROMPTED = ("hpsv2", "image_reward", "pick_score")
@@ -38,18 +39,20 @@ def test_value_is_the_mean_with_a_bootstrap_ci_and_per_prompt_means(name):
     assert out.ci_low < out.value < out.ci_high
     se = scores.std(ddof=1) / np.sqrt(scores.size)  # the normal-theory interval: the bootstrap's is about as wide
     assert out.ci_high - out.ci_low == pytest.approx(2 * 1.959964 * se, rel=0.2)
-    expected = pd.DataFrame({"p": inputs.prompts, "s": scores}).groupby("p")["s"].mean()
-    assert out.extra["n"] == 60 and set(out.extra["per_prompt"]) == set(expected.index)
-    for prompt, mean in expected.items():
-        assert out.extra["per_prompt"][prompt] == pytest.approx(mean, rel=1e-12)
-    assert json.loads(json.dumps(out.extra)) == out.extra  # plain floats and strings
+    assert out.extra == {"n": 60}  # per-prompt means are the report's (they grow with the prompts)
+    expected = pd.DataFrame({"p": inputs.prompts, "s": scores}).groupby("p")["s"].agg(["mean", "size"])
+    table = per_prompt_means(scores, inputs.prompts)
+    assert set(table) == set(expected.index)
+    for prompt, row in expected.iterrows():
+        assert table[prompt][0] == pytest.approx(row["mean"], rel=1e-12) and table[prompt][1] == row["size"]
+    assert json.loads(json.dumps(table)) == {p: list(v) for p, v in table.items()}  # plain floats and strings
     narrow = get_metric(name).compute(_inputs(name, confidence=0.5))[name]
     assert out.ci_low < narrow.ci_low < narrow.ci_high < out.ci_high
 
 
 def test_without_prompts_or_bootstrap():
     out = get_metric("aesthetic").compute(_inputs("aesthetic", prompts=False, bootstrap=0))["aesthetic"]
-    assert out.ci_low is None and out.ci_high is None and "per_prompt" not in out.extra
+    assert out.ci_low is None and out.ci_high is None
     one = get_metric("aesthetic").compute(MetricInputs(gen={"aesthetic": np.array([[4.0]])}))["aesthetic"]
     assert (one.value, one.ci_low, one.ci_high) == (4.0, 4.0, 4.0)  # an (N, 1) column is one score per image
 

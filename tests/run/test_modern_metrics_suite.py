@@ -171,11 +171,11 @@ def test_the_report_lists_best_and_worst_prompts_with_their_means(modern_run):
     assert '<section id="prompts"' in html and "Best and worst prompts" in html
     run = read_run(modern_run["run"])
     sections = prompt_sections(run)
-    assert {s.score for s in sections} == {"LAION aesthetic", "HPSv2", "ImageReward", "PickScore"}
+    assert {s.score for s in sections} == {"aesthetic score", "HPSv2", "ImageReward", "PickScore"}
     _, prompts = run.conditions()
     for section in sections:
         cell = next(c for c in run.cells.values() if section.cell.startswith(f"{c['model']} · {c['sampler']} "))
-        output = {"LAION aesthetic": "aesthetic", "HPSv2": "hpsv2", "ImageReward": "image_reward"}
+        output = {"aesthetic score": "aesthetic", "HPSv2": "hpsv2", "ImageReward": "image_reward"}
         scores = run.features(cell["cell_id"])[section.extractor][output.get(section.score, "pick_score")]
         scores = np.asarray(scores, dtype=np.float64)
         by_prompt = {p: float(np.mean([s for s, q in zip(scores, prompts) if q == p])) for p in set(prompts)}

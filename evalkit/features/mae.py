@@ -15,8 +15,8 @@ The protocol, step by step (dgm-eval's choice → what evalkit runs):
    (``"F"``) Pillow image resized to 224×224 (both sides, aspect ratio not kept, no crop) with ``BICUBIC``,
    then ``clip(0, 255)``. Pillow's float resize uses its bicubic weights (a = -0.5, support widened with the
    downscale factor: antialiased) in double precision without rounding to 8 bits: a horizontal pass stored as
-   float32, then a vertical pass stored as float32. :func:`pil_float_bicubic_resize` runs that on tensors with
-   Pillow's weights (:func:`evalkit.features.dinov2.pil_bicubic_weights`) in float64 and the float32 stores;
+   float32, then a vertical pass stored as float32. :func:`~evalkit.features.pil_resize.pil_float_bicubic_resize` runs that on tensors with
+   Pillow's weights (:func:`evalkit.features.pil_resize.pil_bicubic_weights`) in float64 and the float32 stores;
    sums in another order than Pillow's move a value by at most one float32 step. As for DINOv2, evalkit keeps
    Pillow ≤ 12.1's horizontal-first order, which later Pillows change for images whose height shrinks much more
    than their width (see :mod:`evalkit.features.dinov2`).
@@ -42,23 +42,14 @@ labelled ``custom:<sha256>``. ``pretrained=False`` builds timm's random initiali
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import torch
 
-from evalkit.errors import DependencyError
-from evalkit.features.base import register_extractor
-from evalkit.features.dinov2 import IMAGENET_MEAN, IMAGENET_STD, hub_weights_source, vit_overrides
-from evalkit.features.pil_resize import CHUNK_ELEMENTS, Bands, pil_float_bicubic_resize
-from evalkit.features.safe_load import load_state_dict, mismatch
+from evalkit.features.hub_vit import HubVitExtractor, VitSpec, register_hub_vit
+from evalkit.features.pil_resize import pil_float_bicubic_resize
 
 NAME = "mae-vit-l16"
 ARCH = "vit_large_patch16_224"  # timm; dgm-eval's vit_large_patch16 is this architecture
 WEIGHTS_ENTRY = "mae-vitl16-pretrain"
-RESOLUTION = 224  # dgm-eval's pil_resize(image, (224, 224))
 _DECODER = ("decoder_", "mask_token")  # MAE's pretraining decoder: not part of the encoder dgm-eval runs
 
 
@@ -71,80 +62,15 @@ def convert_checkpoint(state: dict[str, torch.Tensor], net: torch.nn.Module) -> 
     return checkpoint_filter_fn(state, net)
 
 
-def build_network(path: Path | None, *, seed: int = 0, overrides: dict[str, int] | None = None) -> torch.nn.Module:
-    """timm ViT-L/16 at 224 px without a head, with the MAE weights in ``path`` or random (``seed``)."""
-    try:
-        import timm
-    except ImportError as err:
-        raise DependencyError("the mae-vit-l16 extractor needs timm: pip install timm") from err
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = timm.create_model(ARCH, pretrained=False, num_classes=0, img_size=RESOLUTION, **(overrides or {}))
-    if path is not None:
-        state = convert_checkpoint(load_state_dict(path, unwrap=("model", "state_dict")), net)
-        try:
-            net.load_state_dict(state, strict=True)
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise mismatch(path, f"MAE ViT-L/16 encoder weights for timm {ARCH}", err) from err
-    return net.eval().requires_grad_(False)
-
-
-class MaeExtractor:
-    """uint8 images → ``features``: the MAE encoder's CLS token after the final norm, dgm-eval's preprocessing."""
-
-    outputs = ("features",)
-    resolution = RESOLUTION
-    mode = "dgm-eval"  # --clean_resize: Pillow float bicubic to 224×224, ImageNet normalisation, CLS after the norm
-
-    def __init__(
-        self,
-        *,
-        device: str | torch.device = "cpu",
-        weights: str | os.PathLike | None = None,
-        pretrained: bool = True,
-        seed: int = 0,
-        overrides: dict[str, int] | None = None,
-    ) -> None:
-        self.name = NAME
-        self.arch = ARCH
-        self.device = torch.device(device)
-        self.weights_path, self.weights_id = hub_weights_source(WEIGHTS_ENTRY, weights, pretrained, seed)
-        self.model = build_network(self.weights_path, seed=seed, overrides=overrides).to(self.device)
-        self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._coeffs: dict[tuple[int, int], Bands] = {}
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` → the float32 ``(B, 3, 224, 224)`` input dgm-eval's ``--clean_resize`` gives."""
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected uint8 (B, 3, H, W) images, got {images.dtype} {tuple(images.shape)}")
-        images = images.to(self.device)
-        per = max(1, CHUNK_ELEMENTS // max(1, images[0].numel()))  # bound the float64 copy of large images
-        out = torch.empty((images.shape[0], 3, RESOLUTION, RESOLUTION), dtype=torch.float32, device=self.device)
-        for i in range(0, images.shape[0], per):
-            out[i : i + per] = pil_float_bicubic_resize(images[i : i + per], (RESOLUTION, RESOLUTION), self._coeffs)
-        return out.clamp_(0.0, 255.0).div_(255.0).sub_(self._mean).div_(self._std)  # clip, /255, Normalize
-
-    @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        tokens = self.model.forward_features(self.preprocess(images))
-        return {"features": tokens[:, 0].float().cpu().numpy()}
-
-    def info(self) -> dict[str, Any]:
-        return {"model": self.arch, "weights_id": self.weights_id, "resolution": RESOLUTION, "mode": self.mode}
-
-
-@register_extractor(NAME)
-def build_mae_vit_l16(
-    *,
-    device: str | torch.device = "cpu",
-    weights: str | os.PathLike | None = None,
-    pretrained: bool = True,
-    seed: int = 0,
-    embed_dim: int | None = None,
-    depth: int | None = None,
-    num_heads: int | None = None,
-) -> MaeExtractor:
-    """MAE ViT-L/16 (1024-d); ``embed_dim``/``depth``/``num_heads`` shrink it (tests)."""
-    over = vit_overrides(embed_dim, depth, num_heads)
-    return MaeExtractor(device=device, weights=weights, pretrained=pretrained, seed=seed, overrides=over)
+SPEC = VitSpec(
+    NAME,
+    ARCH,
+    WEIGHTS_ENTRY,
+    resize=pil_float_bicubic_resize,
+    convert=convert_checkpoint,
+    mode="dgm-eval",  # --clean_resize: Pillow float bicubic to 224×224, ImageNet normalisation, CLS after the norm
+    weights_text="MAE ViT-L/16 encoder weights",
+    unwrap=("model", "state_dict"),
+)
+MaeExtractor = HubVitExtractor
+build_mae_vit_l16 = register_hub_vit(SPEC, "MAE ViT-L/16 (1024-d)", __name__)

@@ -263,7 +263,7 @@ def test_fd_dinov2_equals_dgm_eval_pipeline(tmp_path: Path, tiny_file: Path, tin
 
 
 def test_batches_and_chunks_give_the_same_features(tiny_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import evalkit.features.dinov2 as mod
+    import evalkit.features.hub_vit as mod
 
     ex = _tiny(tiny_file, "dinov2-vit-b14")
     images = torch.from_numpy(smooth_images(5, 90, seed=4))

@@ -5,15 +5,15 @@
 The protocol, step by step (dgm-eval's choice → what evalkit runs):
 
 1. Images are 8-bit RGB (``Image.open(path).convert("RGB")``): evalkit's uint8 ``(B, 3, H, W)`` batches.
-2. ``transforms.Resize((224, 224), BICUBIC)`` on the PIL image: both sides to 224 px, aspect ratio not kept,
-   no centre crop. On a PIL image that is Pillow's ``Image.resize``: bicubic (a = -0.5) whose support widens
-   with the downscale factor (antialiased), in 8-bit fixed point, a horizontal pass rounded to uint8, then a
-   vertical pass. :func:`~evalkit.features.pil_resize.pil_bicubic_resize` runs that arithmetic on tensors (Pillow's coefficients in its
-   22-bit fixed point, rounding and clipping after each pass, as exact integer float64 matrix products) and
-   gives the same pixels as Pillow ≤ 12.1, which dgm-eval's published numbers were computed with. Later
-   Pillows run the vertical pass first in some cases, moving pixels by a few levels there: 12.2 for images
-   over 100× taller than wide, 13.0 whenever the height shrinks by more than twice the pixels the width does
-   (e.g. 400×256 (H×W) → 224×224; never for square images). evalkit keeps the horizontal-first order.
+2. ``transforms.Resize((224, 224), BICUBIC)`` on the PIL image: both sides to 224 px, aspect ratio not kept, no
+   centre crop. On a PIL image that is Pillow's ``Image.resize``: bicubic (a = -0.5) whose support widens with the
+   downscale factor (antialiased), in 8-bit fixed point, a horizontal pass rounded to uint8, then a vertical pass.
+   :func:`~evalkit.features.pil_resize.pil_bicubic_resize` runs that arithmetic on tensors (Pillow's coefficients in
+   its 22-bit fixed point, rounding and clipping after each pass, as exact integer float64 matrix products) and gives
+   the same pixels as Pillow ≤ 12.1, which dgm-eval's published numbers were computed with. Later Pillows run the
+   vertical pass first in some cases, moving pixels by a few levels there: 12.2 for images over 100× taller than
+   wide, 13.0 whenever the height shrinks by more than twice the pixels the width does (e.g. 400×256 (H×W) → 224×224;
+   never for square images). evalkit keeps the horizontal-first order.
 3. ``ToTensor`` (÷255 in float32) and ``Normalize`` with the ImageNet mean (0.485, 0.456, 0.406) and std
    (0.229, 0.224, 0.225), in float32, in that order.
 4. ``torch.hub.load("facebookresearch/dinov2", "dinov2_vitl14")`` (``--arch vitb14``: B/14) in float32,

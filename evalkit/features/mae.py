@@ -7,19 +7,18 @@ The protocol, step by step (dgm-eval's choice → what evalkit runs):
 
 1. Images are 8-bit RGB (``Image.open(path).convert("RGB")``): evalkit's uint8 ``(B, 3, H, W)`` batches.
 2. Resize: dgm-eval's MAE transform has two branches. The default one (no ``--clean_resize``) calls
-   ``TF.resize(image, 224, interpolation=InterpolationMode.BICUBIC)`` with ``TF = torchvision.transforms``,
-   which has no ``resize`` (``AttributeError`` on the first image; ``InterpolationMode`` is not imported either,
-   and a short side of 224 would keep the aspect ratio, which the 224 px network rejects for non-square
-   images). The branch that runs is
-   ``--clean_resize``: dgm-eval's ``resizer.pil_resize(image, (224, 224))``, each channel as a 32-bit float
-   (``"F"``) Pillow image resized to 224×224 (both sides, aspect ratio not kept, no crop) with ``BICUBIC``,
-   then ``clip(0, 255)``. Pillow's float resize uses its bicubic weights (a = -0.5, support widened with the
-   downscale factor: antialiased) in double precision without rounding to 8 bits: a horizontal pass stored as
-   float32, then a vertical pass stored as float32. :func:`~evalkit.features.pil_resize.pil_float_bicubic_resize` runs that on tensors with
-   Pillow's weights (:func:`evalkit.features.pil_resize.pil_bicubic_weights`) in float64 and the float32 stores;
-   sums in another order than Pillow's move a value by at most one float32 step. As for DINOv2, evalkit keeps
-   Pillow ≤ 12.1's horizontal-first order, which later Pillows change for images whose height shrinks much more
-   than their width (see :mod:`evalkit.features.dinov2`).
+   ``TF.resize(image, 224, interpolation=InterpolationMode.BICUBIC)`` with ``TF = torchvision.transforms``, which has
+   no ``resize`` (``AttributeError`` on the first image; ``InterpolationMode`` is not imported either, and a short
+   side of 224 would keep the aspect ratio, which the 224 px network rejects for non-square images). The branch that
+   runs is ``--clean_resize``: dgm-eval's ``resizer.pil_resize(image, (224, 224))``, each channel as a 32-bit float
+   (``"F"``) Pillow image resized to 224×224 (both sides, aspect ratio not kept, no crop) with ``BICUBIC``, then
+   ``clip(0, 255)``. Pillow's float resize uses its bicubic weights (a = -0.5, support widened with the downscale
+   factor: antialiased) in double precision without rounding to 8 bits: a horizontal pass stored as float32, then a
+   vertical pass stored as float32. :func:`~evalkit.features.pil_resize.pil_float_bicubic_resize` runs that on
+   tensors with Pillow's weights (:func:`~evalkit.features.pil_resize.pil_bicubic_weights`) in float64 and the
+   float32 stores; sums in another order than Pillow's move a value by at most one float32 step. As for DINOv2,
+   evalkit keeps Pillow ≤ 12.1's horizontal-first order, which later Pillows change for images whose height shrinks
+   much more than their width (see :mod:`evalkit.features.dinov2`).
 3. ``to_tensor(x) / 255`` (float32, ``to_tensor`` does not scale float arrays) and ``Normalize`` with the
    ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), in float32.
 4. The network: dgm-eval's ``vit_large_patch16`` (timm's ``VisionTransformer``: patch 16, width 1024, 24 blocks,

@@ -32,7 +32,8 @@ import numpy as np
 
 from evalkit.metrics._common import flat2d, gen_array, integer_option, needs_samples, option, ref_array
 from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
-from evalkit.metrics.memorisation import _CHUNK_ELEMS, sq_distances, train_array
+from evalkit.metrics.distances import CHUNK_ELEMS, distance_chunks, sq_distances
+from evalkit.metrics.memorisation import train_array
 
 FLS_MAX_SAMPLES = 10_000  # dgm-eval's --reduced_n
 ENERGY_MAX_SAMPLES = 10_000
@@ -75,7 +76,7 @@ def kde_nll(d2: np.ndarray, log_sigmas: np.ndarray, dim: int) -> np.ndarray:
 def _nll_gradient(d2: np.ndarray, log_sigmas: np.ndarray, dim: int) -> np.ndarray:
     """d mean NLL / d log σ²_j = −(1/N) Σ_i p_ij (½ d²_ij / σ²_j − d/2), p the kernels' responsibilities."""
     grad = np.zeros_like(log_sigmas)
-    step = max(1, _CHUNK_ELEMS // d2.shape[1])
+    step = max(1, CHUNK_ELEMS // d2.shape[1])
     for start in range(0, d2.shape[0], step):
         rows = d2[start : start + step]
         terms = _kde_terms(rows, log_sigmas, dim)
@@ -144,12 +145,11 @@ def mean_distance(a: np.ndarray, b: np.ndarray | None = None) -> float:
     """Mean L2 distance over all pairs (a_i, b_j); ``b`` None: over all pairs of ``a``, the zero diagonal included."""
     same = b is None
     b = a if same else b
-    total, step = 0.0, max(1, _CHUNK_ELEMS // len(b))
-    for start in range(0, len(a), step):
-        d = np.sqrt(sq_distances(a[start : start + step], b))
+    total = 0.0
+    for rows, d in distance_chunks(a, b):
         if same:
-            rows = np.arange(len(d))
-            d[rows, rows + start] = 0.0
+            i = np.arange(len(d))
+            d[i, i + rows.start] = 0.0
         total += float(d.sum())
     return total / (len(a) * len(b))
 
@@ -196,7 +196,7 @@ def sliced_wasserstein(x: np.ndarray, y: np.ndarray, directions: np.ndarray, p: 
     x, y = flat2d(x), flat2d(y)
     width, ix, iy = _quantile_steps(len(x), len(y))
     total = 0.0
-    step = max(1, _CHUNK_ELEMS // (len(x) + len(y) + len(width)))
+    step = max(1, CHUNK_ELEMS // (len(x) + len(y) + len(width)))
     for start in range(0, directions.shape[1], step):
         theta = directions[:, start : start + step]
         xs, ys = np.sort(x @ theta, axis=0), np.sort(y @ theta, axis=0)

@@ -34,23 +34,17 @@ import numpy as np
 
 from evalkit.metrics._common import MetricInputError, flat2d, gen_array, integer_option, option, ref_array
 from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics.distances import distance_chunks, sq_distances
 from evalkit.metrics.resampling import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 DEFAULT_QUANTILE = 0.01
 DEFAULT_PAIRS = 16
 CT_CELLS, CT_MIN_CELL, CT_PCA, CT_STARTS = 3, 20, 64, 10
-_CHUNK_ELEMS = 1 << 24  # distance-matrix entries per chunk (128 MiB in float64)
 _TRAIN = "training split"
 _REF_AS_TRAIN = "reference (no training split given)"
 
 
 # -- distances ----------------------------------------------------------------------------------------------------
-def sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared L2 distances (len(a), len(b)), clipped at 0 (the Gram form rounds below 0 for near-copies)."""
-    d2 = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * (a @ b.T)
-    return np.maximum(d2, 0.0)
-
-
 def nearest(a: np.ndarray, b: np.ndarray, *, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """For each row of ``a``: (L2 distance to its nearest row of ``b``, that row's index), in row chunks.
     ``exclude_self``: ``a`` is ``b`` and a row is not its own neighbour. The neighbour is found on Gram-form
@@ -59,13 +53,10 @@ def nearest(a: np.ndarray, b: np.ndarray, *, exclude_self: bool = False) -> tupl
     if b.shape[0] < 1 + exclude_self:
         raise ValueError(f"nearest neighbours need {1 + exclude_self} or more samples to search, got {b.shape[0]}")
     idx = np.empty(a.shape[0], dtype=np.int64)
-    step = max(1, _CHUNK_ELEMS // b.shape[0])
-    for start in range(0, a.shape[0], step):
-        stop = min(start + step, a.shape[0])
-        d2 = sq_distances(a[start:stop], b)
+    for rows, d2 in distance_chunks(a, b, squared=True):
         if exclude_self:
-            d2[np.arange(stop - start), np.arange(start, stop)] = np.inf
-        idx[start:stop] = d2.argmin(axis=1)
+            d2[np.arange(rows.stop - rows.start), np.arange(rows.start, rows.stop)] = np.inf
+        idx[rows] = d2.argmin(axis=1)
     return np.linalg.norm(a - b[idx], axis=1), idx
 
 

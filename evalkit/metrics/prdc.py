@@ -13,39 +13,21 @@ bounded (O(chunk × N)) for large sets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from evalkit.metrics._common import feature_key, flat2d, gen_array, integer_option, option, ref_array
 from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
+from evalkit.metrics.distances import distance_chunks
 
 DEFAULT_K = 3
-_CHUNK_ELEMS = 1 << 24  # distance-matrix entries per chunk (128 MiB in float64)
-
-
-def _sqnorm(x: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, x)
-
-
-def _distance_chunks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield (row slice of ``a``, Euclidean distances of those rows to all of ``b``)."""
-    step = max(1, _CHUNK_ELEMS // max(1, b.shape[0]))
-    b_sq = _sqnorm(b)
-    for start in range(0, a.shape[0], step):
-        rows = slice(start, min(start + step, a.shape[0]))
-        a_c = a[rows]
-        d2 = _sqnorm(a_c)[:, None] + b_sq[None, :] - 2.0 * (a_c @ b.T)
-        yield rows, np.sqrt(np.maximum(d2, 0.0))
-
-
 def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     """Distance from each row of ``x`` to its k-th nearest other row."""
     if x.shape[0] <= k:
         raise ValueError(f"k={k} nearest neighbours need more than {k} samples, got {x.shape[0]}")
     out = np.empty(x.shape[0], dtype=np.float64)
-    for rows, d in _distance_chunks(x, x):
+    for rows, d in distance_chunks(x, x):
         # index k (0-based) of the sorted row is the k-th neighbour after the zero self-distance
         out[rows] = np.partition(d, k, axis=1)[:, k]
     return out
@@ -54,7 +36,7 @@ def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
 def reference_ball_counts(ref: np.ndarray, gen: np.ndarray, r_ref: np.ndarray) -> np.ndarray:
     """Per generated sample: how many reference balls (radii ``r_ref``) contain it."""
     counts = np.zeros(gen.shape[0], dtype=np.int64)
-    for rows, d in _distance_chunks(gen, ref):
+    for rows, d in distance_chunks(gen, ref):
         counts[rows] = (d < r_ref[None, :]).sum(axis=1)
     return counts
 
@@ -65,7 +47,7 @@ def prdc(ref: np.ndarray, gen: np.ndarray, k: int = DEFAULT_K) -> dict[str, floa
     in_ref_balls = reference_ball_counts(ref, gen, r_ref)
     recalled = np.zeros(ref.shape[0], dtype=bool)
     covered = np.zeros(ref.shape[0], dtype=bool)
-    for rows, d in _distance_chunks(ref, gen):
+    for rows, d in distance_chunks(ref, gen):
         recalled[rows] = (d < r_gen[None, :]).any(axis=1)
         covered[rows] = d.min(axis=1) < r_ref[rows]
     return {
@@ -110,9 +92,9 @@ def check_pr(options: dict[str, Any], ctx: MetricContext) -> list[str]:
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The full distance matrix, assembled from :func:`_distance_chunks` (the same formula, so radii compare
-    exactly with :func:`prdc`'s)."""
-    return np.concatenate([d for _, d in _distance_chunks(a, b)], axis=0)
+    """The full distance matrix, assembled from :func:`~evalkit.metrics.distances.distance_chunks` (the same
+    formula, so radii compare exactly with :func:`prdc`'s)."""
+    return np.concatenate([d for _, d in distance_chunks(a, b)], axis=0)
 
 
 def pr_replicates(inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import smooth_images, write_pngs
+from conftest import smooth_images
+from dgm_eval_reference import MEAN, STD, agreement, fd_against_dgm_eval, pil, rel_norm
 
 from evalkit.features import build_extractor
 from evalkit.features.dinov2 import NETS, WEIGHTS_ENTRY, Dinov2Extractor
@@ -44,15 +45,6 @@ _spec = importlib.util.spec_from_file_location("dinov2_fixture", FIXTURE / "make
 fixture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fixture)
 TINY = fixture.TINY
-MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
-
-
-def _agreement(name: str, ours: float, theirs: float, rel: float) -> None:
-    print(f"[agreement] {name}: evalkit={ours:.6f} reference={theirs:.6f} rel={rel:.2e}")
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +143,6 @@ def _dgm_eval_transform(pil_image) -> torch.Tensor:
     return TF.Normalize(MEAN, STD)(x)
 
 
-def _pil(image: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).convert("RGB")
-
-
 # -- preprocessing ----------------------------------------------------------------------------------------
 
 # (H, W) where every Pillow version runs its horizontal pass first (see evalkit.features.dinov2)
@@ -168,7 +154,7 @@ def test_resize_is_pillows_bicubic_pixel_for_pixel(size: tuple[int, int]) -> Non
     from PIL import Image
 
     img = np.random.default_rng(sum(size)).integers(0, 256, (3, *size), dtype=np.uint8)  # noise: the hard case
-    want = np.asarray(_pil(img).resize((224, 224), Image.BICUBIC)).transpose(2, 0, 1)
+    want = np.asarray(pil(img).resize((224, 224), Image.BICUBIC)).transpose(2, 0, 1)
     got = pil_bicubic_resize(torch.from_numpy(img)[None], (224, 224))[0].numpy()
     assert np.array_equal(got, want)
 
@@ -180,7 +166,7 @@ def test_resize_keeps_horizontal_first_where_pillow13_reorders(size: tuple[int, 
     from PIL import Image
 
     img = np.random.default_rng(3).integers(0, 256, (3, *size), dtype=np.uint8)
-    wide = _pil(img).resize((224, size[0]), Image.BICUBIC)  # horizontal pass only
+    wide = pil(img).resize((224, size[0]), Image.BICUBIC)  # horizontal pass only
     want = np.asarray(wide.resize((224, 224), Image.BICUBIC)).transpose(2, 0, 1)  # then vertical only
     assert np.array_equal(pil_bicubic_resize(torch.from_numpy(img)[None], (224, 224))[0].numpy(), want)
 
@@ -188,7 +174,7 @@ def test_resize_keeps_horizontal_first_where_pillow13_reorders(size: tuple[int, 
 def test_preprocess_equals_dgm_eval_transform(tiny_file: Path) -> None:
     ex = _tiny(tiny_file)
     for img in fixture.fixture_images():
-        want = _dgm_eval_transform(_pil(img))
+        want = _dgm_eval_transform(pil(img))
         got = ex.preprocess(torch.from_numpy(img)[None])[0]
         assert got.dtype == torch.float32 and got.shape == (3, 224, 224)
         assert float((got - want).abs().max()) <= 1e-6
@@ -206,8 +192,8 @@ def test_features_equal_meta_dinov2_code(tiny_file: Path, tiny_state: dict[str, 
     ex = _tiny(tiny_file)
     got = np.concatenate([ex(torch.from_numpy(img)[None])["features"] for img in images])
     want = np.asarray(ref["features"])
-    rel = _rel(got, want)
-    _agreement("dinov2 features vs Meta's dinov2 code (fixture)", got[0, 0], want[0, 0], rel)
+    rel = rel_norm(got, want)
+    agreement("dinov2 features vs Meta's dinov2 code (fixture)", got[0, 0], want[0, 0], rel)
     assert got.shape == (len(images), TINY["embed_dim"])
     assert rel <= 1e-4
 
@@ -216,49 +202,22 @@ def test_features_equal_transformers_dinov2(tiny_file: Path, tiny_state: dict[st
     images = torch.from_numpy(smooth_images(6, 150, seed=11)[:, :, :, :131].copy())  # 150×131 → 224×224
     ex = _tiny(tiny_file)
     got = ex(images)["features"]
-    x = torch.stack([_dgm_eval_transform(_pil(img)) for img in images.numpy()])
+    x = torch.stack([_dgm_eval_transform(pil(img)) for img in images.numpy()])
     with torch.no_grad():
         want = _transformers_dinov2(tiny_state)(pixel_values=x).pooler_output.numpy()
         plain = _transformers_dinov2(tiny_state, meta_interpolation=False)(pixel_values=x).pooler_output.numpy()
-    rel = _rel(got, want)
-    _agreement("dinov2 features vs transformers Dinov2Model", got[0, 0], want[0, 0], rel)
+    rel = rel_norm(got, want)
+    agreement("dinov2 features vs transformers Dinov2Model", got[0, 0], want[0, 0], rel)
     assert rel <= 1e-4
-    assert _rel(plain, want) > 1e-3  # the +0.1 offset matters: transformers' own interpolation is another net
+    assert rel_norm(plain, want) > 1e-3  # the +0.1 offset matters: transformers' own interpolation is another net
 
 
 def test_fd_dinov2_equals_dgm_eval_pipeline(tmp_path: Path, tiny_file: Path, tiny_state: dict[str, np.ndarray]) -> None:
-    from PIL import Image
-    from scipy import linalg
-
-    from evalkit.metrics import get_metric
-    from evalkit.metrics.base import MetricInputs
-    from evalkit.references.open import open_images
-
-    gen = write_pngs(smooth_images(40, 260, seed=21, shift=0.15)[:, :, :180], tmp_path / "gen")  # 180×260
-    ref = write_pngs(smooth_images(40, 256, seed=22), tmp_path / "ref")
-    ex = _tiny(tiny_file)
-
-    def evalkit_features(folder: Path) -> np.ndarray:
-        return np.concatenate([ex(b)["features"] for b in open_images(folder).iter_batches(16)])
-
-    inputs = MetricInputs(
-        gen={"features": evalkit_features(gen)}, ref={"features": evalkit_features(ref)}, options={"bootstrap": 0}
-    )
-    value = get_metric("fd").compute(inputs)["fd"].value
-
     net = _transformers_dinov2(tiny_state)
-
-    def dgm_eval_reps(folder: Path) -> np.ndarray:  # ImagePathDataset + get_representations (float64 array)
-        x = torch.stack([_dgm_eval_transform(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))])
-        with torch.no_grad():
-            return net(pixel_values=x).pooler_output.numpy().astype(np.float64)
-
-    r1, r2 = dgm_eval_reps(ref), dgm_eval_reps(gen)  # dgm-eval: compute_FD_with_reps(reps_real, reps_gen)
-    mu1, mu2, s1, s2 = r1.mean(0), r2.mean(0), np.cov(r1, rowvar=False), np.cov(r2, rowvar=False)
-    covmean = linalg.sqrtm(s1.dot(s2)).real
-    want = float((mu1 - mu2).dot(mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-    rel = abs(value - want) / abs(want)
-    _agreement("FD_DINOv2 vs dgm-eval's pipeline (40+40 PNGs)", value, want, rel)
+    value, want, rel = fd_against_dgm_eval(
+        _tiny(tiny_file), _dgm_eval_transform, lambda x: net(pixel_values=x).pooler_output.numpy(), tmp_path
+    )
+    agreement("FD_DINOv2 vs dgm-eval's pipeline (40+40 PNGs)", value, want, rel)
     assert want > 1.0 and rel <= 1e-4
 
 
@@ -271,7 +230,7 @@ def test_batches_and_chunks_give_the_same_features(tiny_file: Path, monkeypatch:
     monkeypatch.setattr(mod, "CHUNK_ELEMENTS", 3 * 90 * 90 * 2)  # resized two images at a time
     single = np.concatenate([ex(images[i : i + 1])["features"] for i in range(5)])
     assert np.array_equal(ex.preprocess(images), torch.cat([ex.preprocess(images[i : i + 1]) for i in range(5)]))
-    assert _rel(single, whole) <= 1e-5
+    assert rel_norm(single, whole) <= 1e-5
 
 
 # -- weights ------------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_images, write_pngs
+from conftest import smooth_images
+from dgm_eval_reference import MEAN, STD, agreement, fd_against_dgm_eval, pil, rel_norm
 
 from evalkit.features import build_extractor
 from evalkit.features.mae import WEIGHTS_ENTRY, MaeExtractor, pil_float_bicubic_resize
@@ -40,16 +41,7 @@ _spec = importlib.util.spec_from_file_location("mae_fixture", FIXTURE / "make_fi
 fixture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fixture)
 TINY = fixture.TINY
-MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 F32_STEP_255 = 2.0**-16  # float32 spacing just below 256: one rounding step of Pillow's float passes
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
-
-
-def _agreement(name: str, ours: float, theirs: float, rel: float) -> None:
-    print(f"[agreement] {name}: evalkit={ours:.6f} reference={theirs:.6f} rel={rel:.2e}")
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +61,6 @@ def _tiny(path: Path) -> MaeExtractor:
 
 
 # -- the reference: dgm-eval's transform transcribed, transformers' ViTMAEModel --------------------------------
-
-
-def _pil(image: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).convert("RGB")
 
 
 def _pil_resize(pil_image, size: tuple[int, int] = (224, 224)) -> torch.Tensor:
@@ -165,7 +151,7 @@ def test_resize_is_pillows_float_bicubic(size: tuple[int, int]) -> None:
 def test_preprocess_equals_dgm_eval_clean_resize(tiny_file: Path) -> None:
     ex = _tiny(tiny_file)
     for img in fixture.fixture_images():
-        want = _dgm_eval_transform(_pil(img))
+        want = _dgm_eval_transform(pil(img))
         got = ex.preprocess(torch.from_numpy(img)[None])[0]
         assert got.dtype == torch.float32 and got.shape == (3, 224, 224)
         assert float((got - want).abs().max()) <= 1e-6
@@ -184,8 +170,8 @@ def test_features_equal_dgm_eval_code(tiny_file: Path, tiny_state: dict[str, np.
     ex = _tiny(tiny_file)
     got = np.concatenate([ex(torch.from_numpy(img)[None])["features"] for img in images])
     want = np.asarray(ref["features"])
-    rel = _rel(got, want)
-    _agreement("mae features vs dgm-eval's MAE encoder code (fixture)", got[0, 0], want[0, 0], rel)
+    rel = rel_norm(got, want)
+    agreement("mae features vs dgm-eval's MAE encoder code (fixture)", got[0, 0], want[0, 0], rel)
     assert got.shape == (len(images), TINY["embed_dim"])
     assert rel <= 1e-4
 
@@ -193,43 +179,16 @@ def test_features_equal_dgm_eval_code(tiny_file: Path, tiny_state: dict[str, np.
 def test_features_equal_transformers_vitmae(tiny_file: Path, tiny_state: dict[str, np.ndarray]) -> None:
     images = torch.from_numpy(smooth_images(6, 150, seed=11)[:, :, :, :131].copy())  # 150×131 → 224×224
     got = _tiny(tiny_file)(images)["features"]
-    want = _TransformersMae(tiny_state)(torch.stack([_dgm_eval_transform(_pil(img)) for img in images.numpy()]))
-    rel = _rel(got, want)
-    _agreement("mae features vs transformers ViTMAEModel", got[0, 0], want[0, 0], rel)
+    want = _TransformersMae(tiny_state)(torch.stack([_dgm_eval_transform(pil(img)) for img in images.numpy()]))
+    rel = rel_norm(got, want)
+    agreement("mae features vs transformers ViTMAEModel", got[0, 0], want[0, 0], rel)
     assert rel <= 1e-4
 
 
 def test_fd_mae_equals_dgm_eval_pipeline(tmp_path: Path, tiny_file: Path, tiny_state: dict[str, np.ndarray]) -> None:
-    from PIL import Image
-    from scipy import linalg
-
-    from evalkit.metrics import get_metric
-    from evalkit.metrics.base import MetricInputs
-    from evalkit.references.open import open_images
-
-    gen = write_pngs(smooth_images(40, 260, seed=21, shift=0.15)[:, :, :180], tmp_path / "gen")  # 180×260
-    ref = write_pngs(smooth_images(40, 256, seed=22), tmp_path / "ref")
-    ex = _tiny(tiny_file)
-
-    def evalkit_features(folder: Path) -> np.ndarray:
-        return np.concatenate([ex(b)["features"] for b in open_images(folder).iter_batches(16)])
-
-    inputs = MetricInputs(
-        gen={"features": evalkit_features(gen)}, ref={"features": evalkit_features(ref)}, options={"bootstrap": 0}
-    )
-    value = get_metric("fd").compute(inputs)["fd"].value
     net = _TransformersMae(tiny_state)
-
-    def dgm_eval_reps(folder: Path) -> np.ndarray:  # ImagePathDataset + get_representations (float64 array)
-        x = torch.stack([_dgm_eval_transform(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))])
-        return net(x).astype(np.float64)
-
-    r1, r2 = dgm_eval_reps(ref), dgm_eval_reps(gen)  # dgm-eval: compute_FD_with_reps(reps_real, reps_gen)
-    mu1, mu2, s1, s2 = r1.mean(0), r2.mean(0), np.cov(r1, rowvar=False), np.cov(r2, rowvar=False)
-    covmean = linalg.sqrtm(s1.dot(s2)).real
-    want = float((mu1 - mu2).dot(mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-    rel = abs(value - want) / abs(want)
-    _agreement("FD_MAE vs dgm-eval's pipeline (40+40 PNGs)", value, want, rel)
+    value, want, rel = fd_against_dgm_eval(_tiny(tiny_file), _dgm_eval_transform, net, tmp_path)
+    agreement("FD_MAE vs dgm-eval's pipeline (40+40 PNGs)", value, want, rel)
     assert want > 1.0 and rel <= 1e-4
 
 

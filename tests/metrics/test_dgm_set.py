@@ -24,7 +24,8 @@ from evalkit.metrics.dgm_set import (
     sliced_wasserstein,
     sw_approx,
 )
-from evalkit.metrics.memorisation import MetricInputError, sq_distances
+from evalkit.metrics.distances import sq_distances
+from evalkit.metrics.memorisation import MetricInputError
 
 
 # -- dgm-eval metrics/fls.py, transcribed (CPU; ``dtype`` float32 as theirs, or float64 for a deterministic check) ----

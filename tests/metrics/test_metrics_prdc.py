@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import evalkit.metrics.prdc as prdc_mod
-from evalkit.metrics import MetricInputs, get_metric
+from evalkit.metrics import MetricInputs, distances, get_metric
 
 
 def _brute(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
@@ -43,7 +43,7 @@ def test_prdc_matches_prdc_package(feats):
 def test_prdc_matches_brute_force_and_chunking(feats, monkeypatch):
     real, fake = feats
     expected = _brute(real, fake, 3)
-    monkeypatch.setattr(prdc_mod, "_CHUNK_ELEMS", 500)  # force many small chunks
+    monkeypatch.setattr(distances, "CHUNK_ELEMS", 500)  # force many small chunks
     ours = prdc_mod.prdc(real, fake, k=3)
     for key, v in expected.items():
         assert ours[key] == pytest.approx(v, abs=1e-12), key

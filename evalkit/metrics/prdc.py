@@ -22,6 +22,8 @@ from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricV
 from evalkit.metrics.distances import distance_chunks
 
 DEFAULT_K = 3
+
+
 def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     """Distance from each row of ``x`` to its k-th nearest other row."""
     if x.shape[0] <= k:

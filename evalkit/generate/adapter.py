@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evalkit.errors import RunError
+from evalkit.errors import ConfigError, RunError
 
 
 @dataclass
@@ -33,6 +33,16 @@ class GenerationRequest:
     device: str = "cpu"
     guidance_method: str = "cfg"  # evalkit.generate.guidance: cfg, cfg_rescale, interval, apg, none
     guidance_options: dict[str, Any] = field(default_factory=dict)
+    # An image-conditioned task (suite ``task``, :data:`evalkit.suite.tasks.TASKS`); None: text/class-to-image.
+    # Its inputs are aligned with ``indices`` (sample i uses source i mod n): ``images`` the source, uint8 (B, 3, H, W);
+    # ``masks`` uint8 (B, 1, H, W), 1 where the model generates (inpaint), 0 where it keeps the source; ``control``
+    # uint8 (B, 3, h, w), the control map (controlnet) or the low-resolution input (upscale).
+    task: str | None = None
+    strength: float | None = None  # img2img/inpaint/upscale: the fraction of the schedule run (None: the method's own)
+    controlnet_scale: float | None = None
+    images: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    control: torch.Tensor | None = None
 
 
 @dataclass
@@ -58,6 +68,8 @@ class Adapter(ABC):
     # what the model outputs (:data:`evalkit.generate.samplers.FAMILIES`: eps, v, flow, edm, x0), which decides the
     # samplers that apply to it; None: the adapter does not say (every sampler is accepted)
     family: str | None = None
+    # the image-conditioned tasks it runs (:data:`evalkit.suite.tasks.TASKS`); empty: text/class-to-image only
+    tasks: tuple[str, ...] = ()
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> Iterator[GeneratedBatch]:
@@ -73,6 +85,14 @@ class Adapter(ABC):
 
     def close(self) -> None:
         """Free memory held by the model."""
+
+
+def check_task(adapter: Adapter, request: GenerationRequest, model: str = "") -> None:
+    """Refuse a task the adapter does not run (a model would otherwise ignore the source image), naming those it does."""
+    if request.task is None or request.task in adapter.tasks:
+        return
+    can = ", ".join(adapter.tasks) or "none (text/class-to-image only)"
+    raise ConfigError(f"model {model or adapter.name} does not run task {request.task!r}; tasks it runs: {can}")
 
 
 class GenerationError(RunError):

@@ -40,6 +40,14 @@ class MetricInputs:
     options: dict[str, Any] = field(default_factory=dict)
     # The training split's features (suite ``reference.train``), for metrics asking whether samples copy training data.
     train: dict[str, np.ndarray] | None = None
+    # Image-conditioned tasks (suite ``task``), aligned with ``gen`` (sample i's source is source i mod n): ``source``
+    # the same extractor's outputs on each sample's source image; ``mask`` uint8 (N, 1, H, W), 1 where the model
+    # generated (inpaint); ``control`` uint8 (N, 3, h, w), the control map or low-resolution input, made by detector
+    # ``control_spec`` ({"detector": name, **options}, :mod:`evalkit.imageops.detectors`; None: given as files).
+    source: dict[str, np.ndarray] | None = None
+    mask: np.ndarray | None = None
+    control: np.ndarray | None = None
+    control_spec: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,9 @@ class MetricDef:
     needs_train: bool = False
     # Reads the training split where the suite has one, and the reference otherwise (``memorisation``).
     uses_train: bool = False
+    # Compares each sample with its source image in a task suite (``MetricInputs.source``/``mask``/``control``):
+    # there the source stands in for the reference set, so a suite with ``conditions.images`` needs no reference.
+    reads_source: bool = False
 
     @property
     def reads_train(self) -> bool:

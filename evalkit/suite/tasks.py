@@ -1,0 +1,82 @@
+"""Image-conditioned tasks: what each needs from ``conditions`` and which grid axis it adds.
+
+A suite's ``task`` list (absent: text/class-to-image, as before) crosses with its grid like ``guidance_method``;
+each task brings its own axis where it has one: ``strength`` (img2img, inpaint, upscale: the fraction of the
+schedule run from the noised input, SDEdit) and ``controlnet_scale`` (controlnet). A task without an axis value in
+the suite takes its default (diffusers' own defaults); ``upscale`` has none (the SD ×4 upscaler takes no strength; the
+built-in ×2 one is SDEdit and asks for ``strength``). Sample ``i`` of a cell uses source image ``i mod n``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    name: str
+    needs: tuple[str, ...]  # the ``conditions`` entries it reads: images, masks, control
+    strength: float | None = None  # default strength when the suite gives none; None with ``takes_strength``: unset
+    takes_strength: bool = False
+    takes_controlnet_scale: bool = False
+    description: str = ""
+
+
+TASKS: dict[str, TaskDef] = {
+    t.name: t
+    for t in (
+        TaskDef("img2img", ("images",), 0.8, True, description="SDEdit: noise the source to `strength`, denoise"),
+        TaskDef("inpaint", ("images", "masks"), 1.0, True, description="regenerate the masked region (1 = generate)"),
+        TaskDef("upscale", ("images", "control"), None, True, description="super-resolve the low-resolution control"),
+        TaskDef("controlnet", ("images", "control"), takes_controlnet_scale=True, description="follow a control map"),
+        TaskDef("edit", ("images",), description="instruction editing: the prompt says what to change"),
+    )
+}
+DEFAULT_CONTROLNET_SCALE = 1.0
+
+
+@dataclass(frozen=True)
+class TaskPoint:
+    """A cell's task and its axis values (None where the task has no such axis or leaves it to the method)."""
+
+    task: str
+    strength: float | None = None
+    controlnet_scale: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The cell-id part: ``img2img_st0.5``, ``controlnet_cn1``, ``edit``."""
+        parts = [self.task]
+        if self.strength is not None:
+            parts.append(f"st{self.strength:g}")
+        if self.controlnet_scale is not None:
+            parts.append(f"cn{self.controlnet_scale:g}")
+        return "_".join(parts)
+
+    def describe(self) -> dict[str, Any]:
+        """The row/record columns: task, and its axis values where set."""
+        out: dict[str, Any] = {"task": self.task}
+        if self.strength is not None:
+            out["strength"] = self.strength
+        if self.controlnet_scale is not None:
+            out["controlnet_scale"] = self.controlnet_scale
+        return out
+
+    def request_fields(self) -> dict[str, Any]:
+        return {"task": self.task, "strength": self.strength, "controlnet_scale": self.controlnet_scale}
+
+
+def task_points(tasks: list[str], strength: list[float], controlnet_scale: list[float]) -> list[TaskPoint | None]:
+    """The task axis of a grid: each task crossed with its own axis values ([None]: a suite without tasks)."""
+    if not tasks:
+        return [None]
+    out: list[TaskPoint | None] = []
+    for name in tasks:
+        t = TASKS[name]
+        strengths: list[float | None] = list(strength) if t.takes_strength and strength else [t.strength]
+        scales: list[float | None] = (
+            (list(controlnet_scale) or [DEFAULT_CONTROLNET_SCALE]) if t.takes_controlnet_scale else [None]
+        )
+        out += [TaskPoint(name, s, c) for s in strengths for c in scales]
+    return out

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from evalkit.features.base import Extractor, extract
 from evalkit.generate import Adapter, GenerationRequest
+from evalkit.generate.adapter import check_task
 from evalkit.run.images import ImageContractError, check_images
 from evalkit.run.timing import (
     BatchTimer,
@@ -129,6 +130,8 @@ def _stream(
     schedule = None
     reported: dict[str, list[float]] = {"reported_s": [], "reported_cost": []}
     req = request(mine) if len(mine) else None
+    if req is not None:
+        check_task(adapter, req, cell.model.name)  # a model that would ignore the source image is refused
     prompts = req.prompts if req is not None else None  # aligned with ``mine``: for extractors that score them
     stream = iter(adapter.generate(req) if req is not None else ())
     while True:
@@ -203,20 +206,6 @@ def _extract_into(
             if key not in feats:
                 feats[key] = np.empty((total, *arr.shape[1:]), dtype=arr.dtype)
             feats[key][start : start + len(arr)] = arr
-
-
-def add_text_embeddings(
-    features: dict[str, np.ndarray], extractors: dict[str, Extractor], prompts: list[str] | None
-) -> None:
-    """Per-sample text embeddings (``<extractor>/text_embeds``) from extractors that encode text, once per prompt."""
-    if prompts is None:
-        return
-    for name, ex in extractors.items():
-        encode = getattr(ex, "encode_text", None)
-        if encode is not None:
-            unique = sorted(set(prompts))
-            table = dict(zip(unique, np.asarray(encode(unique))))
-            features[f"{name}/text_embeds"] = np.stack([table[p] for p in prompts])
 
 
 def costs(shards: list[Shard]) -> dict[str, float]:

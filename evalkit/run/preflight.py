@@ -30,6 +30,7 @@ from evalkit.generate.planning import family_problems, guidance_problems
 from evalkit.metrics.base import MetricContext, get_metric
 from evalkit.references.names import BUILTIN_DATASETS, train_spec
 from evalkit.registry import ADAPTERS, is_callable_ref
+from evalkit.run.task_preflight import task_problems
 from evalkit.suite import THROUGHPUT, Conditions, Suite, expand_conditions
 from evalkit.suite.grid import points as grid_points
 from evalkit.suite.options import OptionError, check_names, check_values, keyword_parameters
@@ -69,7 +70,9 @@ def preflight(suite: Suite, *, base_dir: Path | None = None, import_plugins: boo
     """Every problem :mod:`this module <evalkit.run.preflight>` looks for; [] when the suite can run here."""
     problems: list[str] = []
     base = base_dir if base_dir is not None else (Path(suite.file).parent if suite.file else Path.cwd())
-    conditions = _conditions(suite, base, problems)
+    found, labels, captions = task_problems(suite, base)  # a task suite's sources, masks and controls
+    problems += found
+    conditions = _conditions(suite, base, problems, labels, captions)
     problems += _reference_problems(suite.reference, base)
     problems += _train_problems(suite, base)
     for ex in dict.fromkeys(m.extractor for m in suite.metrics if m.extractor):
@@ -83,16 +86,19 @@ def preflight(suite: Suite, *, base_dir: Path | None = None, import_plugins: boo
     problems += _adapter_problems(suite, import_plugins)
     points = list(grid_points(suite))
     problems += family_problems([(m.name, m.adapter, dict(m.options), s.name) for m, s, *_ in points])
-    problems += guidance_problems([(m.name, m.adapter, dict(m.options), g.name) for m, _, _, _, g in points])
+    problems += guidance_problems([(m.name, m.adapter, dict(m.options), g.name) for m, _, _, _, g, _ in points])
     return problems
 
 
-def _conditions(suite: Suite, base: Path, problems: list[str]) -> Conditions | None:
+def _conditions(
+    suite: Suite, base: Path, problems: list[str], labels: Any = None, captions: list[str] | None = None
+) -> Conditions | None:
     """Each sample's label / prompt as the runner will assign them; None (and the problem noted) if unreadable."""
     try:
-        return expand_conditions(suite.conditions, suite.samples, base)
+        return expand_conditions(suite.conditions, suite.samples, base, source_labels=labels, source_prompts=captions)
     except (EvalkitError, OSError, ValueError) as e:
-        problems.append(f"conditions.prompts: {e}")
+        if not problems:
+            problems.append(f"conditions.{'classes' if suite.task else 'prompts'}: {e}")
         return None
 
 

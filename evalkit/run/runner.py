@@ -30,7 +30,6 @@ from evalkit.references import default_cache_dir
 from evalkit.run.cell import (
     NO_IMAGES,
     Shard,
-    add_text_embeddings,
     cost_rows,
     costs,
     generate_shard,
@@ -42,8 +41,10 @@ from evalkit.run.environment import environment
 from evalkit.run.images import grid_png
 from evalkit.run.models import ModelCache, ModelChangedError, stale_cells, weights_identity
 from evalkit.run.preflight import PreflightError, preflight
+from evalkit.run.records import cell_record, result_row
 from evalkit.run.reference_data import RunReferences
-from evalkit.run.scoring import score
+from evalkit.run.scoring import add_text_embeddings, score
+from evalkit.run.task_inputs import TaskInputs, aligned, open_task_inputs, source_features
 from evalkit.store import RunStore, tidy_frame
 from evalkit.store.folder import finished_cells, record_config
 from evalkit.study.floors import suite_floors
@@ -85,6 +86,8 @@ class Runner:
         self.cache_dir = cache_dir
         self.base_dir = Path(suite.file).parent if suite.file else Path.cwd()
         self._conditions: Conditions | None = None  # expanded on first use: a bad prompt file is a preflight problem
+        self._tasks: TaskInputs | None = None  # a task suite's sources, masks, controls (read on first use)
+        self._source_features: dict[str, dict[str, np.ndarray]] | None = None
         self._env: dict[str, Any] | None = None
         self.models = ModelCache(self.device, self._on_model_built)
         self._extractors: dict[str, Extractor] = {}
@@ -96,8 +99,23 @@ class Runner:
     @property
     def conditions(self) -> Conditions:
         if self._conditions is None:
-            self._conditions = expand_conditions(self.suite.conditions, self.suite.samples, self.base_dir)
+            tasks = self.task_inputs
+            sources = {} if tasks is None else {"source_labels": tasks.labels, "source_prompts": tasks.prompts}
+            self._conditions = expand_conditions(self.suite.conditions, self.suite.samples, self.base_dir, **sources)
         return self._conditions
+
+    @property
+    def task_inputs(self) -> TaskInputs | None:
+        if self._tasks is None and self.suite.task:
+            self._tasks = open_task_inputs(self.suite.conditions, self.base_dir)
+        return self._tasks
+
+    def source_features(self) -> dict[str, dict[str, np.ndarray]]:
+        """Every extractor's outputs on the task's source images (computed once per run; {} without a task)."""
+        if self._source_features is None:
+            tasks = self.task_inputs
+            self._source_features = {} if tasks is None else source_features(tasks, self.extractors(), self.batch_size)
+        return self._source_features
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -180,6 +198,8 @@ class Runner:
         self._write_manifest(cells, summary)
         self._write_results(cells, summary)  # stamped with this config from the start
         self.store.write_conditions(self.conditions.labels, self.conditions.prompts)
+        if self.task_inputs is not None:
+            self.store.write_task_inputs(self.task_inputs.arrays())
         if summary.reused:
             self.log(f"resuming: {len(summary.reused)} of {len(cells)} cells already done")
         if self.suite.reference and (pending or self.store.read_floors() is None):  # real-vs-real floor at this N
@@ -211,17 +231,7 @@ class Runner:
         return bool(rec) and rec.get("cell_hash") == self.suite.cell_hash(cell) and self.store.is_done(cell.cell_id)
 
     def _cell_record(self, cell: Cell) -> dict[str, Any]:
-        return {
-            **cell.describe(),
-            "sampler_name": cell.sampler.name,
-            "sampler_options": cell.sampler.options,
-            "n": cell.n,
-            "seed": cell.seed,
-            "batch_size": self.batch_size,
-            "device": self.device,
-            "world_size": self.dist.world_size,
-            "cell_hash": self.suite.cell_hash(cell),
-        }
+        return cell_record(self.suite, cell, self.batch_size, self.device, self.dist.world_size)
 
     def _write_manifest(self, cells: list[Cell], summary: RunSummary) -> None:
         """run.json: this config (the folder's current one), and every config seen in the folder (``configs``)."""
@@ -295,7 +305,12 @@ class Runner:
             prompts=pr,
             device=self.device,
             **cell.guidance_method.request_fields(),
+            **({} if cell.task is None or self.task_inputs is None else self._task_fields(cell, idx)),
         )
+
+    def _task_fields(self, cell: Cell, idx: np.ndarray) -> dict[str, Any]:
+        assert cell.task is not None and self.task_inputs is not None
+        return {**cell.task.request_fields(), **self.task_inputs.for_request(idx)}
 
     def _generate(self, cell: Cell, mine: np.ndarray) -> Shard:
         adapter = self.adapter(cell)
@@ -335,6 +350,7 @@ class Runner:
             prompts=prompts,
             seed=cell.seed,
             extras=extras,
+            task=self._task_metric_inputs(indices),
         )
         metrics_s = time.perf_counter() - t_metrics
         cost = costs(shards)
@@ -372,29 +388,12 @@ class Runner:
             cell.cell_id, record, features=features, rows=rows, grid_png=grid_png(shown), samples=samples
         )
 
+    def _task_metric_inputs(self, indices: np.ndarray) -> dict[str, Any] | None:
+        """A task cell's per-sample source features, masks and controls for the metrics (None without a task)."""
+        tasks = self.task_inputs
+        if tasks is None:
+            return None
+        return {"source": aligned(self.source_features(), tasks, indices), **tasks.for_metrics(indices)}
+
     def _row(self, cell: Cell, partial: dict[str, Any], cost: dict[str, float]) -> dict[str, Any]:
-        """A tidy result row: the cell's identity, the metric's value and the cell's cost columns."""
-        nan = float("nan")
-        return {
-            "run_id": self.run_id,
-            "cell_id": cell.cell_id,
-            "suite": self.suite.name,
-            "model": cell.model.name,
-            "sampler": cell.sampler_label,
-            "steps": cell.steps,
-            "guidance": cell.guidance,
-            "n": cell.n,
-            "seed": cell.seed,
-            "std": nan,
-            "ci_low": nan,
-            "ci_high": nan,
-            "extractor": "",
-            "weights_id": "",
-            "mode": "",
-            **partial,
-            "device": self.device,
-            "config_hash": self.suite.config_hash(),
-            "model_calls": cost["model_calls"],
-            "nfe": cost["nfe"],
-            "s_per_image": cost["s_per_image"],
-        }
+        return result_row(self.run_id, self.suite, cell, partial, cost, self.device)

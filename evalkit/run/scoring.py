@@ -34,12 +34,15 @@ def score(
     prompts: list[str] | None,
     seed: int,
     extras: dict[str, dict[str, Any]] | None = None,
+    task: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Each metric of the suite on the cell's features → partial rows (metric, value, CI, extractor identity,
     error: "" or why the metric failed). ``reference`` and ``train`` (the suite's training split, None where it has
     none) are ``{extractor: {output: array}}``; each metric gets its extractor's as ``MetricInputs.ref``/``train``.
     ``extras``, when given, receives each row's ``MetricValue.extra`` that is plain JSON (``{extractor/row: extra}``:
-    e.g. ``memorisation``'s closest pairs, for a report), the rest being left out."""
+    e.g. ``memorisation``'s closest pairs, for a report), the rest being left out. ``task`` (a task cell):
+    ``{"source": {extractor: {output: array}}, "mask", "control", "control_spec"}`` aligned with the samples; each
+    metric gets its extractor's source outputs and the rest (:attr:`MetricInputs.source` etc.)."""
     by_extractor = split_features(features)
     rows: list[dict[str, Any]] = []
     for spec in metrics:
@@ -56,12 +59,36 @@ def score(
             prompts=prompts,
             seed=seed,
             options=spec.options,
+            **({} if task is None else _task_fields(task, spec.extractor)),
         )
         try:
             rows += _rows(mdef, inputs, identity, extras)
         except Exception as e:  # this metric only: the others, and the cell's features, are kept
             rows += failed_rows(mdef, e, identity)
     return rows
+
+
+def add_text_embeddings(
+    features: dict[str, np.ndarray], extractors: dict[str, Extractor], prompts: list[str] | None
+) -> None:
+    """Per-sample text embeddings (``<extractor>/text_embeds``) from extractors that encode text, once per prompt."""
+    if prompts is None:
+        return
+    for name, ex in extractors.items():
+        encode = getattr(ex, "encode_text", None)
+        if encode is not None:
+            unique = sorted(set(prompts))
+            table = dict(zip(unique, np.asarray(encode(unique))))
+            features[f"{name}/text_embeds"] = np.stack([table[p] for p in prompts])
+
+
+def _task_fields(task: dict[str, Any], extractor: str) -> dict[str, Any]:
+    return {
+        "source": task["source"].get(extractor),
+        "mask": task.get("mask"),
+        "control": task.get("control"),
+        "control_spec": task.get("control_spec"),
+    }
 
 
 def _rows(

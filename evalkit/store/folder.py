@@ -14,6 +14,7 @@ Layout::
                                        the same K across cells, so reports can line cells up
     RUN/cells/<cell_id>/rows.json      the cell's result rows
     RUN/conditions.npz                 the class label / prompt of every sample index (+ .sha256)
+    RUN/task_inputs.npz                a task suite's source images, masks, controls (+ .sha256)
     RUN/results.stamp.json             the config hash and cell checksums the export was made from (last)
     RUN/results.parquet, results.csv   all rows of every config's finished cells, tidy (one row per cell ×
                                        metric), rewritten after each cell: an export; readers derive results
@@ -141,25 +142,41 @@ class RunStore:
             arrays["labels"] = np.asarray(labels, dtype=np.int64)
         if prompts is not None:
             arrays["prompts"] = np.asarray(prompts, dtype=str)
+        self._write_checked(self.conditions_path, arrays)
+
+    def write_task_inputs(self, arrays: dict[str, np.ndarray]) -> None:
+        """A task suite's source images (and masks, controls, source labels), sample i's being source i mod n."""
+        self._write_checked(self.root / "task_inputs.npz", arrays)
+
+    def load_task_inputs(self) -> dict[str, np.ndarray] | None:
+        """What :meth:`write_task_inputs` wrote; None for a run without a task."""
+        path = self.root / "task_inputs.npz"
+        return self._load_checked(path) if path.is_file() else None
+
+    def _write_checked(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
         data = npz_bytes(arrays)
-        atomic_write_bytes(self.conditions_path, data)
-        atomic_write_bytes(self.conditions_path.with_suffix(".npz.sha256"), (sha256_bytes(data) + "\n").encode())
+        atomic_write_bytes(path, data)
+        atomic_write_bytes(path.with_suffix(".npz.sha256"), (sha256_bytes(data) + "\n").encode())
+
+    def _load_checked(self, path: Path) -> dict[str, np.ndarray]:
+        """An npz written by :meth:`_write_checked`; a file that fails its checksum is a :class:`StoreError`."""
+        try:
+            digest = path.with_suffix(".npz.sha256").read_text().strip()
+        except OSError:
+            digest = ""
+        arrays = load_npz_checked(path, digest) if digest else None
+        if arrays is None:
+            raise StoreError(
+                f"{path} is corrupt or does not match its sha256; run the suite again into this folder to rewrite it"
+            )
+        return arrays
 
     def load_conditions(self) -> tuple[np.ndarray | None, list[str] | None]:
         """(labels, prompts) as written by :meth:`write_conditions`; (None, None) when the run has none.
         A file that fails its checksum is a :class:`StoreError`, never silently ignored."""
         if not self.conditions_path.is_file():
             return None, None
-        try:
-            digest = self.conditions_path.with_suffix(".npz.sha256").read_text().strip()
-        except OSError:
-            digest = ""
-        arrays = load_npz_checked(self.conditions_path, digest) if digest else None
-        if arrays is None:
-            raise StoreError(
-                f"{self.conditions_path} is corrupt or does not match its sha256; run the suite "
-                "again into this folder to rewrite it"
-            )
+        arrays = self._load_checked(self.conditions_path)
         prompts = arrays.get("prompts")
         return arrays.get("labels"), None if prompts is None else [str(p) for p in prompts]
 

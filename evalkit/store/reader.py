@@ -128,6 +128,11 @@ class RunData:
         """Per-sample class labels and prompts of the run (as its cells were generated), or (None, None)."""
         return self.store.load_conditions()
 
+    def task_inputs(self) -> dict[str, np.ndarray] | None:
+        """A task run's sources (``images``), ``masks``, ``control`` and source ``labels``; sample i used source
+        i mod n. None for a run without a task."""
+        return self.store.load_task_inputs()
+
     @property
     def export_problems(self) -> list[str]:
         """Every way results.parquet / results.csv disagree with run.json and the cells ([] when they agree

@@ -11,6 +11,8 @@ import pandas as pd
 
 # A cell is identified across runs by these columns; N is part of it (cells of another N are other cells).
 CELL_KEYS = ["run_id", "model", "sampler", "steps", "guidance", "n"]
+# ... and, in a task suite's results, the task and its axes (:mod:`evalkit.suite.tasks`), as steps and guidance
+TASK_KEYS = ["task", "strength", "controlnet_scale"]
 COST_COLUMNS = ["s_per_image", "nfe", "model_calls"]
 SEP = "@"  # metric column key: "<row>@<extractor>" where a row is measured on several extractors
 
@@ -47,17 +49,23 @@ def rows_of(df: pd.DataFrame, key: str) -> pd.DataFrame:
     return sub if extractor is None else sub[_extractors(sub) == extractor]
 
 
+def cell_keys(df: pd.DataFrame) -> list[str]:
+    """The columns that tell cells apart in ``df``: :data:`CELL_KEYS`, and the task columns where it has them."""
+    return CELL_KEYS + [c for c in TASK_KEYS if c in df.columns]
+
+
 def cell_frame(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: ``cell_id``, a column per metric (keyed by :func:`column_keys`), ``<key>_std/_lo/_hi``
     for spreads, and the cell's cost (s_per_image, nfe, model_calls); ``steps`` and ``n`` as integers."""
+    keys = cell_keys(df)
     if df.empty:
-        return pd.DataFrame(columns=["cell_id", *CELL_KEYS, *COST_COLUMNS])
-    g = df.assign(metric=column_keys(df)).groupby([*CELL_KEYS, "metric"], sort=False, dropna=False)
+        return pd.DataFrame(columns=["cell_id", *keys, *COST_COLUMNS])
+    g = df.assign(metric=column_keys(df)).groupby([*keys, "metric"], sort=False, dropna=False)
     parts = [g["value"].first().unstack("metric")]
     for col, suffix in (("std", "_std"), ("ci_low", "_lo"), ("ci_high", "_hi")):
         parts.append(g[col].first().unstack("metric").add_suffix(suffix))
     wide = pd.concat(parts, axis=1)
-    per_cell = df.groupby(CELL_KEYS, sort=False, dropna=False)
+    per_cell = df.groupby(keys, sort=False, dropna=False)
     cost = per_cell[COST_COLUMNS].first()
     for col in COST_COLUMNS:  # the throughput row is authoritative; the per-row cost column fills gaps
         own = wide[col] if col in wide.columns else pd.Series(float("nan"), index=wide.index)

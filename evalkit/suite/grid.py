@@ -36,7 +36,9 @@ FILTER_KEYS = {
     "guidance": "guidance",
     "guidance_method": "guidance_method",
 }
-Point = tuple[Any, Any, int, float, Any]  # (ModelSpec, SamplerSpec, steps, guidance, GuidanceSpec)
+# the task axis (:mod:`evalkit.suite.tasks`): crossed innermost, never zipped; filters may name its parts
+TASK_KEYS = ("task", "strength", "controlnet_scale")
+Point = tuple[Any, Any, int, float, Any, Any]  # (ModelSpec, SamplerSpec, steps, guidance, GuidanceSpec, TaskPoint|None)
 
 
 class Suite(Protocol):
@@ -47,11 +49,14 @@ class Suite(Protocol):
     steps: list[int]
     guidance: list[float]
     guidance_method: list[Any]
+    task: list[str]
     zip: list[str]
     only: list[dict[str, Any]]
     exclude: list[dict[str, Any]]
 
     def cells(self) -> list[Any]: ...
+
+    def task_points(self) -> list[Any]: ...
 
 
 class GridError(ConfigError):
@@ -66,9 +71,11 @@ class GridError(ConfigError):
 def full_points(suite: Suite) -> list[Point]:
     """Every point of the grid before ``only`` / ``exclude``: the cross product, with ``zip`` pairing lists."""
     zipped = [a for a in AXES if a in set(suite.zip)]
+    tasks = suite.task_points()
     return [
-        (c["models"], c["samplers"], c["steps"], c["guidance"], c["guidance_method"])
+        (c["models"], c["samplers"], c["steps"], c["guidance"], c["guidance_method"], task)
         for c in _walk(suite, zipped, 0, {})
+        for task in tasks
     ]
 
 
@@ -106,11 +113,16 @@ def _walk(suite: Suite, zipped: list[str], i: int, chosen: dict[str, Any]) -> It
 
 def matches(entry: dict[str, Any], point: Point) -> bool:
     """Does a filter mapping match a grid point? Each key's value (or any of its list of values) must equal it."""
-    model, sampler, steps, guidance, method = point
+    model, sampler, steps, guidance, method, task = point
     have = {"model": model.name, "sampler": sampler.label, "steps": steps, "guidance": guidance}
+    if task is not None:
+        have.update(task.describe())
     for key, want in entry.items():
         wants = want if isinstance(want, list) else [want]
-        if key == "guidance_method":
+        if key in ("strength", "controlnet_scale"):
+            if have.get(key) is None or not any(float(w) == float(have[key]) for w in wants):
+                return False
+        elif key == "guidance_method":
             if method.label not in wants and method.name not in wants:
                 return False
         elif key == "guidance":
@@ -122,7 +134,9 @@ def matches(entry: dict[str, Any], point: Point) -> bool:
 
 
 # -- validation (suite/validate.py turns a GridError into a SuiteError naming the file) -----------------------
-def parse_grid(raw: dict[str, Any], models: list[str], labels: list[str]) -> dict[str, Any]:
+def parse_grid(
+    raw: dict[str, Any], models: list[str], labels: list[str], tasks: list[str] | None = None
+) -> dict[str, Any]:
     """The suite fields ``guidance_method``, ``zip``, ``only`` and ``exclude`` from a suite document."""
     try:
         methods = parse_methods(raw.get("guidance_method"))
@@ -132,8 +146,8 @@ def parse_grid(raw: dict[str, Any], models: list[str], labels: list[str]) -> dic
     return {
         "guidance_method": methods,
         "zip": parse_zip(raw.get("zip")),
-        "only": parse_filters("only", raw.get("only"), models, labels, names),
-        "exclude": parse_filters("exclude", raw.get("exclude"), models, labels, names),
+        "only": parse_filters("only", raw.get("only"), models, labels, names, tasks),
+        "exclude": parse_filters("exclude", raw.get("exclude"), models, labels, names, tasks),
     }
 
 
@@ -157,27 +171,36 @@ def parse_zip(raw: Any) -> list[str]:
 
 
 def parse_filters(
-    field: str, raw: Any, models: list[str], labels: list[str], methods: list[str] | None = None
+    field: str,
+    raw: Any,
+    models: list[str],
+    labels: list[str],
+    methods: list[str] | None = None,
+    tasks: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """``only`` / ``exclude``: mappings over model, sampler, steps, guidance, guidance_method (a value or a list)."""
+    """``only`` / ``exclude``: mappings over model, sampler, steps, guidance, guidance_method and, in a task suite,
+    task, strength, controlnet_scale (a value or a list)."""
     if raw is None:
         return []
+    keys = _filter_keys(tasks)
     if not isinstance(raw, list) or not raw:
-        raise GridError(field, f"expected a non-empty list of mappings over {', '.join(FILTER_KEYS)}; got {_kind(raw)}")
-    known = {"model": models, "sampler": labels, "guidance_method": methods or ["cfg"]}
-    return [_filter(f"{field}[{i}]", entry, known) for i, entry in enumerate(raw)]
+        raise GridError(field, f"expected a non-empty list of mappings over {', '.join(keys)}; got {_kind(raw)}")
+    known = {"model": models, "sampler": labels, "guidance_method": methods or ["cfg"], "task": tasks or []}
+    return [_filter(f"{field}[{i}]", entry, known, keys) for i, entry in enumerate(raw)]
 
 
-def _filter(field: str, entry: Any, names: dict[str, list[str]]) -> dict[str, Any]:
+def _filter_keys(tasks: list[str] | None) -> list[str]:
+    return list(FILTER_KEYS) + (list(TASK_KEYS) if tasks else [])
+
+
+def _filter(field: str, entry: Any, names: dict[str, list[str]], keys: list[str]) -> dict[str, Any]:
     if not isinstance(entry, dict) or not entry:
-        raise GridError(field, f"expected a mapping with one or more of {', '.join(FILTER_KEYS)}; got {_kind(entry)}")
+        raise GridError(field, f"expected a mapping with one or more of {', '.join(keys)}; got {_kind(entry)}")
     out: dict[str, Any] = {}
     for key, value in entry.items():
-        if key not in FILTER_KEYS:
+        if key not in keys:
             shown = key if isinstance(key, str) and key.strip() and key.isprintable() else repr(key)
-            raise GridError(
-                f"{field}.{shown}", f"unknown key; expected one of: {', '.join(FILTER_KEYS)}{_hint(key, FILTER_KEYS)}"
-            )
+            raise GridError(f"{field}.{shown}", f"unknown key; expected one of: {', '.join(keys)}{_hint(key, keys)}")
         items = value if isinstance(value, list) else [value]
         if not items:
             raise GridError(f"{field}.{key}", "expected a value or a non-empty list of values; got an empty list")
@@ -190,14 +213,16 @@ def _filter(field: str, entry: Any, names: dict[str, list[str]]) -> dict[str, An
 def _filter_value(field: str, key: str, v: Any, known: list[str] | None) -> Any:
     if known is not None:
         if not isinstance(v, str) or v not in known:
-            what = {"model": "model name", "sampler": "sampler label"}.get(key, "guidance method")
+            what = {"model": "model name", "sampler": "sampler label", "task": "task"}.get(key, "guidance method")
             raise GridError(field, f"unknown {what} {v!r}; expected one of: {', '.join(known)}{_hint(v, known)}")
         return v
     number = isinstance(v, (int, float)) and not isinstance(v, bool)
     if key == "steps" and not (number and isinstance(v, int) and v >= 1):
         raise GridError(field, f"expected an integer ≥ 1 (or a list of them); got {_kind(v)}")
-    if key == "guidance" and not (number and _finite(v) and v >= 0):
+    if key in ("guidance", "controlnet_scale") and not (number and _finite(v) and v >= 0):
         raise GridError(field, f"expected a number ≥ 0 (or a list of them); got {_kind(v)}")
+    if key == "strength" and not (number and _finite(v) and 0 < v <= 1):
+        raise GridError(field, f"expected a number in (0, 1] (or a list of them); got {_kind(v)}")
     return v if key == "steps" else float(v)
 
 
@@ -220,7 +245,7 @@ def check_grid(suite: Suite) -> None:
     for cell in cells:  # each cell has its own folder: two grid points must not share an id
         if cell.cell_id in seen:
             raise GridError(
-                "models/samplers/steps/guidance/guidance_method",
+                "models/samplers/steps/guidance/guidance_method/task",
                 f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a sampler 'label' "
                 "(or use guidance values that differ in their shortest form)",
             )
@@ -289,4 +314,7 @@ def _axes(pts: list[Point]) -> str:
     methods = dict.fromkeys(p[4].label for p in pts)
     if list(methods) != ["cfg"]:
         axes.append(("guidance_method", methods))
+    tasks = dict.fromkeys(p[5].label for p in pts if p[5] is not None)
+    if tasks:
+        axes.append(("task", tasks))
     return "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in axes)

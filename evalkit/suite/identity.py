@@ -35,6 +35,8 @@ def cell_hash(suite: Any, cell: Any) -> str:
     spec["sampler"].pop("steps", None)  # a sampler's own step list: the cell's ``steps`` is what it ran
     if cell.guidance_method.is_default:  # plain CFG, as every cell was before methods: its hash stays
         spec.pop("guidance_method")
+    if cell.task is None:  # a text/class-to-image cell, as every cell was before tasks: its hash stays
+        spec.pop("task")
     return _digest(
         {
             "cell": spec,

@@ -7,6 +7,7 @@ from typing import Any
 
 from evalkit.suite import grid, identity
 from evalkit.suite.guidance import GuidanceSpec, as_spec
+from evalkit.suite.tasks import TaskPoint, task_points
 
 THROUGHPUT = "throughput"  # the cost rows (images/s, NFE, ...): a metric name that reads no extractor
 
@@ -57,11 +58,13 @@ class Cell:
     n: int
     seed: int
     guidance_method: GuidanceSpec = field(default_factory=GuidanceSpec)
+    task: TaskPoint | None = None  # an image-conditioned task with its axis values (:mod:`evalkit.suite.tasks`)
 
     @property
     def cell_id(self) -> str:
         base = f"{self.model.name}__{self.sampler.label}__s{self.steps}__g{self.guidance:g}"
-        return base if self.guidance_method.is_default else f"{base}__{self.guidance_method.label}"
+        base = base if self.guidance_method.is_default else f"{base}__{self.guidance_method.label}"
+        return base if self.task is None else f"{base}__{self.task.label}"
 
     @property
     def sampler_label(self) -> str:
@@ -81,6 +84,7 @@ class Cell:
             "steps": self.steps,
             "guidance": self.guidance,
             **({} if self.guidance_method.is_default else {"guidance_method": self.guidance_method.label}),
+            **({} if self.task is None else self.task.describe()),
         }
 
 
@@ -110,6 +114,11 @@ class Suite:
     # Custom feature-network weights (``extractor: {name, weights}``, :mod:`evalkit.suite.extractor_spec`):
     # extractor name → {"path": file, "sha256": its digest}. Empty: every extractor loads its standard weights.
     extractor_weights: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Image-conditioned tasks (:mod:`evalkit.suite.tasks`), crossed innermost, each with its own axis: ``strength``
+    # (img2img, inpaint, upscale) and ``controlnet_scale``. Empty: text/class-to-image.
+    task: list[str] = field(default_factory=list)
+    strength: list[float] = field(default_factory=list)
+    controlnet_scale: list[float] = field(default_factory=list)
     file: str | None = None
 
     def __post_init__(self) -> None:
@@ -118,8 +127,12 @@ class Suite:
         self.guidance_method = [as_spec(g) for g in self.guidance_method]
 
     def cells(self) -> list[Cell]:
-        """The grid's cells, model-major (then sampler, steps, guidance, method), after ``zip``/``only``/``exclude``."""
-        return [Cell(m, s, st, g, self.samples, self.seed, gm) for m, s, st, g, gm in grid.points(self)]
+        """The grid's cells, model-major (then sampler, steps, guidance, method, task), after zip/only/exclude."""
+        return [Cell(m, s, st, g, self.samples, self.seed, gm, tp) for m, s, st, g, gm, tp in grid.points(self)]
+
+    def task_points(self) -> list[TaskPoint | None]:
+        """The task axis: each task with its strengths / ControlNet scales ([None] without tasks)."""
+        return task_points(self.task, self.strength, self.controlnet_scale)
 
     def to_config(self) -> dict[str, Any]:
         # Fields added since configs were first hashed are left out at their defaults, so that the config
@@ -135,6 +148,9 @@ class Suite:
             cfg.pop("guidance_method")
         if not self.extractor_weights:
             cfg.pop("extractor_weights")
+        for key in ("task", "strength", "controlnet_scale"):
+            if not cfg[key]:
+                cfg.pop(key)
         for sampler in cfg["samplers"]:
             if sampler.get("steps") is None:
                 sampler.pop("steps", None)

@@ -15,6 +15,7 @@ from typing import Any
 from evalkit.errors import ConfigError
 from evalkit.registry import ADAPTERS, EXTRACTORS, METRICS, is_callable_ref
 from evalkit.suite import grid
+from evalkit.suite.conditions_spec import read_conditions
 from evalkit.suite.extractor_spec import ExtractorFields
 from evalkit.suite.image_grid import check_images, fill_images, sampler_names
 from evalkit.suite.options import (
@@ -27,6 +28,7 @@ from evalkit.suite.options import (
 )
 from evalkit.suite.reference_spec import read_reference
 from evalkit.suite.spec import THROUGHPUT, MetricSpec, ModelSpec, SamplerSpec, Suite, TimingSpec
+from evalkit.suite.task_spec import check_task_needs, read_tasks
 
 _TOP_KEYS = {
     "name": "suite name (string)",
@@ -40,7 +42,10 @@ _TOP_KEYS = {
     "batch_size": "positive integer",
     "seed": "integer",
     "conditions": "mapping with 'classes' or 'prompts' (list, .txt/.jsonl/.csv/.json file or builtin:<name>) "
-    "and 'per_prompt'; omit for unconditional",
+    "and 'per_prompt'; for a task also 'images', 'masks', 'control'; omit for unconditional",
+    "task": "img2img, inpaint, upscale, controlnet or edit, or a list of them (image-conditioned tasks)",
+    "strength": "list of numbers in (0, 1]: the img2img/inpaint/upscale axis",
+    "controlnet_scale": "list of numbers ≥ 0: the controlnet axis",
     "reference": "mapping with one of 'dataset', 'path', 'stats', and optionally 'train' (the training split)",
     "metrics": "list of metric names or {name, extractor, options}",
     "extractor": "default extractor for metrics: a name, or {name, weights: file} for custom weights",
@@ -103,9 +108,12 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
     ]
     reference = read_reference(v, raw.get("reference"))  # and its training split: evalkit.suite.reference_spec
     samples = v.integer("samples", raw["samples"], minimum=1)
-    _check_metrics_have_inputs(file, metrics, extractors, reference)
+    tasks = read_tasks(v, raw)
+    conditions = read_conditions(v, raw.get("conditions"))
+    check_task_needs(v, tasks["task"], conditions)
+    _check_metrics_have_inputs(file, metrics, extractors, reference, bool(conditions and "images" in conditions))
     try:
-        grid_fields = grid.parse_grid(raw, [m.name for m in models], [s.label for s in samplers])
+        grid_fields = grid.parse_grid(raw, [m.name for m in models], [s.label for s in samplers], tasks["task"])
         suite = Suite(
             name=name,
             models=models,
@@ -115,7 +123,7 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
             samples=samples,
             metrics=metrics,
             reference=reference,
-            conditions=v.conditions(raw.get("conditions")),
+            conditions=conditions,
             batch_size=v.integer("batch_size", raw.get("batch_size", 64), minimum=1),
             seed=v.integer("seed", raw.get("seed", 0), minimum=0),
             description=v.string("description", raw.get("description", ""), allow_empty=True),
@@ -124,6 +132,7 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
             extractor_weights=ex_fields.weights,
             file=str(file) if file else None,
             **grid_fields,
+            **tasks,
         )
         grid.check_grid(suite)  # zipped lengths, filters matching nothing, an empty grid, shared cell ids
         check_images(suite, v.fail)  # each images cell has its samples, under the suite's conditions
@@ -154,9 +163,14 @@ def _axes(v: _Validator, raw: dict[str, Any]) -> tuple[list[ModelSpec], list[Sam
 
 
 def _check_metrics_have_inputs(
-    file: str | Path | None, metrics: list[MetricSpec], extractors: list[str], reference: dict[str, Any] | None
+    file: str | Path | None,
+    metrics: list[MetricSpec],
+    extractors: list[str],
+    reference: dict[str, Any] | None,
+    sources: bool = False,
 ) -> None:
-    """Every metric but throughput reads an extractor; a metric comparing with real data needs a reference."""
+    """Every metric but throughput reads an extractor; a metric comparing with real data needs a reference (in a
+    task suite, ``sources``, the source images stand in for it where the metric compares sample with source)."""
     for i, m in enumerate(metrics):
         if m.name == THROUGHPUT:
             continue
@@ -167,7 +181,8 @@ def _check_metrics_have_inputs(
                 f"metric {m.name!r} needs an extractor; set 'extractor' on it or at the top level "
                 f"(one of: {', '.join(extractors)})",
             )
-        if METRICS.get(m.name).needs_reference and reference is None:
+        mdef = METRICS.get(m.name)
+        if mdef.needs_reference and reference is None and not (sources and mdef.reads_source):
             raise SuiteError(
                 file,
                 "reference",
@@ -340,43 +355,3 @@ class _Validator:
             return MetricSpec(name, None, options)
         ex = x.get("extractor", default_ex or METRICS.get(name).default_extractor)
         return MetricSpec(name, extractor(f"{f}.extractor", ex), options)
-
-    def conditions(self, x: Any) -> dict[str, Any] | None:
-        if x is None:
-            return None
-        x = self.mapping("conditions", x, {"classes": "", "prompts": "", "per_prompt": ""})
-        if ("classes" in x) == ("prompts" in x):
-            raise self.fail("conditions", "expected exactly one of 'classes' (int or list of ints) or 'prompts'")
-        if "classes" in x:
-            c = x["classes"]
-            if isinstance(c, int) and not isinstance(c, bool):
-                self.integer("conditions.classes", c, minimum=1)
-                return {"classes": list(range(c))}
-            items = self.list("conditions.classes", c)
-            return {"classes": [self.integer(f"conditions.classes[{i}]", k, minimum=0) for i, k in enumerate(items)]}
-        p = x["prompts"]
-        if isinstance(p, str):
-            out: dict[str, Any] = {"prompts": self.prompt_source(self.path_string("conditions.prompts", p))}
-        else:
-            out = {
-                "prompts": [
-                    self.string(f"conditions.prompts[{i}]", s) for i, s in enumerate(self.list("conditions.prompts", p))
-                ]
-            }
-        if "per_prompt" in x:
-            out["per_prompt"] = self.integer("conditions.per_prompt", x["per_prompt"], minimum=1)
-        return out
-
-    def prompt_source(self, p: str) -> str:
-        """``builtin:<name>`` of a shipped prompt set, or a prompt file of a supported kind (read later)."""
-        from evalkit.suite.prompts import BUILTIN_PREFIX, PROMPT_SUFFIXES, builtin_prompt_sets
-
-        if p.startswith(BUILTIN_PREFIX):
-            self.choice("conditions.prompts", p, [f"{BUILTIN_PREFIX}{n}" for n in builtin_prompt_sets()])
-        elif not p.lower().endswith(PROMPT_SUFFIXES):
-            raise self.fail(
-                "conditions.prompts",
-                f"expected a list of prompts, a prompt file ending in "
-                f"{', '.join(PROMPT_SUFFIXES)}, or 'builtin:<name>'; got {p!r}",
-            )
-        return p

@@ -68,8 +68,8 @@ def test_image_embeds_equal_open_clips_own_encode_image_of_its_preprocess(tiny_l
 def test_one_clip_forward_per_image_serves_clip_score_aesthetic_and_fd(tiny_l14):
     """The suite asks clip-vit-l14 for the aesthetic head; the runner's per-batch extraction then gives
     image_embeds and aesthetic from one encode_image per image, and clip_score, aesthetic and fd all score."""
-    from evalkit.run.cell import _extract_into, add_text_embeddings
-    from evalkit.run.scoring import score
+    from evalkit.run.cell import _extract_into
+    from evalkit.run.scoring import add_text_embeddings, score
     from evalkit.suite import MetricSpec, ModelSpec, SamplerSpec, Suite
 
     metrics = [MetricSpec(m, "clip-vit-l14") for m in ("clip_score", "aesthetic", "fd")]

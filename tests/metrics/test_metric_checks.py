@@ -12,7 +12,7 @@ import pytest
 
 from evalkit.cli import main
 from evalkit.metrics.base import MetricContext, MetricInputs, get_metric
-from evalkit.run.cell import add_text_embeddings
+from evalkit.run.scoring import add_text_embeddings
 from evalkit.suite import expand_conditions
 
 REF = np.random.default_rng(1).normal(size=(40, 3))  # a reference larger than any k used here

@@ -80,7 +80,8 @@ class Adapter(ABC):
         return {}
 
     def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int | None:
-        """Planning estimate of model calls per trajectory (``--dry-run``); None if unknown."""
+        """Planning estimate of model calls per trajectory (``--dry-run``); None if unknown. An adapter that runs
+        tasks also takes ``task=`` and ``strength=`` (the dry run passes them for a task cell)."""
         return None
 
     def close(self) -> None:
@@ -88,7 +89,7 @@ class Adapter(ABC):
 
 
 def check_task(adapter: Adapter, request: GenerationRequest, model: str = "") -> None:
-    """Refuse a task the adapter does not run (a model would otherwise ignore the source image), naming those it does."""
+    """Refuse a task the adapter does not run (the model would ignore the source image), naming those it does."""
     if request.task is None or request.task in adapter.tasks:
         return
     can = ", ".join(adapter.tasks) or "none (text/class-to-image only)"

@@ -4,7 +4,8 @@ Options (suite ``models[].options``): ``path`` (a local folder holding ``model_i
 is in the Hugging Face cache / reachable online), ``dtype`` (fp32 | fp16 | bf16), ``negative_prompt``,
 ``height``/``width``, ``compile`` (torch.compile the denoiser), ``attention`` (default | sdpa | eager | xformers),
 ``safety_checker`` (off by default: a checker that blanks images would distort every metric), ``null_class``
-(class-conditional models), ``variant``, ``revision``.
+(class-conditional models), ``variant``, ``revision``; for image-conditioned tasks ``controlnet`` (a ControlNet's
+folder), ``noise_level`` (the upscaler's), ``image_guidance_scale`` (instruct-pix2pix's): :mod:`.diffusers_tasks`.
 
 Why it is built this way:
 
@@ -45,7 +46,8 @@ import numpy as np
 import torch
 
 from evalkit.errors import ConfigError
-from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched, check_finite
+from evalkit.generate import diffusers_tasks as dtasks
+from evalkit.generate.adapter import Adapter, GeneratedBatch, GenerationRequest, batched, check_task
 from evalkit.generate.denoise import sample, to_uint8
 from evalkit.generate.diffusers_files import config_identity, dtype_kwarg, hub_offline, local_file, read_json
 from evalkit.generate.diffusers_pipelines import (
@@ -53,6 +55,7 @@ from evalkit.generate.diffusers_pipelines import (
     ForwardCounter,
     PipelineSpec,
     build_scheduler,
+    check_attention,
     check_pipeline_sampler,
     count_model_calls,
     fitting_samplers,
@@ -62,6 +65,7 @@ from evalkit.generate.diffusers_pipelines import (
     pipeline_latents,
     scheduler_family,
     set_attention,
+    torch_dtype,
     vae_scale,
 )
 from evalkit.generate.guidance import STANDARD_METHODS, check_supported
@@ -69,16 +73,6 @@ from evalkit.generate.samplers import check_family, get_sampler, schedule_info
 from evalkit.generate.seeding import initial_noise, sample_generators, sample_seed
 
 __all__ = ["DiffusersAdapter", "DiffusersError", "ForwardCounter", "scheduler_family"]
-
-DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
-ATTENTION = ("default", "sdpa", "eager", "xformers")
 
 
 class DiffusersAdapter(Adapter):
@@ -100,22 +94,23 @@ class DiffusersAdapter(Adapter):
         null_class: int | None = None,
         variant: str | None = None,
         revision: str | None = None,
+        controlnet: str | None = None,
+        noise_level: int | None = None,
+        image_guidance_scale: float | None = None,
     ):
         if not path or not isinstance(path, str):
             raise DiffusersError(
                 "diffusers adapter: set options.path to a pipeline folder (with model_index.json) "
                 "or a Hugging Face hub id"
             )
-        if dtype not in DTYPES:
-            raise DiffusersError(f"diffusers option 'dtype': expected one of fp32, fp16, bf16; got {dtype!r}")
-        if attention not in ATTENTION:
-            raise DiffusersError(
-                f"diffusers option 'attention': expected one of {', '.join(ATTENTION)}; got {attention!r}"
-            )
-        self.path, self.device, self.dtype_name, self.dtype = path, torch.device(device), dtype, DTYPES[dtype]
+        self.path, self.device, self.dtype_name, self.dtype = path, torch.device(device), dtype, torch_dtype(dtype)
+        check_attention(attention)
+        dtasks.check_options(controlnet, noise_level, image_guidance_scale)
         self.negative_prompt, self.height, self.width = negative_prompt, height, width
         self.compile, self.attention, self.safety_checker = bool(compile), attention, bool(safety_checker)
         self.null_class, self.variant, self.revision = null_class, variant, revision
+        self.controlnet, self.noise_level, self.image_guidance_scale = controlnet, noise_level, image_guidance_scale
+        self.task_pipes: dict[str, Any] = {}  # task → (its pipeline on the loaded components, ControlNet counter)
         self.pipeline: Any = None
         self.denoiser: Any = None
         self.counter: ForwardCounter | None = None
@@ -151,6 +146,10 @@ class DiffusersAdapter(Adapter):
         )
 
     @property
+    def tasks(self) -> tuple[str, ...]:  # type: ignore[override]
+        return dtasks.adapter_tasks(self)
+
+    @property
     def family(self) -> str | None:  # type: ignore[override]
         base = self.scheduler_config()
         return None if base is None else scheduler_family(base)
@@ -165,11 +164,16 @@ class DiffusersAdapter(Adapter):
         if base is not None and self.family is not None and spec is not None:
             check_pipeline_sampler(sampler, base, self.family, spec.name, repr(self.path))
 
-    def expected_model_calls(self, sampler: str, steps: int, options: dict[str, Any]) -> int | None:
+    def expected_model_calls(
+        self, sampler: str, steps: int, options: dict[str, Any], task: str | None = None, strength: float | None = None
+    ) -> int | None:
+        """Model calls of one trajectory; with ``task`` (and its ``strength``) those of the task's pipeline."""
         base = self.scheduler_config()
         if base is None:
             return None
         self.check_sampler(sampler)
+        if task is not None:
+            return dtasks.expected_task_calls(self, sampler, steps, options, task, strength)
         return count_model_calls(sampler, steps, base, options, self.family)
 
     # -- loading ---------------------------------------------------------------------------------
@@ -239,6 +243,8 @@ class DiffusersAdapter(Adapter):
             "attention": self.attention,
             "negative_prompt": self.negative_prompt,
             "safety_checker": self.safety_checker,
+            "tasks": list(self.tasks),
+            **{k: getattr(self, k) for k in dtasks.OPTIONS if getattr(self, k) is not None},
         }
         out.update(config_identity(self.path, self.revision))
         if self.pipeline is not None:
@@ -291,22 +297,26 @@ class DiffusersAdapter(Adapter):
         self.check_sampler(request.sampler)  # before loading: fail in seconds, not after loading gigabytes
         if self.pipeline_spec() is not None:  # the config files tell the pipeline and its guidance embedding
             self._check_guidance(request, self.spec)
+            check_task(self, request, repr(self.path))
         self.load()
         self.check_sampler(request.sampler)  # again, on the loaded scheduler's config (a hub id may have had none)
         guidance = self._check_guidance(request, self.spec)
-        if self.text and request.prompts is None:
+        run = dtasks.task_run(self, request)  # None: text/class-to-image; else the task's own pipeline
+        if run is None and self.text and request.prompts is None:
             raise DiffusersError(f"{self.spec.name} is text-to-image: set conditions.prompts")
-        if not self.text and self.class_conditional and request.labels is None:
+        if run is None and not self.text and self.class_conditional and request.labels is None:
             raise DiffusersError(f"{self.spec.name} is class-conditional: set conditions.classes")
-        if not self.text and not self.class_conditional and request.guidance != 1.0:
+        if run is None and not self.text and not self.class_conditional and request.guidance != 1.0:
             raise DiffusersError(f"{self.spec.name} is unconditional: guidance must be 1")
         for sl in batched(request.indices, request.batch_size):
             idx = request.indices[sl]
             gens = sample_generators(request.seed, idx)
-            noise = initial_noise(gens, self._latent_shape()).to(self.device, self.dtype)
             calls0, images0 = self.counter.snapshot()
             scheduler = self._scheduler(request, int(idx[0]), gens)
-            if self.text:
+            noise = None if run else initial_noise(gens, self._latent_shape()).to(self.device, self.dtype)
+            if run is not None:
+                images = run.batch(sl, gens, scheduler)
+            elif self.text:
                 images = self._text_batch(request, sl, gens, noise, scheduler, guidance)
             else:
                 images = self._loop_batch(request, sl, gens, noise, scheduler)
@@ -315,6 +325,7 @@ class DiffusersAdapter(Adapter):
             mu = getattr(scheduler, "evalkit_pipeline_mu", None)  # the shift the pipeline's own loop computed
             if mu is not None and "dynamic_shift" not in schedule:
                 schedule["dynamic_shift"] = {"mu": mu, "computed_by": self.spec.name}
+            schedule.update(run.extra if run else {})  # task, strength, ControlNet calls
             yield GeneratedBatch(images, np.asarray(idx), calls, round(carried / len(idx)) if calls else 0, schedule)
 
     def _text_batch(
@@ -343,11 +354,7 @@ class DiffusersAdapter(Adapter):
             kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(prompts)
         if "use_resolution_binning" in self.spec.params:
             kwargs["use_resolution_binning"] = False  # exactly height × width, not the nearest trained aspect bin
-        out = pipe(**kwargs).images
-        arr = torch.from_numpy(np.asarray(out, dtype=np.float32)).permute(0, 3, 1, 2)
-        check_finite(arr, request.indices[sl])  # before the clamp, which would make NaN black
-        img = (arr.clamp(0, 1) * 255).round().to(torch.uint8)
-        return img.repeat(1, 3, 1, 1) if img.shape[1] == 1 else img
+        return dtasks.np_to_uint8(pipe(**kwargs).images, request.indices[sl])  # NaN refused before the clamp
 
     @torch.inference_mode()
     def _loop_batch(
@@ -388,5 +395,6 @@ class DiffusersAdapter(Adapter):
 
     def close(self) -> None:
         self.pipeline = self.denoiser = self.counter = None
+        self.task_pipes = {}
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -32,6 +32,29 @@ class DiffusersError(ConfigError):
     """A pipeline that cannot be loaded or used as asked; the message says what to do instead."""
 
 
+DTYPES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "fp16": "float16",
+    "float16": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+}
+ATTENTION = ("default", "sdpa", "eager", "xformers")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The ``dtype`` option's torch dtype (fp32, fp16, bf16 or their torch names)."""
+    if name not in DTYPES:
+        raise DiffusersError(f"diffusers option 'dtype': expected one of fp32, fp16, bf16; got {name!r}")
+    return getattr(torch, DTYPES[name])
+
+
+def check_attention(attention: str) -> None:
+    if attention not in ATTENTION:
+        raise DiffusersError(f"diffusers option 'attention': expected one of {', '.join(ATTENTION)}; got {attention!r}")
+
+
 class ForwardCounter:
     """Wraps ``module.forward`` (outside any torch.compile) and counts calls and the images they carried."""
 

@@ -8,6 +8,7 @@ from evalkit.metrics import (  # noqa: F401  (register)
     classification,
     clip_score,
     cmmd,
+    control,
     dgm_set,
     fd_inf,
     frechet,

@@ -4,7 +4,9 @@ LPIPS(x, y) = ||φ(x) - φ(y)||² (exactly the lpips package's distance; see tha
 - ``lpips_diversity``: mean pairwise LPIPS among the samples of one condition (class label or prompt;
   all samples form one condition if there are none), averaged over conditions with equal weight. At most
   ``max_per_condition`` samples (default 32, the first ones) per condition enter the pairs.
-- ``lpips_paired``: LPIPS of generated sample i against reference image i (image-to-image suites).
+- ``lpips_paired``: LPIPS of generated sample i against reference image i (image-to-image suites), or, in a task
+  suite (``MetricInputs.source`` given), against sample i's own source image. Always the whole image, masks or not
+  (LPIPS's embedding mixes every pixel; ``extra["region"]`` says ``whole``, and option ``region`` is refused).
 
 CIs: seeded percentile bootstrap — over samples within each condition (stratified, distinct-index
 pairs only) for diversity, over pairs for paired.
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.metrics._common import flat2d, gen_array, option, ref_array
+from evalkit.metrics._common import MetricInputError, flat2d, gen_array, option, ref_array
 from evalkit.metrics.base import MetricContext, MetricDef, MetricInputs, MetricValue, register_metric
 from evalkit.metrics.resampling import DEFAULT_RESAMPLES, bootstrap_mean_ci, percentile_interval
 
@@ -119,12 +121,45 @@ def _resampling_problems(options: dict[str, Any]) -> list[str]:
     return problems
 
 
+def partner_array(inputs: MetricInputs, key: str, metric: str) -> tuple[np.ndarray, str]:
+    """What generated sample i is compared with, and which it is: in a task suite each sample's own source
+    (``MetricInputs.source``, aligned: one per generated sample), else reference image i (``"reference"``)."""
+    if inputs.source is None:
+        return ref_array(inputs, key, metric), "reference"
+    if key not in inputs.source:
+        raise MetricInputError(f"metric {metric!r} reads source output {key!r}; got {sorted(inputs.source)}")
+    src, n_gen = np.asarray(inputs.source[key]), len(gen_array(inputs, key, metric))
+    if len(src) != n_gen:
+        raise MetricInputError(
+            f"metric {metric!r} pairs each sample with its source image, so it needs one source per sample; got "
+            f"{len(src)} source rows for {n_gen} generated samples"
+        )
+    return src, "source"
+
+
+def task_extra(inputs: MetricInputs, against: str, region: str) -> dict[str, str]:
+    """``against`` and ``region`` in a task suite (source or mask given); {} otherwise, as before tasks existed."""
+    if inputs.source is None and inputs.mask is None:
+        return {}
+    return {"against": against, "region": region}
+
+
+def refuse_region(inputs: MetricInputs, metric: str) -> None:
+    if "region" in inputs.options:
+        raise MetricInputError(
+            f"metric {metric!r} always scores the whole image, so it takes no option region (psnr and ssim do); "
+            f"got region: {inputs.options['region']!r}"
+        )
+
+
 def compute_lpips_paired(inputs: MetricInputs) -> dict[str, MetricValue]:
     key = option(inputs, "read", "lpips")
-    gen, ref = gen_array(inputs, key, "lpips_paired"), ref_array(inputs, key, "lpips_paired")
-    n = min(len(gen), len(ref))
-    d = paired_sq_dists(gen[:n], ref[:n])
-    out = MetricValue(float(d.mean()), extra={"pairs": int(n)})
+    refuse_region(inputs, "lpips_paired")
+    gen = gen_array(inputs, key, "lpips_paired")
+    other, against = partner_array(inputs, key, "lpips_paired")
+    n = min(len(gen), len(other))
+    d = paired_sq_dists(gen[:n], other[:n])
+    out = MetricValue(float(d.mean()), extra={"pairs": int(n), **task_extra(inputs, against, "whole")})
     n_boot = int(option(inputs, "bootstrap", DEFAULT_RESAMPLES))
     if n_boot > 0 and n > 1:
         out.ci_low, out.ci_high = bootstrap_mean_ci(
@@ -161,12 +196,14 @@ register_metric(
         higher_is_better={"lpips_paired": False},
         compute=compute_lpips_paired,
         check=check_lpips_paired,
+        reads_source=True,
         options={
             "read": "which extractor output to read (default lpips)",
             "bootstrap": "bootstrap resamples for the CI (0: none; default 1000)",
             "confidence": "CI level (default 0.95)",
         },
         default_extractor="lpips-alex",
-        description="LPIPS between generated sample i and reference image i (image-to-image suites).",
+        description="LPIPS between generated sample i and reference image i, or its source image in a task suite "
+        "(whole image).",
     )
 )

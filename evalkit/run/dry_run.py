@@ -18,6 +18,7 @@ from evalkit.errors import EXIT_OK, EXIT_USAGE
 from evalkit.generate.planning import planned_model_calls
 from evalkit.registry import is_callable_ref
 from evalkit.run.preflight import PreflightError, preflight, print_problems
+from evalkit.run.task_preflight import source_summary
 from evalkit.suite import Cell, Suite, TimingSpec
 from evalkit.suite.grid import full_points
 
@@ -29,6 +30,8 @@ def dry_run(suite: Suite, *, batch_size: int, adapter_for: Callable[[Cell], Any]
     total_calls, cells, full = 0, suite.cells(), len(full_points(suite))
     dropped = f" (of {full} in the grid: {full - len(cells)} dropped by only/exclude)" if full != len(cells) else ""
     print(f"suite {suite.name}: {len(cells)} cells{dropped} × {suite.samples} samples, batch {batch_size}")
+    if suite.task:
+        print(f"tasks {', '.join(suite.task)}: {source_summary(suite.conditions or {})}; sample i uses source i mod n")
     notes, errors, warmed = {}, 0, set()
     for cell in cells:
         try:
@@ -67,11 +70,15 @@ def _calls_per_sample(cell: Cell, adapter_for: Callable[[Cell], Any], problems: 
     model, sampler = cell.model, cell.sampler
     if is_callable_ref(model.adapter):
         return None, f"adapter {model.adapter} is not imported by --dry-run"
-    per = planned_model_calls(model.adapter, dict(model.options), sampler.name, cell.steps, dict(sampler.options))
+    strength = cell.task.strength if cell.task is not None else None
+    per = planned_model_calls(
+        model.adapter, dict(model.options), sampler.name, cell.steps, dict(sampler.options), strength=strength
+    )
     if per is not None:
         return per, None
     if problems:
         return None, "not built: fix the problems below first"
     adapter = adapter_for(cell)
-    per = adapter.expected_model_calls(sampler.name, cell.steps, sampler.options)
+    task = {} if cell.task is None else {"task": cell.task.task, "strength": strength}
+    per = adapter.expected_model_calls(sampler.name, cell.steps, sampler.options, **task)
     return per, getattr(adapter, "dry_run_note", lambda: None)()  # e.g. the weights are not on this machine

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import EvalkitError
-from evalkit.references import open_reference
 from evalkit.suite import Suite
 
 # The built-in MNIST models' tasks (:attr:`evalkit.generate.zoo_adapter.ZooMnistAdapter.tasks`; a test checks they
@@ -26,6 +25,8 @@ def task_problems(suite: Suite, base: Path) -> tuple[list[str], np.ndarray | Non
     conditions = suite.conditions or {}
     problems: list[str] = []
     labels = prompts = None
+    from evalkit.references import open_reference  # torch: only where a suite has a task (the dry run imports none)
+
     try:
         ref = open_reference(conditions["images"], base_dir=base)
         labels = ref.labels

@@ -81,11 +81,42 @@ def sample(
     (:func:`~evalkit.generate.samplers.set_timesteps`: (H/2)·(W/2) tokens, recorded in the schedule).
     """
     set_timesteps(scheduler, steps, noise.shape, device=noise.device)
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching starts at unit noise
+    return run_steps(
+        denoiser,
+        scheduler,
+        x,
+        scheduler.timesteps,
+        cond=cond,
+        uncond=uncond,
+        guidance=guidance,
+        generators=generators,
+        guidance_method=guidance_method,
+        guidance_options=guidance_options,
+    )
+
+
+def run_steps(
+    denoiser: Denoiser,
+    scheduler: Any,
+    x: torch.Tensor,
+    timesteps: Sequence[Any],
+    *,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    guidance: float,
+    generators: Sequence[torch.Generator],
+    guidance_method: str = "cfg",
+    guidance_options: dict[str, Any] | None = None,
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Step ``scheduler`` through ``timesteps`` (its own list, or the tail of it an image-conditioned start walks:
+    :mod:`evalkit.generate.partial`) from ``x``, already at the first timestep's noise level; ``after_step(i, x)``
+    may replace the sample after step ``i`` (inpainting's blend of the known region)."""
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     scale = getattr(scheduler, "scale_model_input", None)
-    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching starts at unit noise
     state: dict[str, Any] = {}  # a guidance method's memory across steps (apg momentum)
-    for t in scheduler.timesteps:
+    for i, t in enumerate(timesteps):
         x_in = scale(x, t) if scale is not None else x
         sigma = guidance_methods.sigma_at(scheduler, t) if guidance_method == "interval" else None
         model_output = guided_eps(
@@ -102,6 +133,8 @@ def sample(
         )
         kwargs = {"generator": list(generators)} if takes_generator else {}
         x = scheduler.step(model_output, t, x, **kwargs).prev_sample
+        if after_step is not None:
+            x = after_step(i, x)
     return x
 
 

@@ -10,12 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import ConfigError, EvalkitError
+from evalkit.generate.planning import ZOO_TASKS, check_mid_start, strength_start
+from evalkit.registry import SAMPLERS
 from evalkit.suite import Suite
-
-# The built-in MNIST models' tasks (:attr:`evalkit.generate.zoo_adapter.ZooMnistAdapter.tasks`; a test checks they
-# agree), and the tasks they run as SDEdit, which need a strength.
-ZOO_TASKS = ("img2img", "inpaint", "upscale")
 
 
 def task_problems(suite: Suite, base: Path) -> tuple[list[str], np.ndarray | None, list[str] | None]:
@@ -59,12 +57,27 @@ def _zoo_problems(suite: Suite) -> list[str]:
         for point in dict.fromkeys(p for p in suite.task_points() if p is not None):
             if point.task not in ZOO_TASKS:
                 out.append(f"model {model.name} (built-in zoo) does not run task {point.task!r}; it runs {_listed()}")
-            elif point.strength is None:
+            elif point.strength is None and point.task != "inpaint":
                 out.append(
                     f"task {point.task!r} on model {model.name} is SDEdit from the (upsampled) source: set 'strength' "
                     "(the fraction of the schedule run, e.g. [0.3, 0.6])"
                 )
+            else:
+                out += _start_problems(suite, point.strength)
     return list(dict.fromkeys(out))
+
+
+def _start_problems(suite: Suite, strength: float | None) -> list[str]:
+    """Samplers that cannot start part-way through their schedule, at a strength that would need them to."""
+    out, strength = [], 1.0 if strength is None else strength  # inpaint's default: the whole schedule
+    for sampler in suite.samplers:
+        for steps in sampler.steps or suite.steps:
+            try:
+                start = strength_start(steps, strength)
+                check_mid_start(sampler.name, SAMPLERS.get(sampler.name).scheduler, start)
+            except ConfigError as e:
+                out.append(f"samplers: {sampler.label} at {steps} steps, strength {strength:g}: {e}")
+    return out
 
 
 def _listed() -> str:

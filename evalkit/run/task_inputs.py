@@ -103,12 +103,17 @@ def _read_sources(spec: dict[str, Any], base: Path) -> tuple[np.ndarray, np.ndar
     if len(shapes) != 1:
         raise ConfigError(f"conditions.images: the source images must share one size; got {shapes[:4]}")
     images = np.concatenate(batches)
-    prompts = None
-    if hasattr(ref, "files") and hasattr(ref, "prompts"):
-        captions = ref.prompts
-        listed = [captions.get(f) for f in ref.files]
-        prompts = listed if listed and all(p is not None for p in listed) else None
-    return images, ref.labels, prompts, ref.describe()
+    prompts = source_captions(ref)
+    return images, ref.labels, prompts if prompts is None or len(prompts) == len(images) else None, ref.describe()
+
+
+def source_captions(ref: Any) -> list[str] | None:
+    """Each source file's caption (``key.txt`` beside ``key.png``), in the images' order; None unless all have one."""
+    if not callable(getattr(ref, "prompts", None)) or not hasattr(ref, "files"):
+        return None
+    captions, files = ref.prompts(), ref.files
+    listed = [captions.get(f) for f in files]
+    return listed if listed and all(p is not None for p in listed) else None
 
 
 def _read_given(field_: str, spec: dict[str, Any], base: Path, n: int, size: Any) -> np.ndarray:

@@ -24,14 +24,11 @@ def task_problems(suite: Suite, base: Path) -> tuple[list[str], np.ndarray | Non
     problems: list[str] = []
     labels = prompts = None
     from evalkit.references import open_reference  # torch: only where a suite has a task (the dry run imports none)
+    from evalkit.run.task_inputs import source_captions
 
     try:
         ref = open_reference(conditions["images"], base_dir=base)
-        labels = ref.labels
-        if hasattr(ref, "files") and hasattr(ref, "prompts"):
-            captions = ref.prompts
-            listed = [captions.get(f) for f in ref.files]
-            prompts = listed if listed and all(p is not None for p in listed) else None
+        labels, prompts = ref.labels, source_captions(ref)
     except (EvalkitError, OSError) as e:
         problems.append(f"conditions.images: {e}")
     for key in ("masks", "control"):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tiny_pipelines import LCM_SCHEDULE, clip_text, clip_tokenizer, save, vae_kl
+from generate.tiny_pipelines import LCM_SCHEDULE, clip_text, clip_tokenizer, save, vae_kl
 
 UPSCALE_NOISE_LEVELS = 100  # the upscaler UNet's noise-level embeddings (its pipeline's max_noise_level: one less)
 

@@ -100,6 +100,9 @@ class MetricDef:
     # Compares each sample with its source image in a task suite (``MetricInputs.source``/``mask``/``control``):
     # there the source stands in for the reference set, so a suite with ``conditions.images`` needs no reference.
     reads_source: bool = False
+    # Reads the task's control map (``control_fidelity``): scored only in the cells whose task has one (upscale,
+    # controlnet); an img2img cell of the same suite gives no row for it.
+    needs_control: bool = False
 
     @property
     def reads_train(self) -> bool:

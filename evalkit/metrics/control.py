@@ -208,6 +208,7 @@ register_metric(
         },
         default_extractor="pixels",
         reads_source=True,
+        needs_control=True,
         description="Does each output follow its control: the control's detector on the output vs the control "
         "(edges: F1, control_f1; lowres/gray: PSNR, control_psnr), mean over images.",
         reference="brute-force transcription; cv2.Canny",

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from evalkit.features.base import Extractor, extract
 from evalkit.generate import Adapter, GenerationRequest
 from evalkit.generate.adapter import check_task
+from evalkit.imageops.masks import mask_crops
 from evalkit.run.images import ImageContractError, check_images
 from evalkit.run.timing import (
     BatchTimer,
@@ -86,19 +87,21 @@ def generate_shard(
     batch_size: int,
     timing: TimingSpec | None = None,
     progress: bool = False,
+    crops: dict[str, Extractor] | None = None,
 ) -> Shard:
     """Generate samples ``mine`` (in batches, streamed), extract their features, keep the first images, and
     time every batch (:class:`~evalkit.run.timing.BatchTimer`): when ``warm_up`` (a model's or sampler's first
     cell) the first ``timing.warmup`` batches are untimed; every later batch of the fixed size
     ``min(batch_size, n)`` is a repeat, and only when there are fewer than ``timing.repeats`` are extra batches of
-    that size generated, timed and discarded. ``timing.threads`` sets torch's CPU threads for the cell."""
+    that size generated, timed and discarded. ``timing.threads`` sets torch's CPU threads for the cell. ``crops``:
+    extractors that also read each image cropped to its mask (:func:`evalkit.imageops.masks.mask_crops`)."""
     timing = timing or TimingSpec()
     fixed = min(batch_size, cell.n)
     measured = bool(getattr(adapter, "measures_cost", True))
     timer = BatchTimer(device, warmup=timing.warmup if warm_up and measured else 0, fixed=fixed)
     bar = tqdm(total=len(mine), desc="  samples", unit="sample", leave=False, disable=not progress, file=sys.stderr)
     with torch_threads(timing.threads), MachineLoad(device) as load, PeakMemory(device) as mem, bar:
-        shard = _stream(adapter, extractors, cell, mine, request, timer, load, keep, bar)
+        shard = _stream(adapter, extractors, cell, mine, request, timer, load, keep, bar, crops or {})
         if len(mine) and measured:
             _timing_batches(adapter, request, timer, load, timing.repeats, fixed, bar)
     shard.warmup_s, shard.generate_s, shard.extra_s = timer.warmup_s, timer.samples_s, timer.extra_s
@@ -119,6 +122,7 @@ def _stream(
     load: MachineLoad,
     keep: int,
     bar: tqdm,
+    crops: dict[str, Extractor],
 ) -> Shard:
     """The shard's own batches, each timed, checked, extracted and dropped (only the first ``keep`` images kept)."""
     ext_sw = Stopwatch(timer.stopwatch.device)
@@ -156,6 +160,9 @@ def _stream(
         with ext_sw.measure():
             batch_prompts = prompts[done : done + len(idx)] if prompts is not None else None
             _extract_into(feats, extractors, images, done, len(mine), batch_prompts)
+            if crops and req is not None and req.masks is not None:
+                cut = mask_crops(images.cpu().numpy(), req.masks[done : done + len(idx)].numpy())
+                _extract_into(feats, crops, torch.from_numpy(cut), done, len(mine), batch_prompts)
         if idx[0] < keep:
             kept.append(images[torch.from_numpy(idx < keep)].cpu())
         done += len(idx)

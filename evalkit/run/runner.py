@@ -43,8 +43,8 @@ from evalkit.run.models import ModelCache, ModelChangedError, stale_cells, weigh
 from evalkit.run.preflight import PreflightError, preflight
 from evalkit.run.records import cell_record, result_row
 from evalkit.run.reference_data import RunReferences
-from evalkit.run.scoring import add_text_embeddings, score
-from evalkit.run.task_inputs import TaskInputs, aligned, open_task_inputs, source_features
+from evalkit.run.scoring import MASKED, add_text_embeddings, score
+from evalkit.run.task_inputs import RunTasks
 from evalkit.store import RunStore, tidy_frame
 from evalkit.store.folder import finished_cells, record_config
 from evalkit.study.floors import suite_floors
@@ -86,8 +86,7 @@ class Runner:
         self.cache_dir = cache_dir
         self.base_dir = Path(suite.file).parent if suite.file else Path.cwd()
         self._conditions: Conditions | None = None  # expanded on first use: a bad prompt file is a preflight problem
-        self._tasks: TaskInputs | None = None  # a task suite's sources, masks, controls (read on first use)
-        self._source_features: dict[str, dict[str, np.ndarray]] | None = None
+        self.tasks = RunTasks(suite, self.base_dir, self.batch_size)  # a task suite's sources, masks, controls
         self._env: dict[str, Any] | None = None
         self.models = ModelCache(self.device, self._on_model_built)
         self._extractors: dict[str, Extractor] = {}
@@ -99,23 +98,9 @@ class Runner:
     @property
     def conditions(self) -> Conditions:
         if self._conditions is None:
-            tasks = self.task_inputs
-            sources = {} if tasks is None else {"source_labels": tasks.labels, "source_prompts": tasks.prompts}
+            sources = self.tasks.condition_sources()
             self._conditions = expand_conditions(self.suite.conditions, self.suite.samples, self.base_dir, **sources)
         return self._conditions
-
-    @property
-    def task_inputs(self) -> TaskInputs | None:
-        if self._tasks is None and self.suite.task:
-            self._tasks = open_task_inputs(self.suite.conditions, self.base_dir)
-        return self._tasks
-
-    def source_features(self) -> dict[str, dict[str, np.ndarray]]:
-        """Every extractor's outputs on the task's source images (computed once per run; {} without a task)."""
-        if self._source_features is None:
-            tasks = self.task_inputs
-            self._source_features = {} if tasks is None else source_features(tasks, self.extractors(), self.batch_size)
-        return self._source_features
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -198,8 +183,8 @@ class Runner:
         self._write_manifest(cells, summary)
         self._write_results(cells, summary)  # stamped with this config from the start
         self.store.write_conditions(self.conditions.labels, self.conditions.prompts)
-        if self.task_inputs is not None:
-            self.store.write_task_inputs(self.task_inputs.arrays())
+        if self.tasks.inputs is not None:
+            self.store.write_task_inputs(self.tasks.inputs.arrays())
         if summary.reused:
             self.log(f"resuming: {len(summary.reused)} of {len(cells)} cells already done")
         if self.suite.reference and (pending or self.store.read_floors() is None):  # real-vs-real floor at this N
@@ -305,12 +290,8 @@ class Runner:
             prompts=pr,
             device=self.device,
             **cell.guidance_method.request_fields(),
-            **({} if cell.task is None or self.task_inputs is None else self._task_fields(cell, idx)),
+            **self.tasks.request_fields(cell, idx),
         )
-
-    def _task_fields(self, cell: Cell, idx: np.ndarray) -> dict[str, Any]:
-        assert cell.task is not None and self.task_inputs is not None
-        return {**cell.task.request_fields(), **self.task_inputs.for_request(idx)}
 
     def _generate(self, cell: Cell, mine: np.ndarray) -> Shard:
         adapter = self.adapter(cell)
@@ -326,7 +307,12 @@ class Runner:
             batch_size=self.batch_size,
             timing=self.suite.timing,
             progress=self.progress,
+            crops=self._crop_extractors(),
         )
+
+    def _crop_extractors(self) -> dict[str, Extractor]:
+        """The extractors some metric reads on masked crops, by their ``<name>@masked`` names (the same networks)."""
+        return {f"{n}{MASKED}": self.extractors()[n] for n in self.tasks.crop_extractors()}
 
     def _score_and_write(self, cell: Cell, indices: np.ndarray, shards: list[Shard]) -> None:
         """Rank 0: join the shards in sample order, compute the metrics and cost rows, write the cell."""
@@ -336,7 +322,7 @@ class Runner:
             raise RunError(f"cell {cell.cell_id}: the shards do not cover samples 0..{cell.n - 1} in order")
         features = {k: np.concatenate([s.features[k] for s in shards]) for k in shards[0].features}
         labels, prompts = self.conditions.take(indices)
-        add_text_embeddings(features, self.extractors(), prompts)
+        add_text_embeddings(features, {**self.extractors(), **self._crop_extractors()}, prompts)
 
         t_metrics = time.perf_counter()
         extras: dict[str, Any] = {}  # each row's plain extra (e.g. memorisation's closest pairs), kept in cell.json
@@ -350,7 +336,7 @@ class Runner:
             prompts=prompts,
             seed=cell.seed,
             extras=extras,
-            task=self._task_metric_inputs(indices),
+            task=self.tasks.metric_inputs(cell, indices, self.extractors()),
         )
         metrics_s = time.perf_counter() - t_metrics
         cost = costs(shards)
@@ -387,13 +373,6 @@ class Runner:
         self.store.write_cell(
             cell.cell_id, record, features=features, rows=rows, grid_png=grid_png(shown), samples=samples
         )
-
-    def _task_metric_inputs(self, indices: np.ndarray) -> dict[str, Any] | None:
-        """A task cell's per-sample source features, masks and controls for the metrics (None without a task)."""
-        tasks = self.task_inputs
-        if tasks is None:
-            return None
-        return {"source": aligned(self.source_features(), tasks, indices), **tasks.for_metrics(indices)}
 
     def _row(self, cell: Cell, partial: dict[str, Any], cost: dict[str, float]) -> dict[str, Any]:
         return result_row(self.run_id, self.suite, cell, partial, cost, self.device)

@@ -20,6 +20,8 @@ from evalkit.metrics.base import MetricDef, MetricInputs, get_metric
 from evalkit.store import split_features
 from evalkit.suite import THROUGHPUT, MetricSpec
 
+MASKED = "@masked"  # outputs (and sources) read on masked crops (:mod:`evalkit.run.task_inputs`), and their rows
+
 ERROR_CHARS = 300  # a message longer than this is cut: it lives in every failed row
 
 
@@ -42,18 +44,25 @@ def score(
     ``extras``, when given, receives each row's ``MetricValue.extra`` that is plain JSON (``{extractor/row: extra}``:
     e.g. ``memorisation``'s closest pairs, for a report), the rest being left out. ``task`` (a task cell):
     ``{"source": {extractor: {output: array}}, "mask", "control", "control_spec"}`` aligned with the samples; each
-    metric gets its extractor's source outputs and the rest (:attr:`MetricInputs.source` etc.)."""
+    metric gets its extractor's source outputs and the rest (:attr:`MetricInputs.source` etc.). A metric with a
+    ``region`` option is scored only in cells with masks, its rows' extractor named ``<extractor>@<region>``."""
     by_extractor = split_features(features)
     rows: list[dict[str, Any]] = []
     for spec in metrics:
         if spec.name == THROUGHPUT:
             continue
+        region, mdef = spec.options.get("region"), get_metric(spec.name)
+        if region is not None and (task is None or task.get("mask") is None):
+            continue  # a region of the mask: scored only in the cells that have masks (inpainting)
+        if mdef.needs_control and task is not None and task.get("control") is None:
+            continue  # e.g. control_fidelity in an img2img cell of a suite whose upscale cells have controls
         ex = extractors[spec.extractor]
-        identity = {"extractor": spec.extractor, "weights_id": ex.weights_id, "mode": ex.mode}
-        mdef = get_metric(spec.name)
+        crop = region == "masked" and not mdef.reads_source  # masked crops, compared with the sources' crops
+        name = f"{spec.extractor}@{region}" if region else spec.extractor  # the row's extractor: one per region
+        identity = {"extractor": name, "weights_id": ex.weights_id, "mode": ex.mode}
         inputs = MetricInputs(
-            gen=by_extractor.get(spec.extractor, {}),
-            ref=reference.get(spec.extractor),
+            gen=by_extractor.get(name if crop else spec.extractor, {}),
+            ref=task["source_sets"].get(name) if crop and task else reference.get(spec.extractor),
             train=None if train is None else train.get(spec.extractor),
             labels=labels,
             prompts=prompts,

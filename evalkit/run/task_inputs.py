@@ -1,5 +1,11 @@
 """A task suite's inputs, loaded once per run: the source images, their masks and control maps, and the features
-of the sources on every extractor of the suite (one pass, shared by every cell).
+of the sources on every extractor of the suite (one pass, shared by every cell). :class:`RunTasks` is the runner's
+task side, as :class:`~evalkit.run.reference_data.RunReferences` is its reference side.
+
+``region: masked`` on a metric that does not compare sample with source (``fd``, ``kid``, ``clip_score``, ...) scores
+the regenerated region: its extractor also runs on each output cropped to its mask's bounding box
+(:func:`evalkit.imageops.masks.mask_crops`), under the name ``<extractor>@masked``, and the reference is the same
+crops of the sources (what the region held before).
 
 Sample ``i`` of every cell uses source ``i mod n``, so its image, mask and control never depend on the batch size,
 the shard or the resume point. Generated masks are seeded per source index (:mod:`evalkit.imageops.masks`);
@@ -19,9 +25,13 @@ import torch
 from evalkit.errors import ConfigError, EvalkitError
 from evalkit.features.base import Extractor, extract
 from evalkit.imageops.detectors import detect
-from evalkit.imageops.masks import binarize, make_masks
+from evalkit.imageops.masks import binarize, make_masks, mask_crops
+from evalkit.metrics.base import get_metric
 from evalkit.references import open_reference
 from evalkit.references.open import open_images
+from evalkit.run.scoring import MASKED
+from evalkit.suite import THROUGHPUT, Cell, Suite
+from evalkit.suite.tasks import TASKS
 
 
 @dataclass
@@ -40,22 +50,23 @@ class TaskInputs:
     def sources(self, indices: np.ndarray) -> np.ndarray:
         return np.asarray(indices, dtype=np.int64) % len(self)
 
-    def for_request(self, indices: np.ndarray) -> dict[str, Any]:
-        """The GenerationRequest fields of samples ``indices``: their source, mask and control as uint8 tensors."""
-        src = self.sources(indices)
+    def for_request(self, task: str, indices: np.ndarray) -> dict[str, Any]:
+        """The GenerationRequest fields of samples ``indices``: their source, and the mask and control where ``task``
+        reads them (an img2img cell of a suite that also inpaints gets no mask), as uint8 tensors."""
+        src, needs = self.sources(indices), TASKS[task].needs
         out: dict[str, Any] = {"images": torch.from_numpy(self.images[src])}
         for key in ("masks", "control"):
             arr = getattr(self, key)
-            out[key] = None if arr is None else torch.from_numpy(arr[src])
+            out[key] = None if arr is None or key not in needs else torch.from_numpy(arr[src])
         return out
 
-    def for_metrics(self, indices: np.ndarray) -> dict[str, Any]:
-        """The MetricInputs fields of samples ``indices``: mask, control and the detector that made it."""
-        src = self.sources(indices)
+    def for_metrics(self, task: str, indices: np.ndarray) -> dict[str, Any]:
+        """The MetricInputs fields of samples ``indices``: mask, control and its detector, where ``task`` reads them."""
+        src, needs = self.sources(indices), TASKS[task].needs
         return {
-            "mask": None if self.masks is None else self.masks[src],
-            "control": None if self.control is None else self.control[src],
-            "control_spec": self.control_spec,
+            "mask": None if self.masks is None or "masks" not in needs else self.masks[src],
+            "control": None if self.control is None or "control" not in needs else self.control[src],
+            "control_spec": self.control_spec if "control" in needs else None,
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -140,21 +151,72 @@ def _detected(spec: dict[str, Any], images: np.ndarray) -> np.ndarray:
         raise ConfigError(f"conditions.control: {e}") from e
 
 
-def source_features(
-    inputs: TaskInputs, extractors: dict[str, Extractor], batch_size: int
-) -> dict[str, dict[str, np.ndarray]]:
-    """Every extractor's outputs on the source images, once per run: ``{extractor: {output: (S, ...)}}``."""
+class RunTasks:
+    """What a task suite's run reads once and hands each cell: inputs, source features, request and metric fields."""
+
+    def __init__(self, suite: Suite, base_dir: Path, batch_size: int) -> None:
+        self.suite, self.base_dir, self.batch_size = suite, base_dir, batch_size
+        self._inputs: TaskInputs | None = None
+        self._features: dict[str, dict[str, np.ndarray]] | None = None
+
+    @property
+    def inputs(self) -> TaskInputs | None:
+        if self._inputs is None and self.suite.task:
+            self._inputs = open_task_inputs(self.suite.conditions, self.base_dir)
+        return self._inputs
+
+    def condition_sources(self) -> dict[str, Any]:
+        """What :func:`evalkit.suite.expand_conditions` takes from the sources (labels, captions)."""
+        tasks = self.inputs
+        return {} if tasks is None else {"source_labels": tasks.labels, "source_prompts": tasks.prompts}
+
+    def crop_extractors(self) -> list[str]:
+        """Extractors some metric reads on masked crops (``region: masked`` on a metric that is not source-paired)."""
+        if self.inputs is None or self.inputs.masks is None:
+            return []
+        return sorted({m.extractor for m in self.suite.metrics if m.extractor and is_crop_metric(m.name, m.options)})
+
+    def request_fields(self, cell: Cell, indices: np.ndarray) -> dict[str, Any]:
+        if cell.task is None or self.inputs is None:
+            return {}
+        return {**cell.task.request_fields(), **self.inputs.for_request(cell.task.task, indices)}
+
+    def features(self, extractors: dict[str, Extractor]) -> dict[str, dict[str, np.ndarray]]:
+        """Every extractor's outputs on the sources, and on their masked crops where a metric reads them (once)."""
+        if self._features is None:
+            tasks = self.inputs
+            self._features = {}
+            if tasks is not None:
+                self._features = _extract_all(tasks.images, extractors, self.batch_size)
+                crops = {f"{n}{MASKED}": extractors[n] for n in self.crop_extractors()}
+                if crops and tasks.masks is not None:
+                    cropped = mask_crops(tasks.images, tasks.masks)
+                    self._features.update(_extract_all(cropped, crops, self.batch_size))
+        return self._features
+
+    def metric_inputs(self, cell: Cell, indices: np.ndarray, extractors: dict[str, Extractor]) -> dict[str, Any] | None:
+        """A task cell's per-sample source features, masks and controls for the metrics (None without a task);
+        ``source_sets``: the sources' features unaligned (a masked-crop metric's reference)."""
+        tasks = self.inputs
+        if tasks is None or cell.task is None:
+            return None
+        feats = self.features(extractors)
+        src = tasks.sources(indices)
+        aligned = {name: {k: v[src] for k, v in outs.items()} for name, outs in feats.items()}
+        return {"source": aligned, "source_sets": feats, **tasks.for_metrics(cell.task.task, indices)}
+
+
+def is_crop_metric(name: str, options: dict[str, Any]) -> bool:
+    """``region: masked`` on a metric that does not pair samples with sources: it reads masked crops."""
+    return name != THROUGHPUT and options.get("region") == "masked" and not get_metric(name).reads_source
+
+
+def _extract_all(images: np.ndarray, extractors: dict[str, Extractor], batch_size: int) -> dict[str, dict]:
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, ex in extractors.items():
         parts: dict[str, list[np.ndarray]] = {}
-        for s in range(0, len(inputs), batch_size):
-            for key, arr in extract(ex, torch.from_numpy(inputs.images[s : s + batch_size])).items():
+        for s in range(0, len(images), batch_size):
+            for key, arr in extract(ex, torch.from_numpy(images[s : s + batch_size])).items():
                 parts.setdefault(key, []).append(np.asarray(arr))
         out[name] = {k: np.concatenate(v) for k, v in parts.items()}
     return out
-
-
-def aligned(features: dict[str, dict[str, np.ndarray]], inputs: TaskInputs, indices: np.ndarray) -> dict[str, Any]:
-    """Per extractor, its source outputs for samples ``indices`` (row k = sample k's source)."""
-    src = inputs.sources(indices)
-    return {name: {k: v[src] for k, v in outs.items()} for name, outs in features.items()}

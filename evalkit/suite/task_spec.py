@@ -114,3 +114,10 @@ def check_task_needs(v: Any, tasks: list[str], conditions: dict[str, Any] | None
             raise v.fail(f"conditions.{missing[0]}", f"task {t!r} needs conditions.{', conditions.'.join(missing)}")
     if have and not tasks:
         raise v.fail("task", f"conditions.{sorted(have)[0]} is given but no 'task' says what to do with it")
+
+
+def check_regions(v: Any, metrics: list[Any], conditions: dict[str, Any] | None) -> None:
+    """``region: masked`` reads each output's mask: the suite needs ``conditions.masks``."""
+    for i, m in enumerate(metrics):
+        if m.options.get("region") == "masked" and "masks" not in (conditions or {}):
+            raise v.fail(f"metrics[{i}].options.region", "'masked' needs conditions.masks (an inpainting suite)")

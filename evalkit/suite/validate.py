@@ -28,7 +28,7 @@ from evalkit.suite.options import (
 )
 from evalkit.suite.reference_spec import read_reference
 from evalkit.suite.spec import THROUGHPUT, MetricSpec, ModelSpec, SamplerSpec, Suite, TimingSpec
-from evalkit.suite.task_spec import check_task_needs, read_tasks
+from evalkit.suite.task_spec import check_regions, check_task_needs, read_tasks
 
 _TOP_KEYS = {
     "name": "suite name (string)",
@@ -111,6 +111,7 @@ def parse_suite(raw: Any, *, file: str | Path | None = None) -> Suite:
     tasks = read_tasks(v, raw)
     conditions = read_conditions(v, raw.get("conditions"))
     check_task_needs(v, tasks["task"], conditions)
+    check_regions(v, metrics, conditions)
     _check_metrics_have_inputs(file, metrics, extractors, reference, bool(conditions and "images" in conditions))
     try:
         grid_fields = grid.parse_grid(raw, [m.name for m in models], [s.label for s in samplers], tasks["task"])
@@ -182,7 +183,8 @@ def _check_metrics_have_inputs(
                 f"(one of: {', '.join(extractors)})",
             )
         mdef = METRICS.get(m.name)
-        if mdef.needs_reference and reference is None and not (sources and mdef.reads_source):
+        from_sources = mdef.reads_source or m.options.get("region") == "masked"  # masked crops: the sources' crops
+        if mdef.needs_reference and reference is None and not (sources and from_sources):
             raise SuiteError(
                 file,
                 "reference",

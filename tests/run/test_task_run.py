@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from evalkit.cli import main
@@ -35,6 +36,7 @@ metrics:
   - {name: psnr, extractor: pixels, options: {region: masked}}
   - {name: control_fidelity, extractor: pixels}
   - {name: class_acc, extractor: mnist-net}
+  - {name: fd, extractor: mnist-net, options: {region: masked}}
 grid_samples: 5
 timing: {repeats: 1, warmup: 0}
 """
@@ -93,9 +95,10 @@ def test_rows_and_records_carry_the_task_axis(runs):
     assert set(df["task"]) == {"img2img", "inpaint", "upscale"} and set(df["strength"]) == {0.5}
     rec = json.loads((runs[0] / "cells" / "mnist__euler__s8__g1__upscale_st0.5" / "cell.json").read_text())
     assert rec["task"] == "upscale" and rec["strength"] == 0.5
-    psnr = df[(df.metric == "psnr") & (df.task == "inpaint")]
-    assert len(psnr) == 4  # unmasked (capped: kept exactly) and masked, per sampler
-    assert sorted(psnr["value"].round(6))[-1] == 100.0
+    psnr = df[(df.metric == "psnr") & (df.task == "inpaint")].set_index(["sampler", "extractor"])["value"]
+    assert len(psnr) == 4  # per sampler: the unmasked region (kept exactly: the 100 dB cap) and the masked one
+    assert (psnr.xs("pixels", level=1) == 100.0).all() and (psnr.xs("pixels@masked", level=1) < 40).all()
+    assert set(df[(df.metric == "psnr") & (df.task != "inpaint")]["extractor"]) == {"pixels"}  # no mask: whole
     fid = df[(df.metric == "control_psnr") & (df.task == "upscale")]
     assert len(fid) == 2 and (fid["value"] > 12).all()  # 16.5 and 14.9 dB measured; another digit's: ≈ 10
     calls = df[(df.metric == "model_calls") & (df.sampler == "ddim")]
@@ -146,3 +149,27 @@ def test_a_sampler_that_cannot_start_part_way_is_refused_before_running(tmp_path
     assert main(["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "run"), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "pndm" in err and "cannot start part-way" in err and "ddim at" not in err
+
+
+def test_fd_on_masked_crops_reads_the_outputs_and_sources_cropped_to_their_masks(runs):
+    from evalkit.features.base import build_extractor
+    from evalkit.imageops.masks import mask_crops
+    from evalkit.metrics.frechet import frechet_distance
+
+    run = read_run(runs[0])
+    cid = "mnist__euler__s8__g1__inpaint_st0.5"
+    inputs, kept = run.task_inputs(), run.samples(cid)
+    net = build_extractor("mnist-net")
+    src = kept["indices"] % 3
+    crops = mask_crops(kept["images"], inputs["masks"][src])
+    gen = net(torch.from_numpy(crops))["features"]
+    stored = run.features(cid)["mnist-net@masked"]["features"]
+    np.testing.assert_allclose(stored, gen, rtol=1e-4, atol=1e-5)  # the crops of the outputs, batch by batch
+    ref = net(torch.from_numpy(mask_crops(inputs["images"], inputs["masks"])))["features"]
+    rows = run.results[(run.results.cell_id == cid) & (run.results.metric == "fd")]
+    assert rows["extractor"].tolist() == ["mnist-net@masked"]
+    g64, r64 = gen.astype(np.float64), ref.astype(np.float64)
+    want = frechet_distance(g64.mean(0), np.cov(g64, rowvar=False), r64.mean(0), np.cov(r64, rowvar=False))
+    assert rows["value"].iloc[0] == pytest.approx(want, rel=1e-4)
+    other = run.results[(run.results.task == "img2img") & (run.results.metric == "fd")]
+    assert other.empty  # no mask, no masked region: not scored

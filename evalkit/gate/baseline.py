@@ -30,12 +30,16 @@ import evalkit
 from evalkit.errors import ConfigError
 from evalkit.gate.changes import versions_of
 from evalkit.gate.schema import baseline_problems, shown
+from evalkit.gate.task_sources import reference_for, sidecar_arrays, sources_record, task_arm
+from evalkit.gate.tolerance import Tolerance, effective_k  # noqa: F401 (the rule's names are this module's too)
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.store import RunData, atomic_write_bytes, atomic_write_json, join_features, sha256_bytes, split_features
+from evalkit.study.sources import is_task_run, uses_reference
 from evalkit.suite.identity import protocol_hash, protocol_of
 
 FORMAT = "evalkit-baseline/1"
 KEY = ["cell_id", "metric", "extractor"]  # one baseline entry per (cell, result row, extractor)
+TASK_FIELDS = ("task", "strength", "controlnet_scale")  # a task cell's, in entries (cell.json's)
 
 
 class CheckConfigError(ConfigError):
@@ -44,39 +48,6 @@ class CheckConfigError(ConfigError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
-
-
-# -- the tolerance rule -----------------------------------------------------------------------------
-def effective_k(k: float, n_sets: int) -> float:
-    """``k`` read as a normal z-score, turned into Student's t quantile at the same tail probability
-    with ``n_sets - 1`` degrees of freedom: σ measured on few seed sets is itself uncertain (with 5
-    sets it is below half the truth about one time in eleven), and a tolerance built on an unlucky
-    small σ would raise false alarms. ``k=3`` gives 3.45σ with 20 seed sets, 4.1σ with 10, 6.6σ with 5.
-    With one set (σ not measured over seed sets, e.g. a bootstrap σ) it is ``k`` itself."""
-    if n_sets < 2:
-        return k
-    from scipy.special import ndtr, stdtrit  # scipy.stats takes seconds to import
-
-    return float(stdtrit(n_sets - 1, ndtr(k)))
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How far a metric may move before it counts: ``max(k_eff·σ·inflate, rel·|baseline|, abs)``.
-
-    ``k_eff`` is :func:`effective_k`; ``inflate`` is 1 on common seeds and √(1 + 1/K) on a fresh seed
-    set (one new draw against the mean of K: the width of a prediction interval).
-    """
-
-    k: float = 3.0
-    rel: float = 0.02
-    abs: float = 0.0
-
-    def width(self, sigma: float, baseline: float, *, n_sets: int, paired: bool) -> float:
-        """The tolerance for one entry; a σ that is not a finite number counts as 0 (the floors remain)."""
-        sigma = sigma if math.isfinite(sigma) else 0.0
-        inflate = 1.0 if paired else math.sqrt(1 + 1 / max(1, n_sets))
-        return max(effective_k(self.k, n_sets) * sigma * inflate, self.rel * abs(baseline), self.abs)
 
 
 # -- the file ---------------------------------------------------------------------------------------
@@ -97,6 +68,10 @@ class BaselineEntry:
     values: list[float]
     tolerance: Tolerance = field(default_factory=Tolerance)
     sigma_sampling: float = 0.0  # sqrt(var(per-sample term)/n) pooled over the K sets; 0 where no such form
+    # a task cell's task and axis values (as cell.json has them); None, and absent from the file, where unset
+    task: str | None = None
+    strength: float | None = None
+    controlnet_scale: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -113,7 +88,7 @@ class BaselineEntry:
         return len(self.values)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if v is not None or k not in TASK_FIELDS}
         d["direction"] = "higher" if d.pop("higher_is_better") else "lower"
         d["tolerance"] = {
             "rule": "max(k_eff*max(sigma, sigma_sampling)*inflate, rel*|baseline|, abs)",
@@ -145,6 +120,7 @@ class Baseline:
     config_hash: str = ""
     evalkit_version: str = evalkit.__version__
     versions: dict[str, str] | None = None  # packages, python, device, git commit (gate.changes.versions_of)
+    sources: dict[str, Any] | None = None  # a task suite's sources (gate.task_sources); absent from the file if None
     created_at: str = ""
     features_file: str | None = None
     features_sha256: str | None = None
@@ -159,6 +135,7 @@ class Baseline:
             atomic_write_bytes(path.with_suffix(".npz"), data)
             self.features_file, self.features_sha256 = path.with_suffix(".npz").name, sha256_bytes(data)
         doc = {k: v for k, v in asdict(self).items() if k not in ("entries", "path", "_features")}
+        doc = {k: v for k, v in doc.items() if v is not None or k != "sources"}
         doc = {"format": FORMAT, **doc, "entries": [e.to_json() for e in self.entries]}
         atomic_write_json(path, doc)
         self.path = path
@@ -223,6 +200,10 @@ class Baseline:
         """The sidecar's reference features of one extractor, ``{output: array}``, or None."""
         return _under(self.features() or {}, f"reference/{extractor}/") or None
 
+    def source_features(self, extractor: str) -> dict[str, np.ndarray] | None:
+        """A task baseline's sources' features on one extractor, ``{output: (S, ...)}`` (a row per source), or None."""
+        return _under(self.features() or {}, f"source/{extractor}/") or None
+
 
 def _plain_npz(path: Path, data: bytes, fix: str) -> dict[str, np.ndarray]:
     """The arrays of an npz holding only numeric/bool arrays; anything else (a pickle, object arrays, a bare
@@ -283,16 +264,20 @@ def sampling_sigmas(
 ) -> dict[str, float]:
     """Per row that is a mean of independent per-generated-sample terms (the metric's ``per_sample``): its σ
     sqrt(var(term)/n), the variance pooled over the K runs. Empty where the metric has no such form or it needs
-    reference features that are not at hand (a reference-free score, e.g. ``aesthetic``, needs none)."""
+    reference features that are not at hand (a reference-free score, e.g. ``aesthetic``, needs none), or, in a
+    task suite, compares each sample with its source and the runs stored no features of the sources."""
     defn = get_metric(metric_def)
     per_sample = defn.per_sample
-    if per_sample is None or (reference is None and defn.needs_reference):
+    if per_sample is None or (reference is None and uses_reference(defn, is_task_run(runs[0]))):
         return {}
     mean_variances: dict[str, list[float]] = {}  # var(term)/n per run
     for r in runs:
         gen = r.features(cell).get(extractor, {})
-        ref = None if reference is None else dict(reference)
-        for row, terms in per_sample(MetricInputs(gen=gen, ref=ref, options=options)).items():
+        task = task_arm(r, defn, extractor, r.n)
+        if task is None:
+            return {}
+        ref = reference_for(defn, r, None if reference is None else dict(reference))
+        for row, terms in per_sample(MetricInputs(gen=gen, ref=ref, options=options, **task)).items():
             v = float(np.var(terms, ddof=1)) / len(terms) if len(terms) > 1 else math.nan
             mean_variances.setdefault(row, []).append(v)
     return {row: math.sqrt(float(np.mean(v))) for row, v in mean_variances.items() if np.isfinite(v).all()}
@@ -319,6 +304,10 @@ def build_baseline(
     problems += [
         f"run {r.root}: cell {c} is {r.status(c)}" for r in runs for c in _listed_cells(r) if r.status(c) != "done"
     ]
+    sources = sources_record(first)  # a task suite's: every seed set on the same source images
+    problems += [
+        f"run {r.root}: task sources differ from {first.root}'s" for r in runs[1:] if sources_record(r) != sources
+    ]
     if problems:
         raise CheckConfigError(problems)
     entries = _entries(runs, tolerance, reference_features or {})
@@ -329,6 +318,7 @@ def build_baseline(
     }
     ref_arrays = join_features(reference_features or {})
     sidecar.update({f"reference/{key}": np.asarray(arr) for key, arr in ref_arrays.items()})
+    sidecar.update(sidecar_arrays(first))  # a task suite's sources' features, where the run stored them
     m = first.manifest
     baseline = Baseline(
         suite=m.get("suite", ""),
@@ -344,6 +334,7 @@ def build_baseline(
         entries=entries,
         config_hash=m.get("config_hash", ""),
         versions=versions_of(m) or None,
+        sources=sources,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     return baseline, sidecar
@@ -390,6 +381,7 @@ def _entries(
                 values=values,
                 tolerance=tolerance,
                 sigma_sampling=sampling[group].get(metric, 0.0),
+                **{k: c[k] for k in TASK_FIELDS if c.get(k) is not None},
             )
         )
     return entries

@@ -40,6 +40,7 @@ from evalkit.gate.baseline import (
 from evalkit.gate.changes import Changes, what_changed
 from evalkit.gate.integrity import check_lengths, integrity_problems
 from evalkit.gate.schema import DEFAULT_RESAMPLES
+from evalkit.gate.task_sources import reference_for, sources_problems, task_arm
 from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.metrics.resampling import bootstrap_indices
 from evalkit.store import RunData
@@ -138,6 +139,7 @@ def compatibility_problems(baseline: Baseline, run: RunData, *, allow_other_seed
     ref_now, ref_base = run.manifest.get("reference") or {}, baseline.reference or {}
     if ref_now.get("fingerprint") and ref_base.get("fingerprint") and ref_now["fingerprint"] != ref_base["fingerprint"]:
         problems.append(f"reference {ref_now.get('name')}: data fingerprint differs from the baseline's")
+    problems += sources_problems(baseline.sources, run)  # a task suite's source images, as the reference
     missing = sorted({e.cell for e in baseline.entries if run.status(e.cell) == "missing"})
     if missing:
         problems.append("cells missing from the run: " + ", ".join(missing))
@@ -179,7 +181,10 @@ def paired_intervals(
     """Paired bootstrap CI of (now − baseline) per entry: the same resampled indices in both arms (the core is
     :mod:`evalkit.study.paired`, which the comparisons between cells share).
 
-    Only valid when run and baseline share seed, N and conditions; the caller checks that.
+    Only valid when run and baseline share seed, N and conditions; the caller checks that. In a task suite both
+    arms read the same sources (their fingerprint is checked, as the reference's): a metric compared with them gets
+    the sources' features (the sidecar's, else the run's stored ones), masks and controls, never the reference;
+    without features of the sources it gets no CI (:mod:`evalkit.gate.task_sources`).
     """
     if baseline.features() is None:
         return {}
@@ -198,23 +203,27 @@ def paired_intervals(
                 for e in baseline.entries
                 if e.cell == cell and e.metric_def == mdef and e.extractor == ex and math.isfinite(deltas[e.key])
             ]
-            if not todo or get_metric(mdef).reads_train:  # a baseline keeps no training split: tolerance only
+            if not todo or (defn := get_metric(mdef)).reads_train:  # a baseline keeps no training split: tolerance
+                continue
+            task = task_arm(run, defn, ex, run.n, baseline.source_features(ex))
+            if task is None:  # compared with the sources, and no features of them: tolerance only
                 continue
             check_lengths(cell, {ex: new_all.get(ex, {})}, run.n, f"run {run.root}")
             check_lengths(cell, {ex: old_all.get(ex, {})}, baseline.n, f"baseline {baseline.path}")
             arms = [
                 MetricInputs(
                     gen=feats.get(ex, {}),
-                    ref=baseline.reference_features(ex),
+                    ref=reference_for(defn, run, baseline.reference_features(ex)),
                     labels=labels,
                     prompts=prompts,
                     seed=run.seed,
                     options=opts,
+                    **task,
                 )
                 for feats in (new_all, old_all)
             ]
             try:
-                reps_new, reps_old = (replicates(get_metric(mdef), a, idx) for a in arms)
+                reps_new, reps_old = (replicates(defn, a, idx) for a in arms)
             except NO_CI_ERRORS:
                 continue  # no CI for this metric (e.g. too few distinct samples); the tolerance still judges
             for e in todo:

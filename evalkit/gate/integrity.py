@@ -25,6 +25,7 @@ from evalkit.errors import EvalkitError
 from evalkit.gate.baseline import Baseline, CheckConfigError
 from evalkit.metrics.base import get_metric
 from evalkit.store import RunData
+from evalkit.study.sources import uses_reference
 from evalkit.suite import MetricSpec, ModelSpec, SamplerSpec, Suite
 
 _SPECS = {"models": ModelSpec, "samplers": SamplerSpec, "metrics": MetricSpec}
@@ -114,14 +115,15 @@ def sidecar_problems(baseline: Baseline) -> list[str]:
             check_lengths(cell, {ex: feats}, baseline.n, where)
         except CheckConfigError as e:
             problems += [f"{p}: {fix}" for p in e.problems]
-    for ex in sorted({e.extractor for e in baseline.entries if _needs_reference(e.metric_def)}):
+    task = bool(baseline.config.get("task"))  # a task suite's source-compared metrics read no reference
+    for ex in sorted({e.extractor for e in baseline.entries if _needs_reference(e.metric_def, task)}):
         if baseline.reference_features(ex) is None:
             problems.append(f"{where}: no reference features of {ex} (its metrics compare with them): {fix}")
     return problems
 
 
-def _needs_reference(metric_def: str) -> bool:
+def _needs_reference(metric_def: str, task: bool = False) -> bool:
     try:
-        return get_metric(metric_def).needs_reference
+        return uses_reference(get_metric(metric_def), task)
     except EvalkitError:  # a plugin metric not installed here: the run names it when it matters
         return False

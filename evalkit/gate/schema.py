@@ -37,6 +37,7 @@ _TOP_OPTIONAL = {
     "config_hash": "str",
     "evalkit_version": "str",
     "versions": "strmap?",  # absent in baselines made before evalkit recorded them
+    "sources": "dict?",  # a task suite's sources (fingerprint, count): evalkit.gate.task_sources
     "created_at": "str",
     "features_file": "str?",
     "features_sha256": "str?",
@@ -56,7 +57,14 @@ _ENTRY_REQUIRED = {
     "sigma": "nonneg",
     "values": "finites",
 }
-_ENTRY_OPTIONAL = {"sigma_sampling": "nonneg", "tolerance": "dict"}
+_ENTRY_OPTIONAL = {
+    "sigma_sampling": "nonneg",
+    "tolerance": "dict",
+    # a task cell's task and axis values (absent for cells without a task or without that axis)
+    "task": "str",
+    "strength": "finite",
+    "controlnet_scale": "finite",
+}
 _TOLERANCE = {"k": "nonneg", "rel": "nonneg", "abs": "nonneg", "rule": "str"}
 
 

@@ -96,8 +96,8 @@ def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) ->
     """``defn`` on the generated samples resampled by each row of ``idx`` ((B, n) indices) → row → (B,) values.
 
     Uses the metric's ``replicates`` hook where it gives an answer; otherwise recomputes the metric on each
-    resample (labels and prompts resampled alongside), with :data:`REPLICATE_OPTIONS` and, for FD, the
-    reference's Gaussian fitted once instead of once per resample.
+    resample (labels, prompts and a task's sources, masks and controls resampled alongside), with
+    :data:`REPLICATE_OPTIONS` and, for FD, the reference's Gaussian fitted once instead of once per resample.
     """
     if defn.replicates is not None:
         fast = defn.replicates(inputs, idx)
@@ -106,7 +106,8 @@ def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) ->
     from evalkit.metrics._common import feature_key, gaussian_stats
     from evalkit.metrics.base import MetricInputs
 
-    opts = {**inputs.options, **REPLICATE_OPTIONS.get(defn.name, {})}
+    no_ci = {"bootstrap": 0} if "bootstrap" in (defn.options or {}) else {}  # a replicate needs the value only
+    opts = {**inputs.options, **no_ci, **REPLICATE_OPTIONS.get(defn.name, {})}
     ref = inputs.ref
     key = feature_key(MetricInputs(gen=inputs.gen, options=opts))
     if defn.name == "fd" and ref is not None and key in ref:
@@ -122,6 +123,11 @@ def metric_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) ->
             seed=inputs.seed,
             options=opts,
             train=inputs.train,  # the training split is not resampled: it is fixed, like the reference
+            # a task's per-sample inputs follow their samples (sample i's source, mask and control)
+            source=None if inputs.source is None else {k: v[ix] for k, v in inputs.source.items()},
+            mask=None if inputs.mask is None else inputs.mask[ix],
+            control=None if inputs.control is None else inputs.control[ix],
+            control_spec=inputs.control_spec,
         )
         for row, val in defn.compute(one).items():
             out.setdefault(row, []).append(val.value)

@@ -52,11 +52,15 @@ from evalkit.gate.compare import (
 )
 from evalkit.report.tables import higher_is_better
 from evalkit.store import RunData, read_run
+from evalkit.study.cells import TASK_KEYS
+from evalkit.study.task_cells import task_columns, task_label
 
-MATCH_KEYS = ["model", "sampler", "steps", "guidance", "metric"]
+# ``task_point``: a task cell's task and axis values as its label ("img2img st0.3"; "" without a task), so that
+# cells differing only in task or strength are matched with their own entries
+MATCH_KEYS = ["model", "sampler", "steps", "guidance", "task_point", "metric"]
 GATE_BASELINE = "evalkit_baseline"  # attrs key of a frame loaded from an evalkit baseline: the Baseline itself
 DELTA_COLUMNS = ["delta", "rel", "z", "tolerance", "ci_low", "ci_high", "paired", "verdict"]
-MatchKey = tuple[str, str, int, float, str]
+MatchKey = tuple[str, str, int, float, str, str]
 
 
 class BaselineError(ConfigError):
@@ -101,6 +105,7 @@ def from_gate_baseline(gate: Baseline) -> pd.DataFrame:
             "sampler": e.sampler,
             "steps": e.steps,
             "guidance": e.guidance,
+            "task_point": _entry_point(e),
             "metric": e.metric,
             "value": e.value,
             "noise": e.noise,
@@ -117,7 +122,7 @@ def from_gate_baseline(gate: Baseline) -> pd.DataFrame:
 
 def _from_results(df: pd.DataFrame) -> pd.DataFrame:
     noise = df["std"].where(df["std"].notna(), (df["ci_high"] - df["ci_low"]) / (2 * 1.96))
-    out = df[[*MATCH_KEYS, "value"]].assign(noise=noise, direction="")
+    out = with_task_points(df)[[*MATCH_KEYS, "value"]].assign(noise=noise, direction="")
     return _typed(out)
 
 
@@ -150,7 +155,7 @@ def _cell_identity(key: str, entry: dict[str, Any]) -> dict[str, Any]:
     """The cell an entry names: its own model/sampler/steps/guidance, else its key as a cell id (looked up in
     the run's rows by :func:`_resolve_cell_ids`, never parsed)."""
     if all(k in entry for k in ("model", "sampler", "steps", "guidance")):
-        return {k: entry[k] for k in ("model", "sampler", "steps", "guidance")}
+        return {**{k: entry[k] for k in ("model", "sampler", "steps", "guidance")}, "task_point": task_label(entry)}
     return {"cell_id": key}
 
 
@@ -158,8 +163,8 @@ def _resolve_cell_ids(base: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     """Baseline rows named only by a cell id get that cell's model/sampler/steps/guidance from the run's rows."""
     if "cell_id" not in base or base["cell_id"].isna().all() or "cell_id" not in df:
         return base
-    keys = ["model", "sampler", "steps", "guidance"]
-    cells = df[["cell_id", *keys]].drop_duplicates("cell_id").set_index("cell_id")
+    keys = ["model", "sampler", "steps", "guidance", "task_point"]
+    cells = with_task_points(df)[["cell_id", *keys]].drop_duplicates("cell_id").set_index("cell_id")
     named = base["cell_id"].notna() & (base["model"].isna() | base["model"].isin(["", "nan", "None"]))
     looked_up = cells.reindex(base.loc[named, "cell_id"].to_numpy()).reset_index(drop=True)
     resolved = pd.concat([base[named].drop(columns=keys).reset_index(drop=True), looked_up], axis=1)
@@ -178,6 +183,7 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df["model"], df["sampler"], df["metric"] = (df[c].astype(str) for c in ("model", "sampler", "metric"))
     df["steps"] = pd.to_numeric(df["steps"], errors="coerce").astype("Int64")
     df["guidance"] = pd.to_numeric(df["guidance"], errors="coerce").astype(float)
+    df["task_point"] = df["task_point"].fillna("").astype(str)
     return df.drop_duplicates([*MATCH_KEYS, "cell_id"] if "cell_id" in df else MATCH_KEYS, keep="first")
 
 
@@ -196,6 +202,7 @@ def deltas(
     :func:`~evalkit.gate.compare.compare` (paired CI included), the rest by the entry's tolerance alone.
     """
     gate = baseline if isinstance(baseline, Baseline) else baseline.attrs.get(GATE_BASELINE)
+    df = with_task_points(df)
     base = from_gate_baseline(gate) if isinstance(baseline, Baseline) else _resolve_cell_ids(baseline.copy(), df)
     now = df[[*MATCH_KEYS, "run_id", "seed", "n", "value"]].rename(columns={"value": "now"})
     m = now.merge(base.rename(columns={"value": "baseline"}), on=MATCH_KEYS, how="inner")
@@ -216,15 +223,28 @@ def deltas(
     return m.reset_index(drop=True)
 
 
-def _match_key(model: Any, sampler: Any, steps: Any, guidance: Any, metric: Any) -> MatchKey:
-    return str(model), str(sampler), int(steps), float(guidance), str(metric)
+def _match_key(model: Any, sampler: Any, steps: Any, guidance: Any, point: Any, metric: Any) -> MatchKey:
+    return str(model), str(sampler), int(steps), float(guidance), str(point), str(metric)
+
+
+def _entry_point(e: BaselineEntry) -> str:
+    return task_label({k: getattr(e, k, None) for k in TASK_KEYS})
+
+
+def with_task_points(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the ``task_point`` column (the task label of each row's cell; "" where it has none)."""
+    if "task_point" in df:
+        return df
+    if not task_columns(df.columns):
+        return df.assign(task_point="")
+    return df.assign(task_point=[task_label(r) for r in df[task_columns(df.columns)].to_dict("records")])
 
 
 def _entries(gate: Baseline) -> dict[MatchKey, BaselineEntry]:
     """The gate's entry per report key (the first, as the report's frame keeps the first)."""
     out: dict[MatchKey, BaselineEntry] = {}
     for e in gate.entries:
-        out.setdefault(_match_key(e.model, e.sampler, e.steps, e.guidance, e.metric), e)
+        out.setdefault(_match_key(e.model, e.sampler, e.steps, e.guidance, _entry_point(e), e.metric), e)
     return out
 
 
@@ -247,7 +267,8 @@ def _checked(
         for c in report.comparisons:
             e = c.entry
             out.setdefault(
-                (run.run_id, _match_key(e.model, e.sampler, e.steps, e.guidance, e.metric)), (c, report.paired)
+                (run.run_id, _match_key(e.model, e.sampler, e.steps, e.guidance, _entry_point(e), e.metric)),
+                (c, report.paired),
             )
     return out
 

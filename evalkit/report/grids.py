@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from evalkit.store import RunData
+from evalkit.study.task_cells import task_label, task_point
 
 MAX_TILE = 64  # px: larger samples are downscaled to this (the report must stay small)
 GAP = 2  # px between tiles
@@ -94,13 +95,19 @@ def images_strip(imgs: np.ndarray, title: str) -> Strip:
 
 
 def cell_label(rec: dict[str, Any]) -> str:
-    """A cell record as a reader names it: model · sampler · steps · guidance."""
+    """A cell record as a reader names it: model · sampler · steps · guidance (· task point, in a task suite)."""
+    task = task_label(rec)
     return f"{rec.get('model', '?')} · {rec.get('sampler', '?')} · {rec.get('steps', '?')} steps · " + (
-        f"guidance {rec.get('guidance', '?')}"
+        f"guidance {rec.get('guidance', '?')}" + (f" · {task}" if task else "")
     )
 
 
-def _common_indices(samples: list[dict[str, np.ndarray]], count: int) -> list[int]:
+def _with_task(title: str, rec: dict[str, Any]) -> str:
+    task = task_label(rec)
+    return f"{title} · {task}" if task else title
+
+
+def common_indices(samples: list[dict[str, np.ndarray]], count: int) -> list[int]:
     """The first ``count`` sample indices stored in every cell (so columns share seed and condition)."""
     sets = [set(map(int, s["indices"])) for s in samples]
     common = sorted(set.intersection(*sets)) if sets else []
@@ -127,18 +134,19 @@ def _seed_text(run: RunData) -> str:
 
 
 def sampler_steps_grids(run: RunData, count: int = 10) -> list[Grid]:
-    """Per model and guidance: rows = sampler, columns = steps, each cell the same ``count`` samples."""
+    """Per model, guidance (and task point, in a task suite): rows = sampler, columns = steps, each cell the same
+    ``count`` samples."""
     grids = []
     done = [c for c in run.cells.values() if c.get("status") == "done"]
-    for model, g in dict.fromkeys((c["model"], float(c["guidance"])) for c in done):
-        cells = [c for c in done if c["model"] == model and float(c["guidance"]) == g]
+    for model, g, point in dict.fromkeys((c["model"], float(c["guidance"]), task_point(c)) for c in done):
+        cells = [c for c in done if (c["model"], float(c["guidance"]), task_point(c)) == (model, g, point)]
         grid = _grid(
             run,
             cells,
             row_key="sampler",
             col_key="steps",
             count=count,
-            title=f"{model} · guidance {g:g}: samplers × steps",
+            title=f"{_with_task(f'{model} · guidance {g:g}', cells[0])}: samplers × steps",
             row_label="sampler",
             col_label="steps",
         )
@@ -148,12 +156,12 @@ def sampler_steps_grids(run: RunData, count: int = 10) -> list[Grid]:
 
 
 def guidance_seed_grids(run: RunData, count: int = 10) -> list[Grid]:
-    """Per model at its largest step count: columns = guidance, rows = sampler; within a cell the
-    samples run over seeds (sample indices), so each row reads guidance × seed for one sampler."""
+    """Per model (and task point, in a task suite) at its largest step count: columns = guidance, rows = sampler;
+    within a cell the samples run over seeds (sample indices), so each row reads guidance × seed for one sampler."""
     grids = []
     done = [c for c in run.cells.values() if c.get("status") == "done"]
-    for model in dict.fromkeys(c["model"] for c in done):
-        mine = [c for c in done if c["model"] == model]
+    for model, point in dict.fromkeys((c["model"], task_point(c)) for c in done):
+        mine = [c for c in done if (c["model"], task_point(c)) == (model, point)]
         if len({float(c["guidance"]) for c in mine}) < 2:
             continue
         steps = max(int(c["steps"]) for c in mine)
@@ -164,7 +172,7 @@ def guidance_seed_grids(run: RunData, count: int = 10) -> list[Grid]:
             row_key="sampler",
             col_key="guidance",
             count=count,
-            title=f"{model} · {steps} steps: guidance × seed",
+            title=f"{_with_task(f'{model} · {steps} steps', cells[0])}: guidance × seed",
             row_label="sampler",
             col_label="guidance",
         )
@@ -188,7 +196,7 @@ def _grid(
     loaded = [(c, s) for c, s in loaded if s is not None and len(s.get("indices", [])) > 0]
     if not loaded:
         return None
-    indices = _common_indices([s for _, s in loaded], count)
+    indices = common_indices([s for _, s in loaded], count)
     if not indices:
         return None
     rows = list(dict.fromkeys(_key(c, row_key) for c, _ in loaded))

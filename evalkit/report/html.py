@@ -37,13 +37,14 @@ from evalkit.report.tables import (
     throughput_metrics,
     timing_words,
 )
+from evalkit.report.task_view import strength_figure, task_sections
 from evalkit.store import RunData, read_runs
 from evalkit.study.cells import SEP
 from evalkit.study.rank import PairTable
 
 TEMPLATES = Path(__file__).with_name("templates")
 # every report has these; "prompts" only where a cell stored per-image scores of prompts, "memorisation" only where
-# a cell ran the memorisation metric
+# a cell ran the memorisation metric, "tasks" only where a run is a task suite's (it kept the task inputs)
 SECTIONS = ["summary", "plots", "tables", "grids", "baseline", "environment"]
 
 
@@ -74,8 +75,9 @@ def _env() -> jinja2.Environment:
 def build_figures(
     df: pd.DataFrame, cells: pd.DataFrame, pairs: PairTable | None = None, floors: pd.DataFrame | None = None
 ) -> list[Figure]:
-    """Every plot the data supports: Pareto vs s/image and vs NFE, guidance sweep, metrics vs steps,
-    throughput. ``pairs``/``floors``: the comparisons that decide the frontier, the floors drawn as bands."""
+    """Every plot the data supports: Pareto vs s/image and vs NFE, guidance sweep, metrics vs steps, fidelity vs
+    strength (task suites), throughput. ``pairs``/``floors``: the comparisons that decide the frontier, the floors
+    drawn as bands."""
     metric = primary_metric(df)
     out: list[Figure] = []
     if metric is None:
@@ -119,6 +121,7 @@ def build_figures(
         f"real-vs-real floor. {prov}.",
         plots.steps_plot(cells, quality_metrics(df), floors),
     )
+    add("strength", *strength_figure(df, cells))  # task suites with several strengths
     add(
         "throughput",
         "Throughput",
@@ -234,7 +237,7 @@ def build_baseline(
             .drop(columns=["_order", "_size"])
         )
     moved = d[d["verdict"].isin(["error", "worse", "better", "changed"])] if not d.empty else d
-    matched = len(d.drop_duplicates(["model", "sampler", "steps", "guidance", "metric"])) if not d.empty else 0
+    matched = len(d.drop_duplicates(["model", "sampler", "steps", "guidance", "task_point", "metric"])) if len(d) else 0
     return {
         "name": name,
         "counts": sorted(d["verdict"].value_counts().items()) if not d.empty else [],
@@ -293,6 +296,7 @@ def render_report(
         ],
         "prompts": [{"run": r.run_id, "cells": prompt_sections(r)} for r in runs],
         "memorisation": [{"run": r.run_id, "cells": closest_pair_sections(r)} for r in runs],
+        "tasks": [{"run": r.run_id, "tables": task_sections(r)} for r in runs],
         "baseline": build_baseline(df, loaded_baseline, runs),
         "environments": [build_environment(r) for r in runs],
         "css": _read_asset("report.css"),

@@ -10,10 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from evalkit.report.tables import direction_word, fmt, label, pivot_values, provenance_text
+from evalkit.report.tables import direction_word, fmt, label, pivot_values, provenance_text, shown_task_columns
+from evalkit.study.cells import TASK_KEYS
 from evalkit.study.floors import floor_for
 from evalkit.study.rank import PairTable, rank, separate_ci_pairs
 from evalkit.study.words import is_at_floor
+
+TASK_LEVELS = tuple(TASK_KEYS)  # a task suite's pivot rows and tidy columns: task, strength, controlnet_scale
+TASK_AXES = TASK_LEVELS[1:]  # numeric: sorted as numbers
+TASK_GROUP = tuple(f"_{k}" for k in TASK_LEVELS)
 
 
 @dataclass
@@ -53,9 +58,10 @@ def _sort_key(v: Any) -> str:
 def pivot_table(
     df: pd.DataFrame, metric: str, pairs: PairTable | None = None, floors: pd.DataFrame | None = None
 ) -> HtmlTable:
-    """Sampler (and N) rows × (guidance, steps) columns for one metric. Bold: the best of a column among cells
-    of equal N, only where the CI of its difference to every other excludes 0; "≈": cells tied with that
-    column's best; "at floor": not confidently worse than real samples (then a floor column per row)."""
+    """Sampler (and N; a task suite's task and strength first) rows × (guidance, steps) columns for one metric.
+    Bold: the best of a column among cells of equal N (and task point), only where the CI of its difference to
+    every other excludes 0; "≈": cells tied with that column's best; "at floor": not confidently worse than real
+    samples (then a floor column per row)."""
     frames = pivot_values(df, metric, ("value", "std", "ci_low", "ci_high", "run_id", "cell_id"))
     p = frames["value"]
     names, cols = list(p.index.names), list(p.columns)
@@ -71,7 +77,7 @@ def pivot_table(
     body = []
     for i, key in enumerate(p.index):
         keys = key if isinstance(key, tuple) else (key,)
-        cells = [Td(str(k), sort=str(k)) for k in keys]
+        cells = [Td(fmt(k), sort=_sort_key(k) if names[c] in TASK_AXES else str(k)) for c, k in enumerate(keys)]
         for j in range(len(cols)):
             v = p.iat[i, j]
             sub, tip = _spread(*(float(frames[k].iat[i, j]) for k in ("ci_low", "ci_high", "std")))
@@ -101,6 +107,7 @@ def _long_cells(frames: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
             if pd.isna(p.iat[i, j]):
                 continue
             row = {"i": i, "j": j, "n": keys.get("n"), metric: float(p.iat[i, j])}
+            row |= {f"_{k}": keys[k] for k in levels if k in TASK_LEVELS}  # the task point: ranked within it
             row |= {"run_id": frames["run_id"].iat[i, j], "cell_id": frames["cell_id"].iat[i, j]}
             row |= {f"{metric}_lo": frames["ci_low"].iat[i, j], f"{metric}_hi": frames["ci_high"].iat[i, j]}
             long.append(row)
@@ -116,7 +123,7 @@ def _marks(
     if cells.empty:
         return out
     table = pairs if pairs is not None else PairTable(separate_ci_pairs(cells, metric))
-    for _, col in cells.groupby(["j", "n"], sort=False, dropna=False):
+    for _, col in cells.groupby(["j", "n", *[c for c in cells.columns if c in TASK_GROUP]], sort=False, dropna=False):
         r = rank(col, metric, table)
         if r is None or r.runner_up is None:
             continue
@@ -165,6 +172,9 @@ TIDY_COLUMNS = [
     "sampler",
     "steps",
     "guidance",
+    "task",  # task suites: the task and its axes (only those the data has)
+    "strength",
+    "controlnet_scale",
     "metric",
     "value",
     "std",
@@ -183,7 +193,8 @@ TIDY_COLUMNS = [
 
 def tidy_table(df: pd.DataFrame) -> HtmlTable:
     """Every result row (the tidy table itself), sortable by any column."""
-    cols = [c for c in TIDY_COLUMNS if c in df.columns]
+    tasks = shown_task_columns(df)
+    cols = [c for c in TIDY_COLUMNS if c in df.columns and (c not in TASK_LEVELS or c in tasks)]
     head = [[Th(c, col=i) for i, c in enumerate(cols)]]
     body = []
     for row in df[cols].itertuples(index=False):
@@ -211,12 +222,15 @@ def deltas_table(
     table_id: str = "table-deltas",
     title: str = "Deltas vs baseline",
 ) -> HtmlTable:
-    """Matched cells × metrics: baseline, now, delta (absolute, relative, in noise units), verdict."""
+    """Matched cells × metrics: baseline, now, delta (absolute, relative, in noise units), verdict; a task suite's
+    cells also by their task point (task and strength)."""
+    tasks = "task_point" in d and bool((d["task_point"].astype(str) != "").any())
     names = [
         "model",
         "sampler",
         "steps",
         "guidance",
+        *(["task"] if tasks else []),
         "metric",
         "baseline",
         "now",
@@ -234,6 +248,7 @@ def deltas_table(
             r["sampler"],
             r["steps"],
             r["guidance"],
+            *([r["task_point"]] if tasks else []),
             r["metric"],
             r["baseline"],
             r["now"],

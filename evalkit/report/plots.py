@@ -26,6 +26,7 @@ from evalkit.report.frontier import pareto_front
 from evalkit.report.tables import direction_word, label
 from evalkit.study.floors import floor_for
 from evalkit.study.rank import PairTable
+from evalkit.study.task_cells import task_columns, task_label
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
@@ -40,25 +41,45 @@ class Plot(NamedTuple):
 # -- shared helpers --------------------------------------------------------------------------------
 def line_keys(cells: pd.DataFrame) -> pd.Series:
     """Each cell's line label: the sampler, prefixed by run and model and suffixed by N only when the data holds
-    several (cells of another N are never joined into one line)."""
+    several (cells of another N are never joined into one line), and by the task point (``img2img st0.3``) where
+    the data has task columns (cells of another task or strength are never joined either)."""
     key = cells["sampler"].astype(str)
     for col in ("model", "run_id"):
         if cells[col].nunique() > 1:
             key = cells[col].astype(str) + " / " + key
     if "n" in cells and cells["n"].nunique() > 1:
         key = key + " · N=" + cells["n"].astype("Int64").astype(str)
+    tasks = task_labels(cells)
+    if tasks is not None:
+        key = key + tasks.map(lambda t: f" · {t}" if t else "")
     return key
 
 
+def task_labels(cells: pd.DataFrame) -> pd.Series | None:
+    """Each cell's task point as text (``img2img st0.3``; "" for a cell without a task), or None where the data
+    has no task columns."""
+    if not task_columns(cells.columns):
+        return None
+    return pd.Series([task_label(r) for r in cells.to_dict("records")], index=cells.index, dtype=object)
+
+
 def _facets(cells: pd.DataFrame) -> list[tuple[str, Any, pd.DataFrame]]:
-    """(panel title, N, cells) per guidance scale, and per N where the data holds several: a panel (and its
-    frontier) never mixes N."""
+    """(panel title, N, cells) per guidance scale, and per N where the data holds several, and per task point
+    where it has tasks: a panel (and its frontier) never mixes N, nor tasks or strengths."""
     multi_n = "n" in cells and cells["n"].nunique() > 1
+    tasks = task_labels(cells)
     out = []
     for g, facet in cells.groupby("guidance", sort=True):
         for n, sub in facet.groupby(_n_key(facet), sort=True, dropna=False):
-            out.append((f"guidance {_g(g)}" + (f" · N={n}" if multi_n else ""), n, sub))
+            title = f"guidance {_g(g)}" + (f" · N={n}" if multi_n else "")
+            parts = [("", sub)] if tasks is None else list(sub.groupby(tasks.loc[sub.index], sort=False))
+            out += [(f"{title} · {t}" if t else title, n, part) for t, part in parts]
     return out
+
+
+def _ncols(n_panels: int, cells: pd.DataFrame) -> int | None:
+    """Panels per row: all in one row, except a task suite's (a panel per task point) at most 3 to a row."""
+    return min(n_panels, 3) if task_columns(cells.columns) else None
 
 
 def _n_key(cells: pd.DataFrame) -> pd.Series:
@@ -177,7 +198,7 @@ def pareto_plot(
         return None
     style = _style(cells)
     facets = _facets(cells)
-    fig, axes = panels(len(facets), legend_chars=_longest(style))
+    fig, axes = panels(len(facets), legend_chars=_longest(style), ncols=_ncols(len(facets), cells))
     data: dict[str, Any] = {
         "title": f"{label(metric)} vs {label(cost)}",
         "xlabel": label(cost),

@@ -13,6 +13,7 @@ import pandas as pd
 from evalkit.errors import ConfigError
 from evalkit.study.cells import COST_COLUMNS, cell_frame, column_keys, rows_of, split_key
 from evalkit.study.rank import higher_is_better
+from evalkit.study.task_cells import task_columns
 from evalkit.study.words import LABELS, fmt, label
 
 # LABELS, fmt, label, the directions (evalkit.study.rank.higher_is_better: the metric registry, plus the cost
@@ -36,6 +37,7 @@ __all__ = [
     "provenance_text",
     "quality_metrics",
     "short_id",
+    "shown_task_columns",
     "throughput_metrics",
     "timing_words",
     "to_markdown",
@@ -100,17 +102,42 @@ def primary_metric(df: pd.DataFrame) -> str | None:
     return q[0] if q else None
 
 
+def shown_task_columns(df: pd.DataFrame) -> list[str]:
+    """The task columns (task, strength, controlnet_scale) that hold a value somewhere in ``df``: a task suite's
+    rows tell cells apart by them, and an axis no task of the data has (all NaN) is left out."""
+    return [c for c in task_columns(df.columns) if df[c].notna().any()]
+
+
 def _row_keys(df: pd.DataFrame) -> list[str]:
-    """Pivot rows: sampler and N, preceded by model and run_id only where the data has several."""
+    """Pivot rows: sampler and N, preceded by model and run_id only where the data has several, and by the task
+    columns where the data has them (cells of another task or strength are other rows, never merged)."""
     keys = [k for k in ("run_id", "model") if df[k].nunique() > 1]
-    return [*keys, "sampler", "n"]
+    return [*keys, *shown_task_columns(df), "sampler", "n"]
+
+
+def _task_points_first(rows: list[tuple], index: list[str]) -> list[tuple]:
+    """Rows grouped by their leading levels up to the last task column (in order of first appearance), so a task
+    point's samplers sit together; unchanged where the index has no task column."""
+    lead = [i for i, k in enumerate(index) if k in task_columns(index)]
+    if not lead:
+        return rows
+    upto = max(lead) + 1
+    first: dict[tuple, int] = {}
+
+    def key(row: tuple) -> tuple:
+        return tuple(None if pd.isna(v) else v for v in row[:upto])  # NaN != NaN: as None, it groups
+
+    for row in rows:
+        first.setdefault(key(row), len(first))
+    return sorted(rows, key=lambda row: first[key(row)])
 
 
 def pivot(df: pd.DataFrame, metric: str, *, value: str = "value", index: Sequence[str] | None = None) -> pd.DataFrame:
     """Sampler × steps for one metric, columns faceted by guidance: columns are (guidance, steps).
 
     Rows are (``sampler``, ``n``) — N is part of every index: values at another N are other cells, never
-    merged — with ``run_id`` / ``model`` levels in front when the data holds several; samplers keep the order
+    merged — with ``run_id`` / ``model`` levels in front when the data holds several, then a task suite's
+    ``task`` / ``strength`` / ``controlnet_scale`` (each task point's samplers together); samplers keep the order
     of the suite. ``value`` may be "std", "ci_low" or "ci_high" instead.
     """
     return pivot_values(df, metric, (value,), index=index)[value]
@@ -132,6 +159,7 @@ def pivot_values(
     grouped = sub.groupby([*index, "guidance", "steps"], sort=False, dropna=False)[list(values)].first()
     wide = grouped.unstack(["guidance", "steps"])
     rows = list(dict.fromkeys(grouped.index.droplevel(["guidance", "steps"])))  # the suite's order
+    rows = _task_points_first([r if isinstance(r, tuple) else (r,) for r in rows], index) if len(index) > 1 else rows
     order = pd.MultiIndex.from_tuples(rows, names=index) if len(index) > 1 else pd.Index(rows, name=index[0])
     wide = wide.reindex(order)
     return {v: wide[v].sort_index(axis=1) for v in values}

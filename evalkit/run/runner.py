@@ -183,8 +183,8 @@ class Runner:
         self._write_manifest(cells, summary)
         self._write_results(cells, summary)  # stamped with this config from the start
         self.store.write_conditions(self.conditions.labels, self.conditions.prompts)
-        if self.tasks.inputs is not None:
-            self.store.write_task_inputs(self.tasks.inputs.arrays())
+        if self.tasks.inputs is not None:  # the sources, masks, controls and the sources' features
+            self.store.write_task_inputs(self.tasks.stored(self.extractors()))
         if summary.reused:
             self.log(f"resuming: {len(summary.reused)} of {len(cells)} cells already done")
         if self.suite.reference and (pending or self.store.read_floors() is None):  # real-vs-real floor at this N

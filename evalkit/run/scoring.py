@@ -45,20 +45,22 @@ def score(
     e.g. ``memorisation``'s closest pairs, for a report), the rest being left out. ``task`` (a task cell):
     ``{"source": {extractor: {output: array}}, "mask", "control", "control_spec"}`` aligned with the samples; each
     metric gets its extractor's source outputs and the rest (:attr:`MetricInputs.source` etc.). A metric with a
-    ``region`` option is scored only in cells with masks, its rows' extractor named ``<extractor>@<region>``."""
+    ``region`` names its rows' extractor ``<extractor>@<region>``; a mask's region (masked, unmasked) is scored only
+    in the cells that have masks."""
     by_extractor = split_features(features)
     rows: list[dict[str, Any]] = []
     for spec in metrics:
         if spec.name == THROUGHPUT:
             continue
         region, mdef = spec.options.get("region"), get_metric(spec.name)
-        if region is not None and (task is None or task.get("mask") is None):
+        masked = task is not None and task.get("mask") is not None
+        if region in ("masked", "unmasked") and not masked:
             continue  # a region of the mask: scored only in the cells that have masks (inpainting)
         if mdef.needs_control and task is not None and task.get("control") is None:
             continue  # e.g. control_fidelity in an img2img cell of a suite whose upscale cells have controls
         ex = extractors[spec.extractor]
         crop = region == "masked" and not mdef.reads_source  # masked crops, compared with the sources' crops
-        name = f"{spec.extractor}@{region}" if region else spec.extractor  # the row's extractor: one per region
+        name = spec.extractor if region is None else f"{spec.extractor}@{region}"  # one name per spec, every cell
         identity = {"extractor": name, "weights_id": ex.weights_id, "mode": ex.mode}
         inputs = MetricInputs(
             gen=by_extractor.get(name if crop else spec.extractor, {}),

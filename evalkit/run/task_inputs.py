@@ -30,6 +30,7 @@ from evalkit.metrics.base import get_metric
 from evalkit.references import open_reference
 from evalkit.references.open import open_images
 from evalkit.run.scoring import MASKED
+from evalkit.store import join_features
 from evalkit.suite import THROUGHPUT, Cell, Suite
 from evalkit.suite.tasks import TASKS
 
@@ -193,6 +194,13 @@ class RunTasks:
                     cropped = mask_crops(tasks.images, tasks.masks)
                     self._features.update(_extract_all(cropped, crops, self.batch_size))
         return self._features
+
+    def stored(self, extractors: dict[str, Extractor]) -> dict[str, np.ndarray]:
+        """What the run folder keeps (``task_inputs.npz``): the inputs, and the sources' features as
+        ``source/<extractor>/<output>`` (one row per source: what studies and the gate pair samples with)."""
+        assert self.inputs is not None
+        feats = self.features(extractors)
+        return {**self.inputs.arrays(), **{f"source/{k}": v for k, v in join_features(feats).items()}}
 
     def metric_inputs(self, cell: Cell, indices: np.ndarray, extractors: dict[str, Extractor]) -> dict[str, Any] | None:
         """A task cell's per-sample source features, masks and controls for the metrics (None without a task);

@@ -25,11 +25,12 @@ import pandas as pd
 
 import evalkit
 from evalkit.errors import StoreError
-from evalkit.metrics.base import MetricInputs, get_metric
+from evalkit.metrics.base import MetricDef, MetricInputs, get_metric
 from evalkit.metrics.resampling import bootstrap_indices
 from evalkit.store import RunData, atomic_write_bytes, load_npz_checked, npz_bytes, sha256_bytes
 from evalkit.study.paired import NO_CI_ERRORS, replicates, run_conditions
 from evalkit.study.reference import cached_reference_features
+from evalkit.study.sources import RunSources, is_task_run, needs_source_features, uses_reference
 
 FORMAT = "evalkit-replicates/1"
 Result = tuple[np.ndarray | None, str]  # (replicates, "") or (None, why there are none)
@@ -59,6 +60,7 @@ class Arms:
         self._refs: dict[int, tuple[dict[str, dict[str, np.ndarray]], str]] = {}
         self._trains: dict[int, dict[str, dict[str, np.ndarray]]] = {}
         self._digests: dict[tuple[int, str], str] = {}
+        self._sources: dict[int, RunSources] = {}  # a task run's sources, masks, controls (read once per run)
 
     @property
     def cache_dir(self) -> Path:
@@ -140,12 +142,15 @@ class Arms:
             return None, f"the cell stored no features of extractor {ex!r}"
         if sizes != {n}:
             return None, f"the stored {ex or 'generated'} features hold {sorted(sizes)} samples, the cell has N={n}"
-        ref = None
-        if defn.needs_reference:
+        ref, task = None, is_task_run(run)
+        if uses_reference(defn, task):  # a source-reading metric of a task run compares with the source instead
             refs, why = self._reference(i)
             if ex not in refs:
                 return None, why or f"no reference features for {ex}"
             ref = refs[ex]
+        fields, why = self._task_fields(i, defn, ex, n) if task else ({}, "")
+        if why:
+            return None, why
         options = dict(spec.get("options") or {})
         path = self._entry(i, cell_id, spec, ref, conditions, n, seed)
         cached = _load(path)
@@ -154,7 +159,7 @@ class Arms:
         labels, prompts = conditions
         train = self._train(i).get(ex) if defn.reads_train else None
         inputs = MetricInputs(
-            gen=gen, ref=ref, train=train, labels=labels, prompts=prompts, seed=run.seed, options=options
+            gen=gen, ref=ref, train=train, labels=labels, prompts=prompts, seed=run.seed, options=options, **fields
         )
         try:
             reps = replicates(defn, inputs, bootstrap_indices(n, self.n_resamples, seed=seed))
@@ -162,6 +167,20 @@ class Arms:
             return None, f"{spec['name']} has no bootstrap replicates here ({type(e).__name__}: {e})"
         _store(path, reps)
         return reps, ""
+
+    def _task_fields(self, i: int, defn: MetricDef, ex: str, n: int) -> tuple[dict[str, Any], str]:
+        """A task cell's source features, masks and controls for the metric, or why the run folder lacks them."""
+        sources = self._sources.setdefault(i, RunSources(self.runs[i]))
+        try:
+            fields = sources.metric_fields(ex, n)
+        except (StoreError, OSError, KeyError, ValueError) as e:
+            return {}, f"the run's task inputs cannot be read: {e}"
+        if needs_source_features(defn, True) and fields["source"] is None:
+            return {}, (
+                f"{defn.name} compares each sample with its source image, and the run stored no source features of "
+                f"{ex!r} (task_inputs.npz source/{ex}/...)"
+            )
+        return fields, ""
 
     def _entry(
         self,
@@ -194,6 +213,8 @@ class Arms:
             "resamples": self.n_resamples,
             "seed": seed,
         }
+        if i in self._sources:  # a task run: the replicates depend on its sources too
+            key["sources"] = self._sources[i].fingerprint
         name = sha256_bytes(json.dumps(key, sort_keys=True, default=str).encode())[:32]
         return self.cache_dir / "replicates" / f"{name}.npz"
 

@@ -40,6 +40,8 @@ from evalkit.metrics.resampling import percentile_interval
 from evalkit.store import RunData, read_runs
 from evalkit.study.arms import Arms
 from evalkit.study.paired import difference_interval, pair_verdict, run_conditions
+from evalkit.study.sources import RunSources, compares_with_source, is_task_run
+from evalkit.study.task_cells import same_task, task_columns, task_fields
 
 DEFAULT_RESAMPLES = 200
 PAIRED, UNPAIRED, SEPARATE, NO_CI = "paired bootstrap", "unpaired bootstrap", "separate CIs", "no CI"
@@ -64,6 +66,16 @@ PAIR_COLUMNS = [
     "basis",
     "note",
 ]
+# a task suite's pairs also name each side's task and axis values, after its guidance (:mod:`.task_cells`)
+TASK_PAIR_COLUMNS = [
+    c
+    for col in PAIR_COLUMNS
+    for c in (
+        [col, f"task_{col[-1]}", f"strength_{col[-1]}", f"controlnet_scale_{col[-1]}"]
+        if col in ("guidance_a", "guidance_b")
+        else [col]
+    )
+]
 INTERVAL_COLUMNS = ["run_id", "cell_id", "metric", "extractor", "n", "value", "ci_low", "ci_high", "confidence", "note"]
 Runs = RunData | str | os.PathLike | Sequence[RunData | str | os.PathLike]
 
@@ -81,11 +93,13 @@ def compare_cells(
     """Every comparable pair of finished cells in ``runs``, one row per pair × metric row (:data:`PAIR_COLUMNS`).
 
     ``metric``: the result rows to compare (default: every quality row). ``pairs``: ``"all"`` (every two
-    cells of equal N), ``"column"`` (only cells sharing steps and guidance) or explicit pairs of cell ids or
+    cells of equal N and, in a task suite, one task), ``"column"`` (only cells sharing steps, guidance and task
+    point: task, strength, ControlNet scale) or explicit pairs of cell ids or
     ``(run_id, cell_id)`` tuples. ``reference``: the reference features (``{extractor: {output: array}}``) for
     metrics that read one; by default they are looked up in the reference feature cache (``cache_dir``, else
     the default) by what run.json recorded. ``diff`` is ``value_a − value_b``; ``verdict`` is cell a's:
-    ``better``, ``worse`` or ``tie``."""
+    ``better``, ``worse`` or ``tie``. Pairs of task cells also name each side's task, strength and ControlNet
+    scale (:data:`TASK_PAIR_COLUMNS`)."""
     opts = {"confidence": confidence, "n_resamples": n_resamples, "reference": reference, "cache_dir": cache_dir}
     return _study(runs, metric, pairs=pairs, intervals=False, **opts)[0]
 
@@ -125,7 +139,8 @@ def _study(
         return pd.DataFrame(columns=PAIR_COLUMNS), pd.DataFrame(columns=INTERVAL_COLUMNS)
     arms = Arms(runs, rows, int(n_resamples), reference, cache_dir)
     out = []
-    keys = ["metric", "extractor", "weights_id", "mode", "n", "reference"]
+    # one measurement: the same row, features, N and partner set; and one task (another task reads other inputs)
+    keys = ["metric", "extractor", "weights_id", "mode", "n", "reference", *task_columns(rows.columns)[:1]]
     for _, group in rows.groupby(keys, sort=False, dropna=False):
         for a, b in _pairs(group.to_dict("records"), pairs):
             out.append(_compare(a, b, arms, float(confidence)))
@@ -135,13 +150,21 @@ def _study(
         ci = percentile_interval(reps, confidence, recentre_on=rec["value"]) if reps is not None else (math.nan,) * 2
         keep = {k: rec[k] for k in ("run_id", "cell_id", "metric", "extractor", "n", "value")}
         own.append(keep | {"ci_low": ci[0], "ci_high": ci[1], "confidence": confidence, "note": why})
-    return pd.DataFrame(out, columns=PAIR_COLUMNS), pd.DataFrame(own, columns=INTERVAL_COLUMNS)
+    return pd.DataFrame(out, columns=pair_columns(rows.columns)), pd.DataFrame(own, columns=INTERVAL_COLUMNS)
+
+
+def pair_columns(columns: Iterable[str]) -> list[str]:
+    """The columns of pair rows between cells with these result columns: :data:`TASK_PAIR_COLUMNS` where they
+    hold task cells, else :data:`PAIR_COLUMNS` (a suite without tasks: as before tasks existed)."""
+    return TASK_PAIR_COLUMNS if task_columns(columns) else PAIR_COLUMNS
 
 
 # -- what is compared -------------------------------------------------------------------------------
 def quality_rows(runs: list[RunData], metric: str | Iterable[str] | None = None) -> pd.DataFrame:
     """The quality result rows of finished cells, with their direction (``hib``), the metric spec that made
-    them (``spec``: index into the run's config metrics, -1 when unknown), the pairing key and reference."""
+    them (``spec``: index into the run's config metrics, -1 when unknown), the pairing key and ``reference``: what
+    the row was measured against (the reference's fingerprint; in a task run, for a metric compared with each
+    sample's source, the sources' fingerprint; "" for neither)."""
     wanted = None if metric is None else {metric} if isinstance(metric, str) else set(metric)
     frames = []
     for i, run in enumerate(runs):
@@ -154,12 +177,13 @@ def quality_rows(runs: list[RunData], metric: str | Iterable[str] | None = None)
         df["spec"] = [s[0] if s else -1 for s in found]
         df["hib"] = [s[1] if s else None for s in found]
         fingerprint = str((run.manifest.get("reference") or {}).get("fingerprint") or "")
-        df["reference"] = [fingerprint if s and s[2] else "" for s in found]
+        sources = _sources_fingerprint(run) if is_task_run(run) else ""
+        df["reference"] = [sources if s and s[3] else fingerprint if s and s[2] else "" for s in found]
         df = df[df["hib"].notna() & df["value"].notna() & df["n"].notna()].copy()
         if wanted is not None:
             df = df[df["metric"].isin(wanted)].copy()
         df["run"] = i
-        df["pair_key"] = _pairing_key(run)
+        df["pair_key"] = _pairing_key(run, sources)
         frames.append(df)
     if not frames:
         return pd.DataFrame()
@@ -168,10 +192,12 @@ def quality_rows(runs: list[RunData], metric: str | Iterable[str] | None = None)
     return out
 
 
-def _row_specs(run: RunData) -> dict[tuple[str, str], tuple[int, bool, bool]]:
-    """(row, extractor) → (index of its metric spec in run.json's config, higher is better, needs a reference)."""
+def _row_specs(run: RunData) -> dict[tuple[str, str], tuple[int, bool, bool, bool]]:
+    """(row, extractor) → (index of its metric spec in run.json's config, higher is better, needs a reference,
+    compared with each sample's source: a source-reading metric of a task run)."""
     config = run.manifest.get("config") if isinstance(run.manifest.get("config"), dict) else {}
-    out: dict[tuple[str, str], tuple[int, bool, bool]] = {}
+    task = is_task_run(run)
+    out: dict[tuple[str, str], tuple[int, bool, bool, bool]] = {}
     for j, spec in enumerate(config.get("metrics") or []):
         if spec.get("name") == "throughput":
             continue
@@ -180,28 +206,43 @@ def _row_specs(run: RunData) -> dict[tuple[str, str], tuple[int, bool, bool]]:
         except KeyError:  # a plugin metric not installed here: its rows cannot be judged
             continue
         for row, higher in defn.higher_is_better.items():
-            out[(row, str(spec.get("extractor") or ""))] = (j, bool(higher), defn.needs_reference)
+            source = compares_with_source(defn, task)
+            out[(row, str(spec.get("extractor") or ""))] = (j, bool(higher), defn.needs_reference, source)
     if not out:  # results exported alone: directions from the registry, no spec (no replicates)
         from evalkit.metrics.base import available_metrics
 
         for name in available_metrics():
             defn = get_metric(name)
             for row, higher in defn.higher_is_better.items():
-                out.setdefault((row, ""), (-1, bool(higher), defn.needs_reference))
+                out.setdefault((row, ""), (-1, bool(higher), defn.needs_reference, compares_with_source(defn, task)))
     return out
 
 
-def _pairing_key(run: RunData) -> str:
-    """Seed, N and a digest of the per-sample conditions: equal keys mean sample i is the same draw."""
+def _pairing_key(run: RunData, sources: str | None = None) -> str:
+    """Seed, N and a digest of the per-sample conditions (in a task run, its sources too: ``sources``, from
+    :func:`_sources_fingerprint` where the caller has it): equal keys mean sample i is the same draw."""
     try:
         labels, prompts = run_conditions(run)
         n, seed = run.n, run.seed
     except (StoreError, KeyError, ValueError, TypeError):
         return f"run:{run.root}"  # nothing says which samples these are: pairs only with itself
+    if sources is None:
+        sources = _sources_fingerprint(run) if is_task_run(run) else ""
     h = hashlib.sha256(json.dumps([n, seed, prompts]).encode())
     if labels is not None:
         h.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
+    if sources:
+        h.update(sources.encode())
     return h.hexdigest()[:16]
+
+
+def _sources_fingerprint(run: RunData) -> str:
+    """What a task run's source-compared rows were measured against; a run whose sources cannot be read is
+    compared only with itself."""
+    try:
+        return f"sources:{RunSources(run).fingerprint}"
+    except (StoreError, OSError, KeyError, ValueError):
+        return f"sources:run:{run.root}"
 
 
 def _pairs(recs: list[dict[str, Any]], pairs: str | Iterable[tuple[Any, Any]]) -> Iterable[tuple[dict, dict]]:
@@ -211,7 +252,7 @@ def _pairs(recs: list[dict[str, Any]], pairs: str | Iterable[tuple[Any, Any]]) -
         return (
             (a, b)
             for a, b in itertools.combinations(recs, 2)
-            if a["steps"] == b["steps"] and a["guidance"] == b["guidance"]
+            if a["steps"] == b["steps"] and a["guidance"] == b["guidance"] and same_task(a, b)
         )
     if isinstance(pairs, str):
         raise ValueError(f"pairs must be 'all', 'column' or pairs of cell ids; got {pairs!r}")
@@ -243,6 +284,7 @@ def _compare(a: dict[str, Any], b: dict[str, Any], arms: Arms, confidence: float
     for side, rec in (("a", a), ("b", b)):
         out.update({f"run_{side}": rec["run_id"], f"cell_{side}": rec["cell_id"], f"value_{side}": float(rec["value"])})
         out.update({f"{c}_{side}": rec[c] for c in CELL_FIELDS})
+        out.update({f"{c}_{side}": v for c, v in task_fields(rec).items()})
     out.update(diff=diff, ci_low=ci[0], ci_high=ci[1], confidence=confidence, basis=basis, note=note)
     out["verdict"] = pair_verdict(ci, higher_is_better=bool(a["hib"]))
     return out

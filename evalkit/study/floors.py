@@ -8,8 +8,9 @@ Method (:func:`noise_floors`): with M reference samples and a shuffle seeded by 
 min(draws, M // N)`` disjoint sets of N reference samples; score each set as the generated samples against
 the other M − N reference samples, with the suite's metric options and seed. Rows: median, range (min–max)
 and every draw. A reference of M ≤ N samples has no floor (the reason says so); a paired metric
-(``lpips_paired``: sample i against reference i) has no distribution floor. Results are cached as JSON in
-``<cache_dir>/noise-floors/``, keyed by the reference (fingerprint and a digest of its features), the
+(``lpips_paired``: sample i against reference i) has no distribution floor, nor, in a task suite, a metric that
+compares each sample with its own source (psnr, ssim, lpips_paired: :mod:`evalkit.study.sources`). Results are
+cached as JSON in ``<cache_dir>/noise-floors/``, keyed by the reference (fingerprint and a digest of its features), the
 extractor weights, the metric spec, N, the seed and ``draws``.
 """
 
@@ -107,8 +108,37 @@ def suite_floors(
     can tell floors of another reference from the run's own (:meth:`evalkit.store.RunData.floors`)."""
     ids = {name: {"weights_id": e.weights_id, "mode": e.mode} for name, e in extractors.items()}
     key = {"reference": reference, "extractors": ids}
-    doc = noise_floors(suite.metrics, ref_features, suite.samples, seed=suite.seed, cache_dir=cache_dir, key=key)
+    task = bool(getattr(suite, "task", None))
+    source = [task and _reads_source(_spec(s)[0]) for s in suite.metrics]
+    own = [s for s, src in zip(suite.metrics, source) if not src]
+    doc = noise_floors(own, ref_features, suite.samples, seed=suite.seed, cache_dir=cache_dir, key=key)
+    sourced = [s for s, src in zip(suite.metrics, source) if src]
+    doc = {**doc, "rows": doc["rows"] + _source_rows(sourced, suite.samples)}
     return {**doc, "reference": reference}
+
+
+def _reads_source(name: str) -> bool:
+    try:
+        defn = get_metric(name)
+    except KeyError:
+        return False
+    return bool(defn.reads_source and defn.needs_reference)
+
+
+def _source_rows(specs: list[Any], n: int) -> list[dict[str, Any]]:
+    """No floor for the metrics of a task suite that compare each sample with its own source: the reference's
+    real-vs-real draws would be scored against other reference images, another quantity."""
+    rows = []
+    for name, extractor, _ in map(_spec, specs):
+        why = f"in a task suite {name} compares each sample with its own source image: it has no real-vs-real floor"
+        nan = math.nan
+        base = {"metric_def": name, "extractor": str(extractor or ""), "n": int(n), "n_ref": 0, "draws": 0}
+        rows += [
+            {**base, "metric": row, "median": nan, "low": nan, "high": nan, "values": [], "available": False}
+            | {"reason": why}
+            for row in get_metric(name).higher_is_better
+        ]
+    return rows
 
 
 def _needs_reference(name: str) -> bool:

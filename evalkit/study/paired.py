@@ -38,7 +38,20 @@ def replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) -> dict[s
     with single_thread_blas():  # many small products: threads only add overhead (and oversubscribe)
         if defn.name == "fd" and defn.replicates is None and inputs.ref is not None:
             return {"fd": _fd_replicates(inputs, idx)}
+        if any(x is not None for x in (inputs.source, inputs.mask, inputs.control)):
+            return _task_replicates(defn, inputs, idx)
         return metric_replicates(defn, inputs, idx)
+
+
+def _task_replicates(defn: MetricDef, inputs: MetricInputs, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """A task cell's replicates: each sample's source, mask and control resampled with it (sample i keeps its own
+    partner). A mean of per-sample terms (``per_sample``: psnr, ssim, control_fidelity) is replicated exactly from
+    its terms; another metric is recomputed on each resample (:func:`~evalkit.metrics.resampling.metric_replicates`,
+    which carries the task's inputs along)."""
+    if defn.per_sample is not None:
+        terms = defn.per_sample(inputs)
+        return {row: np.asarray(t, dtype=np.float64)[idx].mean(axis=1) for row, t in terms.items()}
+    return metric_replicates(defn, inputs, idx)
 
 
 def _fd_replicates(inputs: MetricInputs, idx: np.ndarray) -> np.ndarray:

@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from evalkit.study.cells import split_key
-from evalkit.study.compare import NO_CI, PAIR_COLUMNS, SEPARATE
+from evalkit.study.cells import TASK_KEYS, split_key
+from evalkit.study.compare import NO_CI, SEPARATE, pair_columns
 from evalkit.study.paired import BETTER, TIE, WORSE, pair_verdict
+from evalkit.study.task_cells import task_columns, task_facets
 
 # Directions of the cost rows (no metric in the registry makes them); quality rows take theirs from the registry.
 COST_DIRECTIONS = {
@@ -102,8 +103,9 @@ class PairTable:
             return None
         flip = {BETTER: WORSE, WORSE: BETTER}
         out = dict(hit)
-        for k in ("run", "cell", "value", "model", "sampler", "steps", "guidance"):
-            out[f"{k}_a"], out[f"{k}_b"] = hit[f"{k}_b"], hit[f"{k}_a"]
+        for k in ("run", "cell", "value", "model", "sampler", "steps", "guidance", *TASK_KEYS):
+            if f"{k}_a" in hit:  # a task suite's pairs name each side's task too
+                out[f"{k}_a"], out[f"{k}_b"] = hit[f"{k}_b"], hit[f"{k}_a"]
         out.update(diff=-hit["diff"], ci_low=-hit["ci_high"], ci_high=-hit["ci_low"])
         out["verdict"] = flip.get(hit["verdict"], hit["verdict"])
         return out
@@ -114,16 +116,20 @@ def _text(v: Any) -> str:
 
 
 def separate_ci_pairs(cells: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.DataFrame:
-    """Comparisons of every two cells of equal N from their own CIs (``<metric>_lo``/``_hi``): a difference
-    only where the intervals do not overlap; ``no CI`` (a tie) where a cell has none."""
+    """Comparisons of every two cells of equal N (and, in a task suite, one task, as
+    :func:`~evalkit.study.compare.compare_cells` makes them) from their own CIs (``<metric>_lo``/``_hi``): a
+    difference only where the intervals do not overlap; ``no CI`` (a tie) where a cell has none."""
     hib = higher_is_better(metric)
+    columns = pair_columns(cells.columns)
     if metric not in cells or hib is None:
-        return pd.DataFrame(columns=PAIR_COLUMNS)
+        return pd.DataFrame(columns=columns)
     out = []
     name, extractor = split_key(metric)
     extractor = extractor or ""
     pts = cells.dropna(subset=[metric])
-    for _, group in pts.groupby(_n_of(pts), sort=False):
+    tasks = task_columns(pts.columns)
+    groups = [g for _, by_n in pts.groupby(_n_of(pts), sort=False) for _, g in task_facets(by_n, by="task")]
+    for group in groups:
         for (_, a), (_, b) in itertools.combinations(group.iterrows(), 2):
             bounds = [a.get(f"{metric}_lo"), a.get(f"{metric}_hi"), b.get(f"{metric}_lo"), b.get(f"{metric}_hi")]
             if name in EXACT:  # counts: the difference is its own interval
@@ -133,12 +139,12 @@ def separate_ci_pairs(cells: pd.DataFrame, metric: str, confidence: float = 0.95
             row = {"metric": name, "extractor": extractor, "n": a.get("n"), "diff": a[metric] - b[metric]}
             for side, r in (("a", a), ("b", b)):
                 row |= {f"run_{side}": r["run_id"], f"cell_{side}": r["cell_id"], f"value_{side}": r[metric]}
-                row |= {f"{c}_{side}": r.get(c) for c in ("model", "sampler", "steps", "guidance")}
+                row |= {f"{c}_{side}": r.get(c) for c in ("model", "sampler", "steps", "guidance", *tasks)}
             row |= {"ci_low": ci[0], "ci_high": ci[1], "confidence": confidence}
             row |= {"basis": SEPARATE if known else NO_CI, "note": "" if known else "no CI stored"}
             row["verdict"] = pair_verdict(ci if known else None, higher_is_better=hib)
             out.append(row)
-    return pd.DataFrame(out, columns=PAIR_COLUMNS)
+    return pd.DataFrame(out, columns=columns)
 
 
 def _n_of(cells: pd.DataFrame) -> pd.Series:

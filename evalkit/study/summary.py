@@ -15,6 +15,7 @@ from evalkit.study.cells import cell_frame, column_keys, split_key
 from evalkit.study.compare import DEFAULT_RESAMPLES, compare_with_intervals, fill_intervals
 from evalkit.study.floors import floor_for
 from evalkit.study.rank import PairTable, higher_is_better, mixed_n_note, n_groups, rank
+from evalkit.study.task_cells import task_facets
 from evalkit.study.words import cell_namer, column_sentences, floor_text, fmt, is_at_floor, label, percent
 
 COSTS = ["s_per_image", "nfe"]
@@ -76,24 +77,27 @@ def _warnings(run: RunData) -> list[str]:
 def _metric_block(
     cells: pd.DataFrame, metric: str, table: PairTable | None, floors: pd.DataFrame | None, run_id: str
 ) -> list[str]:
-    """One metric: a grid per N and guidance (rows: cells' names; columns: steps), entries 'value [lo, hi] tags'
-    (for timing rows [lo, hi] are the fastest and slowest repeats, and the title says so)."""
+    """One metric: a grid per N, guidance and (task suites) task point (rows: cells' names; columns: steps),
+    entries 'value [lo, hi] tags' (for timing rows [lo, hi] are the fastest and slowest repeats, and the title
+    says so)."""
     hib = higher_is_better(metric)
     direction = "higher is better" if hib else "lower is better" if hib is False else "direction unknown"
     spread = "; brackets: fastest and slowest timing repeat, not a CI" if split_key(metric)[0] in TIMING_SPREAD else ""
     out = [f"{label(metric)} ({direction}{spread})"]
-    name = cell_namer(cells)
+    name = cell_namer(cells, task=False)  # each grid is of one task point, named in its header
     for n, group in n_groups(cells.dropna(subset=[metric]) if metric in cells else cells.iloc[:0]):
         floor = floor_for(floors, metric, n, run_id)
         out.append(f"  N={n}" + (f" · {floor_text(floor, metric)}" if floor is not None else ""))
-        for g, facet in group.groupby("guidance", sort=True):
-            steps = sorted(facet["steps"].dropna().unique())
-            tags = _tags(facet, metric, table, floors) if table is not None else {}
-            rows = []
-            for key, sub in facet.groupby(facet.apply(name, axis=1), sort=False):
-                by_steps = {r["steps"]: r for _, r in sub.iterrows()}
-                rows.append([key, *(_entry(by_steps.get(s), metric, tags) for s in steps)])
-            out += _grid([f"guidance {float(g):g}", *(f"{s} steps" for s in steps)], rows)
+        for g, by_guidance in group.groupby("guidance", sort=True):
+            for point, facet in task_facets(by_guidance):
+                steps = sorted(facet["steps"].dropna().unique())
+                tags = _tags(facet, metric, table, floors) if table is not None else {}
+                rows = []
+                for key, sub in facet.groupby(facet.apply(name, axis=1), sort=False):
+                    by_steps = {r["steps"]: r for _, r in sub.iterrows()}
+                    rows.append([key, *(_entry(by_steps.get(s), metric, tags) for s in steps)])
+                title = f"guidance {float(g):g}" + (f" · {point}" if point else "")
+                out += _grid([title, *(f"{s} steps" for s in steps)], rows)
     return out
 
 
@@ -140,7 +144,8 @@ def _sentences(
     out = [f"Best {label(metric)} per step count (where the {percent(confidence)} CI of the difference excludes 0):"]
     multi_n = len(n_groups(cells)) > 1
     for n, group in n_groups(cells.dropna(subset=[metric])):
-        for g, facet in group.groupby("guidance", sort=True):
-            where = f"guidance {float(g):g}" + (f", N={n}" if multi_n else "")
-            out += [f"  {where}: {s}" for s in column_sentences(facet, metric, table, floors)]
+        for g, by_guidance in group.groupby("guidance", sort=True):
+            for point, facet in task_facets(by_guidance):
+                where = f"guidance {float(g):g}" + (f", {point}" if point else "") + (f", N={n}" if multi_n else "")
+                out += [f"  {where}: {s}" for s in column_sentences(facet, metric, table, floors)]
     return out

@@ -14,6 +14,7 @@ from evalkit.study.compare import NO_CI, PAIRED, SEPARATE, UNPAIRED
 from evalkit.study.floors import at_floor, floor_for
 from evalkit.study.paired import BETTER, TIE
 from evalkit.study.rank import PairTable, Ranking, cell_key, higher_is_better, n_groups, pareto_front, rank
+from evalkit.study.task_cells import task_facets, task_label, varies
 
 LABELS = {
     "fd": "FD",
@@ -96,15 +97,20 @@ def diff_text(comp: dict[str, Any] | None, metric: str) -> str:
     return f"{d}, no CI ({comp.get('note') or 'none stored'})" if comp["basis"] == NO_CI else d
 
 
-def cell_namer(cells: pd.DataFrame) -> Namer:
-    """How a cell is named in sentences: its sampler, prefixed by run/model only when they vary."""
+def cell_namer(cells: pd.DataFrame, *, task: bool = True) -> Namer:
+    """How a cell is named in sentences: its sampler, prefixed by run/model only when they vary, and followed by
+    its task point (``ddim img2img st0.3``) when ``cells`` hold several (``task=False``: where the caller names
+    the task point itself)."""
     multi_run = "run_id" in cells and cells["run_id"].nunique() > 1
     multi_model = "model" in cells and cells["model"].nunique() > 1
+    multi_task = task and varies(cells)
 
     def name(row: pd.Series) -> str:
         parts = [str(row["run_id"])] if multi_run else []
         parts += [str(row["model"])] if multi_model else []
-        return " / ".join([*parts, str(row["sampler"])])
+        text = " / ".join([*parts, str(row["sampler"])])
+        point = task_label(row) if multi_task else ""
+        return f"{text} {point}" if point else text
 
     return name
 
@@ -156,14 +162,18 @@ def ranking_sentence(r: Ranking, metric: str, name: Namer, prefix: str) -> str:
 def column_sentences(
     cells: pd.DataFrame, metric: str, pairs: PairTable, floors: pd.DataFrame | None = None, name: Namer | None = None
 ) -> list[str]:
-    """The best cell at each step count (cells of one N and guidance), with its CI or the tie it is in."""
+    """The best cell at each step count (cells of one N and guidance) and, where ``cells`` hold several task points,
+    each (``At 4 steps (img2img st0.3)``: only cells of one task point are ranked together), with its CI or the tie
+    it is in."""
     name = name or cell_namer(cells)
     out = []
-    for steps, col in cells.groupby("steps", sort=True):
+    several = varies(cells)
+    columns = [(steps, point, c) for steps, col in cells.groupby("steps", sort=True) for point, c in task_facets(col)]
+    for steps, point, col in columns:
         r = rank(col, metric, pairs)
         if r is None:
             continue
-        text = ranking_sentence(r, metric, name, f"At {steps} steps")
+        text = ranking_sentence(r, metric, name, f"At {steps} steps" + (f" ({point})" if several and point else ""))
         floor = floor_for(floors, metric, r.best.get("n"), str(r.best.get("run_id", "")))
         if floor is not None and is_at_floor(r.best, metric, floors):
             text += (
@@ -178,8 +188,14 @@ def budget_lines(
     cells: pd.DataFrame, metric: str, cost: str, unit: str, pairs: PairTable, name: Namer | None = None
 ) -> list[str]:
     """The Pareto frontier (one N) read as 'at ≤ X, use Y', a line per cost level: cells tied at one cost are
-    named together (≈), and each step up says whether its CI shows a gain over the level below."""
+    named together (≈), and each step up says whether its CI shows a gain over the level below. Cells of several
+    tasks get a frontier per task (its lines prefixed ``img2img:``): cells of two tasks are not compared."""
     name = name or cell_namer(cells)
+    facets = task_facets(cells, by="task")
+    if len(facets) > 1:
+        return [
+            f"{task}: {line}" for task, sub in facets for line in budget_lines(sub, metric, cost, unit, pairs, name)
+        ]
     front = pareto_front(cells, cost, metric, pairs)
     lines, prev = [], None
     for level, group in front.groupby(cost, sort=True):
@@ -202,15 +218,18 @@ def budget_lines(
 
 
 def headline(cells: pd.DataFrame, metric: str, pairs: PairTable, name: Namer | None = None) -> str:
-    """Per N: the best cell overall when a CI backs it (else the tie), and the cheapest cell."""
+    """Per N (and, in a suite of several tasks, per task: cells of two tasks are not compared): the best cell
+    overall when a CI backs it (else the tie), and the cheapest cell."""
     name = name or cell_namer(cells)
     texts = []
     multi_n = len(n_groups(cells)) > 1
-    for n, group in n_groups(cells):
+    groups = [(n, task, sub) for n, by_n in n_groups(cells) for task, sub in task_facets(by_n, by="task")]
+    multi_task = len({task for _, task, _ in groups}) > 1
+    for n, task, group in groups:
         r = rank(group, metric, pairs)
         if r is None:
             continue
-        at_n = f" at N={n}" if multi_n else ""
+        at_n = (f" for {task}" if multi_task and task else "") + (f" at N={n}" if multi_n else "")
         b = r.best
         where = f"{name(b)} at {b['steps']} steps, guidance {float(b['guidance']):g}"
         cost = f"{fmt(b.get('nfe'))} NFE, {fmt(b.get('s_per_image'))} s per image"

@@ -115,3 +115,24 @@ def test_binarize_agrees_with_diffusers_mask_processor():
     print(f"[agreement] binarize vs diffusers VaeImageProcessor(do_binarize), all 256 levels: {agree}/256 equal")
     with pytest.raises(ConfigError, match="uint8 images"):
         binarize(gray[0])
+
+
+def test_mask_crops_are_pillow_crops_of_each_masks_box_resized_back():
+    from PIL import Image
+
+    from evalkit.imageops.masks import mask_crops
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (5, 3, 24, 20), dtype=np.uint8)
+    masks = make_masks({"kind": "boxes", "count": 2, "seed": 1}, np.arange(5), (24, 20))
+    masks[4] = 0  # an empty mask keeps the whole image
+    got = mask_crops(images, masks)
+    for i in range(5):
+        rows, cols = np.nonzero(masks[i, 0])
+        box = (0, 0, 20, 24) if rows.size == 0 else (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        pil = Image.fromarray(images[i].transpose(1, 2, 0)).crop(tuple(int(b) for b in box))
+        want = np.asarray(pil.resize((20, 24), Image.BICUBIC)).transpose(2, 0, 1)
+        np.testing.assert_array_equal(got[i], want)
+    np.testing.assert_array_equal(got[4], images[4])  # the whole image at its own size: unchanged
+    parts = np.concatenate([mask_crops(images[:2], masks[:2]), mask_crops(images[2:], masks[2:])])
+    np.testing.assert_array_equal(parts, got)  # image by image: any batch split

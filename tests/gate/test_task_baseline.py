@@ -1,0 +1,203 @@
+"""Task cells in the gate: ``evalkit baseline`` of a real img2img suite (2 samplers × 2 strengths, psnr against each
+sample's source, N = 8) and ``evalkit check`` of runs against it, cell by cell.
+
+The model is a local adapter (``module:function``): sample i blends its source with seeded noise, ``(1 − strength)·
+source + strength·amp·noise``; its option ``worse`` raises amp above strength ``worse_above``, so a rerun with
+``{worse_above: 0.5, worse: 1.5}`` changes the strength-0.7 cells only (the strength-0.3 cells are bit-identical).
+The check must flag exactly those, name each cell apart, and judge psnr against the sources, never the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evalkit.cli import main
+from evalkit.gate.baseline import Baseline, BaselineEntry, build_baseline
+from evalkit.gate.compare import PASS, REGRESSION, compare
+from evalkit.metrics.resampling import bootstrap_indices
+from evalkit.run.runner import Runner
+from evalkit.store import RunStore, read_run
+from evalkit.suite import load_suite
+
+ADAPTER = """
+import numpy as np
+import torch
+
+from evalkit.generate.adapter import Adapter, GeneratedBatch, batched
+from evalkit.generate.seeding import sample_generators
+
+
+class Blend(Adapter):
+    name = "blend"
+    tasks = ("img2img",)
+
+    def __init__(self, device="cpu", worse_above=1.0, worse=0.0):
+        self.worse_above, self.worse = float(worse_above), float(worse)
+
+    def info(self):
+        return {"adapter": "blend", "worse_above": self.worse_above, "worse": self.worse}
+
+    def generate(self, request):
+        s = float(request.strength)
+        amp = {"ddim": 1.0, "euler": 0.6}[request.sampler] + (self.worse if s > self.worse_above else 0.0)
+        for sl in batched(request.indices, request.batch_size):
+            idx = request.indices[sl]
+            src = request.images[sl].to(torch.float64) / 255.0
+            gens = sample_generators(request.seed, idx)
+            noise = torch.stack([torch.rand(src.shape[1:], generator=g, dtype=torch.float64) for g in gens])
+            out = ((1 - s) * src + s * amp * noise).clamp(0, 1)
+            yield GeneratedBatch(out, np.asarray(idx), request.steps, request.steps)
+
+
+def make(device="cpu", **options):
+    return Blend(device=device, **options)
+"""
+SUITE = """\
+name: blend-img2img
+models: [{{name: m, adapter: "h5_gate_blend:make"{options}}}]
+samplers: [ddim, euler]
+steps: [4]
+guidance: [1]
+task: img2img
+strength: [0.3, 0.7]
+samples: 8
+batch_size: 8
+seed: 0
+conditions:
+  images: {{dataset: mnist-heldout, samples: 8}}
+  classes: 10
+metrics:
+  - {{name: psnr, extractor: pixels}}
+  - throughput
+"""
+CELLS = [f"m__{s}__s4__g1__img2img_st{st}" for s in ("ddim", "euler") for st in ("0.3", "0.7")]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A baseline over 3 seed sets, and a rerun on the suite's seed whose strength-0.7 cells got worse."""
+    root = tmp_path_factory.mktemp("task-gate")
+    (root / "h5_gate_blend.py").write_text(textwrap.dedent(ADAPTER))
+    (root / "suite.yaml").write_text(SUITE.format(options=""))
+    (root / "worse.yaml").write_text(SUITE.format(options=", options: {worse_above: 0.5, worse: 1.5}"))
+    sys.path.insert(0, str(root))
+    try:
+        args = ["baseline", str(root / "suite.yaml"), "--seeds", "3", "-o", str(root / "b.json")]
+        assert main([*args, "--work-dir", str(root / "seeds"), "--device", "cpu", "-q"]) == 0
+        assert Runner(load_suite(root / "worse.yaml"), root / "worse", device="cpu").run().exit_code == 0
+    finally:
+        sys.path.remove(str(root))
+        sys.modules.pop("h5_gate_blend", None)
+    return root
+
+
+def check(made: Path, run: Path, tag: str) -> tuple[int, list[ET.Element]]:
+    junit = made / f"{tag}.xml"
+    code = main(["check", str(run), "--baseline", str(made / "b.json"), "--junit", str(junit), "-q"])
+    return code, ET.parse(junit).getroot().findall(".//testcase")
+
+
+def cell_of(case: ET.Element) -> str:
+    return case.get("classname").removeprefix("evalkit.blend-img2img.")
+
+
+def psnr_terms(gen: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Brute force: per pair 10·log10(1 / MSE) over all channels and pixels (data range 1), capped at 100 dB."""
+    mse = ((gen.astype(np.float64) - src.astype(np.float64)) ** 2).reshape(len(gen), -1).mean(axis=1)
+    return np.minimum(100.0, 10.0 * np.log10(1.0 / mse))
+
+
+def test_baseline_names_each_task_cell(made):
+    b = Baseline.load(made / "b.json")
+    assert sorted(e.cell for e in b.entries) == sorted(CELLS) and {e.metric for e in b.entries} == {"psnr"}
+    for e in b.entries:
+        assert e.task == "img2img" and e.cell.endswith(f"_st{e.strength:g}") and e.controlnet_scale is None
+    assert b.sources is not None and b.sources["count"] == 8
+    doc = json.loads((made / "b.json").read_text())
+    assert "controlnet_scale" not in doc["entries"][0]  # an axis the task has not: absent, as for a cell without task
+    # no reference: psnr is compared with the sources (their features stored by the runner: a sampling σ)
+    assert b.reference is None and all(e.sigma > 0 and e.sigma_sampling > 0 for e in b.entries)
+
+
+def test_check_of_the_baseline_run_passes_on_four_cells(made, capsys):
+    code, cases = check(made, made / "seeds" / "seed-0", "same")
+    assert code == 0
+    assert sorted(map(cell_of, cases)) == sorted(CELLS)
+    assert all(c.find("failure") is None and c.find("error") is None for c in cases)
+    table = capsys.readouterr().out
+    assert "PASS (0 regressions, 0 improvements, 4 checked)" in table
+    assert all(f"| {cell} | psnr ↑ | dB | " in table for cell in CELLS)
+
+
+def test_worse_high_strength_cells_are_flagged_and_only_those(made, capsys):
+    report = compare(Baseline.load(made / "b.json"), read_run(made / "worse"))
+    verdicts = {c.entry.cell: c for c in report.comparisons}
+    assert sorted(verdicts) == sorted(CELLS)
+    for cell, c in verdicts.items():
+        if cell.endswith("st0.7"):
+            assert c.verdict == REGRESSION and c.delta < -c.tolerance
+        else:  # the option does not touch strength 0.3: the same samples, the same value
+            assert c.verdict == PASS and c.delta == 0
+    code, cases = check(made, made / "worse", "worse")
+    assert code == 1
+    failed = sorted(cell_of(c) for c in cases if c.find("failure") is not None)
+    assert failed == sorted(c for c in CELLS if c.endswith("st0.7"))
+    assert "model m: options {} → {worse: 1.5, worse_above: 0.5}" in capsys.readouterr().out
+    with capsys.disabled():
+        shown = {c: (round(v.delta, 2), round(v.tolerance, 2)) for c, v in verdicts.items()}
+        print(f"\n[agreement] ΔPSNR and tolerance (dB) per cell, strength 0.7 made worse: {shown}")
+
+
+def test_other_source_images_are_refused(made, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(made / "seeds" / "seed-0", folder)
+    store = RunStore(folder)
+    arrays = store.load_task_inputs()
+    store.write_task_inputs({**arrays, "images": 255 - arrays["images"]})
+    code, cases = check(made, folder, "other")
+    assert code == 2 and "task sources" in cases[0].find("error").text
+
+
+def test_stored_source_features_give_a_paired_ci_against_the_sources(made, tmp_path):
+    """Where run folders hold the sources' features (task_inputs.npz ``source/pixels/images``), the baseline keeps
+    them in its sidecar, and the paired CI of a check is the paired bootstrap of PSNR against the sources."""
+    runs = []
+    for name in ("seed-0", "seed-1", "seed-2"):
+        shutil.copytree(made / "seeds" / name, tmp_path / name)
+        runs.append(tmp_path / name)
+    shutil.copytree(made / "worse", tmp_path / "worse")
+    for folder in [*runs, tmp_path / "worse"]:  # the runner stores the sources' features beside them
+        arrays = RunStore(folder).load_task_inputs()
+        np.testing.assert_array_equal(arrays["source/pixels/images"], arrays["images"].astype(np.float32) / 255.0)
+    baseline, sidecar = build_baseline([read_run(r) for r in runs])
+    assert sidecar["source/pixels/images"].shape == (8, *arrays["images"].shape[1:])
+    assert all(e.sigma_sampling > 0 for e in baseline.entries)  # per-pair PSNR terms against the sources
+    baseline.save(tmp_path / "b.json", sidecar)
+    worse = read_run(tmp_path / "worse")
+    report = compare(Baseline.load(tmp_path / "b.json"), worse)
+    old_run, idx = read_run(runs[0]), bootstrap_indices(8, 200, seed=0)
+    sources = worse.task_inputs()["images"] / 255.0
+    worst = 0.0
+    for c in report.comparisons:
+        terms = [psnr_terms(r.features(c.entry.cell)["pixels"]["images"], sources) for r in (worse, old_run)]
+        reps = terms[0][idx].mean(axis=1) - terms[1][idx].mean(axis=1)
+        reps = reps - reps.mean() + c.delta
+        lo, hi = np.quantile(reps, [0.025, 0.975])
+        worst = max(worst, abs(min(lo, c.delta) - c.ci[0]), abs(max(hi, c.delta) - c.ci[1]))
+        assert c.verdict == (REGRESSION if c.entry.strength == 0.7 else PASS)
+    print(f"[agreement] paired CI of ΔPSNR vs brute-force paired bootstrap on the sources: max |Δ| = {worst:.2e} dB")
+    assert worst < 1e-4
+
+
+def test_entries_without_task_are_written_as_before():
+    e = BaselineEntry("c", "m", "ddim", 4, 1.0, "fd", "fd", "ex", False, 1.0, 1.0, 0.1, [1.0, 1.1])
+    assert not {"task", "strength", "controlnet_scale"} & set(e.to_json())
+    assert BaselineEntry.from_json(e.to_json()) == e

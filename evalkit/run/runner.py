@@ -27,15 +27,8 @@ from evalkit.errors import EXIT_FAILED, EXIT_OK, RunError, StoreError
 from evalkit.features.base import Extractor, build_extractor
 from evalkit.generate import Adapter, GenerationRequest
 from evalkit.references import default_cache_dir
-from evalkit.run.cell import (
-    NO_IMAGES,
-    Shard,
-    cost_rows,
-    costs,
-    generate_shard,
-    phase_seconds,
-    timing_record,
-)
+from evalkit.run.cell import NO_IMAGES, Shard, generate_shard
+from evalkit.run.costs import cost_rows, costs, phase_seconds, timing_record
 from evalkit.run.distributed import Dist, setup
 from evalkit.run.environment import environment
 from evalkit.run.images import grid_png

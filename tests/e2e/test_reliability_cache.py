@@ -15,7 +15,7 @@ import pytest
 from evalkit.cli import main
 from evalkit.features.base import build_extractor
 from evalkit.references import ReferenceSetError, cache_path, open_reference, reference_features
-from evalkit.run.cell import THROUGHPUT_ROWS
+from evalkit.run.costs import THROUGHPUT_ROWS
 from evalkit.store import RunStore, npz_bytes
 
 SUITE = """\

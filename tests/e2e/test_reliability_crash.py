@@ -26,7 +26,7 @@ import torch
 
 import evalkit.run.runner  # noqa: F401  (imported now, so the baseline's wall time is the run alone)
 from evalkit.cli import main
-from evalkit.run.cell import THROUGHPUT_ROWS
+from evalkit.run.costs import THROUGHPUT_ROWS
 from evalkit.store import RunStore, load_npz_checked, read_run, record_intact
 
 SUITE = """\

@@ -22,7 +22,8 @@ from evalkit.cli import main
 from evalkit.generate import GenerationRequest
 from evalkit.generate.adapter import GeneratedBatch
 from evalkit.generate.images_adapter import ImagesAdapter
-from evalkit.run.cell import cost_rows, costs, generate_shard, timing_record
+from evalkit.run.cell import generate_shard
+from evalkit.run.costs import cost_rows, costs, timing_record
 from evalkit.run.runner import Runner
 from evalkit.store import read_run
 from evalkit.suite import Cell, ModelSpec, SamplerSpec, TimingSpec, load_suite, parse_suite

@@ -19,7 +19,8 @@ import torch
 from evalkit.generate import Adapter, GeneratedBatch, GenerationRequest
 from evalkit.generate.adapter import batched
 from evalkit.run import timing
-from evalkit.run.cell import Shard, cost_rows, costs, generate_shard, timing_record
+from evalkit.run.cell import Shard, generate_shard
+from evalkit.run.costs import cost_rows, costs, timing_record
 from evalkit.run.runner import Runner
 from evalkit.run.timing import Repeat
 from evalkit.store import read_run

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,42 +25,9 @@ from evalkit.run.runner import Runner
 from evalkit.store import RunStore, read_run
 from evalkit.suite import load_suite
 
-ADAPTER = """
-import numpy as np
-import torch
-
-from evalkit.generate.adapter import Adapter, GeneratedBatch, batched
-from evalkit.generate.seeding import sample_generators
-
-
-class Blend(Adapter):
-    name = "blend"
-    tasks = ("img2img",)
-
-    def __init__(self, device="cpu", worse_above=1.0, worse=0.0):
-        self.worse_above, self.worse = float(worse_above), float(worse)
-
-    def info(self):
-        return {"adapter": "blend", "worse_above": self.worse_above, "worse": self.worse}
-
-    def generate(self, request):
-        s = float(request.strength)
-        amp = {"ddim": 1.0, "euler": 0.6}[request.sampler] + (self.worse if s > self.worse_above else 0.0)
-        for sl in batched(request.indices, request.batch_size):
-            idx = request.indices[sl]
-            src = request.images[sl].to(torch.float64) / 255.0
-            gens = sample_generators(request.seed, idx)
-            noise = torch.stack([torch.rand(src.shape[1:], generator=g, dtype=torch.float64) for g in gens])
-            out = ((1 - s) * src + s * amp * noise).clamp(0, 1)
-            yield GeneratedBatch(out, np.asarray(idx), request.steps, request.steps)
-
-
-def make(device="cpu", **options):
-    return Blend(device=device, **options)
-"""
 SUITE = """\
 name: blend-img2img
-models: [{{name: m, adapter: "h5_gate_blend:make"{options}}}]
+models: [{{name: m, adapter: "blend_adapter:make"{options}}}]
 samplers: [ddim, euler]
 steps: [4]
 guidance: [1]
@@ -85,17 +50,11 @@ CELLS = [f"m__{s}__s4__g1__img2img_st{st}" for s in ("ddim", "euler") for st in 
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A baseline over 3 seed sets, and a rerun on the suite's seed whose strength-0.7 cells got worse."""
     root = tmp_path_factory.mktemp("task-gate")
-    (root / "h5_gate_blend.py").write_text(textwrap.dedent(ADAPTER))
     (root / "suite.yaml").write_text(SUITE.format(options=""))
     (root / "worse.yaml").write_text(SUITE.format(options=", options: {worse_above: 0.5, worse: 1.5}"))
-    sys.path.insert(0, str(root))
-    try:
-        args = ["baseline", str(root / "suite.yaml"), "--seeds", "3", "-o", str(root / "b.json")]
-        assert main([*args, "--work-dir", str(root / "seeds"), "--device", "cpu", "-q"]) == 0
-        assert Runner(load_suite(root / "worse.yaml"), root / "worse", device="cpu").run().exit_code == 0
-    finally:
-        sys.path.remove(str(root))
-        sys.modules.pop("h5_gate_blend", None)
+    args = ["baseline", str(root / "suite.yaml"), "--seeds", "3", "-o", str(root / "b.json")]
+    assert main([*args, "--work-dir", str(root / "seeds"), "--device", "cpu", "-q"]) == 0
+    assert Runner(load_suite(root / "worse.yaml"), root / "worse", device="cpu").run().exit_code == 0
     return root
 
 

@@ -1,8 +1,8 @@
 """The report of a task suite (img2img, inpaint): the task view's images, the task axis kept apart in plots,
 tables, grids and the summary, and the strength plot.
 
-The runs are real: ``evalkit run`` on tiny suites with a local adapter defined here (``module:function``), whose
-output is a known blend of the source and seeded noise — ``(1 - strength)·source + strength·noise``, inside the
+The runs are real: ``evalkit run`` on tiny suites with the test adapter ``blend_adapter:make``, whose
+output is a known blend of the source and seeded noise — ``(1 - strength)·source + strength·amp·noise``, inside the
 mask only for inpaint — so that PSNR against the source falls as strength rises. The report is then read back:
 the task view's inline images decoded and compared with the run's stored sources, masks and samples, the plots'
 data checked line by line, PSNR recomputed by a loop from the stored images.
@@ -18,12 +18,9 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from evalkit.cli import main
-from evalkit.generate import Adapter, GeneratedBatch
-from evalkit.generate.adapter import batched, check_task
 from evalkit.report.data import load_study
 from evalkit.report.html import render_report
 from evalkit.report.task_view import strength_plot
@@ -34,41 +31,8 @@ N = 8
 EVIL = "<script>alert(1)</script> & <b>bold</b>"
 
 
-class Blend(Adapter):
-    """Source and seeded noise blended by strength (inpaint: inside the mask only); noise alone without a task."""
+ADAPTER = "blend_adapter:make"  # tests/blend_adapter.py
 
-    name = "blend"
-    tasks = ("img2img", "inpaint")
-
-    def info(self) -> dict:
-        return {"adapter": "blend"}
-
-    def expected_model_calls(self, sampler: str, steps: int, options: dict) -> int:
-        return steps
-
-    def generate(self, request):
-        check_task(self, request)
-        for sl in batched(request.indices, request.batch_size):
-            idx = request.indices[sl]
-            noise = np.stack([np.random.default_rng([request.seed, int(i)]).random((3, 32, 32)) for i in idx])
-            if request.task is None:
-                out = noise
-            else:
-                src = torch.as_tensor(request.images)[sl].numpy().astype(np.float64) / 255
-                s = float(request.strength)
-                out = (1 - s) * src + s * noise
-                if request.task == "inpaint":
-                    mask = torch.as_tensor(request.masks)[sl].numpy()[:, :1] > 0
-                    out = np.where(mask, out, src)
-            images = torch.as_tensor(np.round(out * 255).astype(np.uint8))
-            yield GeneratedBatch(images, np.asarray(idx), request.steps, request.steps)
-
-
-def make_blend(device: str = "cpu", **options) -> Blend:
-    return Blend()
-
-
-ADAPTER = f"{__name__}:make_blend"
 TASK_SUITE = f"""\
 name: tasks-tiny
 models: [{{name: blend, adapter: "{ADAPTER}"}}]

@@ -9,8 +9,6 @@ brute-force transcription written here (PSNR per pair with numpy, the paired boo
 
 from __future__ import annotations
 
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -31,44 +29,9 @@ from evalkit.study.task_cells import task_facets, task_label
 from evalkit.study.words import budget_lines, cell_namer, column_sentences, headline
 from evalkit.suite import load_suite, parse_suite
 
-ADAPTER = '''
-import numpy as np
-import torch
-
-from evalkit.generate.adapter import Adapter, GeneratedBatch, batched
-from evalkit.generate.seeding import sample_generators
-
-
-class Blend(Adapter):
-    """img2img by blending: (1 - strength) * source + strength * amp * noise; ``worse`` raises amp above a strength."""
-
-    name = "blend"
-    tasks = ("img2img",)
-
-    def __init__(self, device="cpu", worse_above=1.0, worse=0.0):
-        self.worse_above, self.worse = float(worse_above), float(worse)
-
-    def info(self):
-        return {"adapter": "blend", "worse_above": self.worse_above, "worse": self.worse}
-
-    def generate(self, request):
-        s = float(request.strength)
-        amp = {"ddim": 1.0, "euler": 0.6}[request.sampler] + (self.worse if s > self.worse_above else 0.0)
-        for sl in batched(request.indices, request.batch_size):
-            idx = request.indices[sl]
-            src = request.images[sl].to(torch.float64) / 255.0
-            gens = sample_generators(request.seed, idx)
-            noise = torch.stack([torch.rand(src.shape[1:], generator=g, dtype=torch.float64) for g in gens])
-            out = ((1 - s) * src + s * amp * noise).clamp(0, 1)
-            yield GeneratedBatch(out, np.asarray(idx), request.steps, request.steps)
-
-
-def make(device="cpu", **options):
-    return Blend(device=device, **options)
-'''
 SUITE = """\
 name: blend-img2img
-models: [{name: m, adapter: "h5_study_blend:make"}]
+models: [{name: m, adapter: "blend_adapter:make"}]
 samplers: [ddim, euler]
 steps: [4]
 guidance: [1]
@@ -90,14 +53,8 @@ N = 8
 @pytest.fixture(scope="module")
 def task_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("task-study")
-    (root / "h5_study_blend.py").write_text(textwrap.dedent(ADAPTER))
     (root / "suite.yaml").write_text(SUITE)
-    sys.path.insert(0, str(root))
-    try:
-        assert Runner(load_suite(root / "suite.yaml"), root / "run", device="cpu").run().exit_code == 0
-    finally:
-        sys.path.remove(str(root))
-        sys.modules.pop("h5_study_blend", None)
+    assert Runner(load_suite(root / "suite.yaml"), root / "run", device="cpu").run().exit_code == 0
     return root / "run"
 
 
@@ -246,15 +203,9 @@ def test_runs_on_other_sources_are_not_compared(task_run, tmp_path):
     (tmp_path / "sources").mkdir()
     for i, img in enumerate(255 - read_run(task_run).task_inputs()["images"]):
         Image.fromarray(img.transpose(1, 2, 0)).save(tmp_path / "sources" / f"{i:02d}.png")
-    (tmp_path / "h5_study_blend.py").write_text(textwrap.dedent(ADAPTER))
     other = SUITE.replace("{dataset: mnist-heldout, samples: 8}", f"{{path: {tmp_path / 'sources'}}}")
     (tmp_path / "other.yaml").write_text(other.replace("name: blend-img2img", "name: blend-other"))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        assert Runner(load_suite(tmp_path / "other.yaml"), tmp_path / "run", device="cpu").run().exit_code == 0
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("h5_study_blend", None)
+    assert Runner(load_suite(tmp_path / "other.yaml"), tmp_path / "run", device="cpu").run().exit_code == 0
     runs = [read_run(task_run), read_run(tmp_path / "run")]
     assert runs[0].run_id != runs[1].run_id
     pairs = compare_cells(runs, "psnr", cache_dir=tmp_path / "cache")

@@ -160,6 +160,16 @@ def random_inception(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     return {**files, "pt": root / INCEPTION_PT_FILE, "torch_home": root / "torch_home"}
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine OpenMP's spinning makes each small
+    conv ~10-100× slower: a module of tiny pipelines runs on one thread (``pytestmark = usefixtures(...)``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def rel_diff(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-30)
 

@@ -21,13 +21,7 @@ from evalkit.generate.seeding import sample_generators
 PROMPTS = ["a red bus on a bridge", "two cats on a sofa", "a bowl of fruit"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads; on a shared 2-core machine OpenMP's spinning slows them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

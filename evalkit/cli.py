@@ -74,9 +74,26 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  {THROUGHPUT:<16} images/s, s/image, model calls, NFE, ms per model call, peak memory")
     if what in (None, "extractors"):
         print("extractors: " + ", ".join(EXTRACTORS.names()))
+    if what in (None, "tasks"):
+        _print_tasks()
     if what in (None, "suites"):
         print("suites: " + ", ".join(embedded_suites()))
     return EXIT_OK
+
+
+def _print_tasks() -> None:
+    """The image-conditioned tasks (suite ``task``), what each reads, and the masks and detectors that make inputs."""
+    from evalkit.imageops.detectors import DETECTORS
+    from evalkit.imageops.masks import MASK_KINDS
+    from evalkit.suite.tasks import TASKS
+
+    print("tasks:  (suite 'task'; sample i starts from source image i mod n)")
+    for t in TASKS.values():
+        axis = "strength" if t.takes_strength else "controlnet_scale" if t.takes_controlnet_scale else "-"
+        reads = "conditions." + ", conditions.".join(t.needs)
+        print(f"  {t.name:<12} axis {axis:<17} reads {reads:<45} {t.description}")
+    print(f"  masks (conditions.masks.kind): {', '.join(MASK_KINDS)}; or {{path: ...}}")
+    print(f"  detectors (conditions.control.detector): {', '.join(DETECTORS)}; or {{path: ...}}")
 
 
 def _print_metric(name: str, defn: Any, verbose: bool) -> None:
@@ -110,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    ls = sub.add_parser("list", help="list adapters, samplers, metrics, extractors, suites")
-    ls.add_argument("what", nargs="?", choices=["models", "adapters", "samplers", "metrics", "extractors", "suites"])
+    ls = sub.add_parser("list", help="list adapters, samplers, metrics, extractors, tasks, suites")
+    kinds = ["models", "adapters", "samplers", "metrics", "extractors", "tasks", "suites"]
+    ls.add_argument("what", nargs="?", choices=kinds)
     ls.add_argument("-v", "--verbose", action="store_true", help="metrics: every option with its default and meaning")
     ls.set_defaults(func=_cmd_list, needs_torch=False)
 

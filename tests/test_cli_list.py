@@ -107,3 +107,17 @@ def test_list_metrics_shows_direction_extractor_reference_and_paper(capsys):
     assert clip.split()[3] == "clip"
     builtin = [n for n in METRICS.names() if METRICS.get(n).__class__ is MetricDef]
     assert all(METRICS.get(n).reference for n in builtin), [n for n in builtin if not METRICS.get(n).reference]
+
+
+def test_list_tasks_names_each_task_its_axis_and_inputs(capsys):
+    from evalkit.cli import main
+    from evalkit.imageops.detectors import DETECTORS
+    from evalkit.suite.tasks import TASKS
+
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:] if line.startswith("  ") and "axis" in line}
+    assert set(lines) == set(TASKS)
+    assert "axis strength" in lines["img2img"] and "conditions.masks" in lines["inpaint"]
+    assert "axis controlnet_scale" in lines["controlnet"] and "conditions.control" in lines["upscale"]
+    assert all(name in out for name in DETECTORS)

@@ -245,7 +245,7 @@ def check_grid(suite: Suite) -> None:
     for cell in cells:  # each cell has its own folder: two grid points must not share an id
         if cell.cell_id in seen:
             raise GridError(
-                "models/samplers/steps/guidance/guidance_method/task",
+                "models/samplers/steps/guidance/guidance_method" + ("/task" if suite.task else ""),
                 f"two grid points share the cell id {cell.cell_id!r}; rename a model or set a sampler 'label' "
                 "(or use guidance values that differ in their shortest form)",
             )

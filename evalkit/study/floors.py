@@ -109,7 +109,8 @@ def suite_floors(
     ids = {name: {"weights_id": e.weights_id, "mode": e.mode} for name, e in extractors.items()}
     key = {"reference": reference, "extractors": ids}
     task = bool(getattr(suite, "task", None))
-    source = [task and _reads_source(_spec(s)[0]) for s in suite.metrics]
+    # source-paired metrics, and any metric on a mask's region (crops vs the sources' crops): no real-vs-real floor
+    source = [task and (_reads_source(_spec(s)[0]) or "region" in _spec(s)[2]) for s in suite.metrics]
     own = [s for s, src in zip(suite.metrics, source) if not src]
     doc = noise_floors(own, ref_features, suite.samples, seed=suite.seed, cache_dir=cache_dir, key=key)
     sourced = [s for s, src in zip(suite.metrics, source) if src]
@@ -129,10 +130,11 @@ def _source_rows(specs: list[Any], n: int) -> list[dict[str, Any]]:
     """No floor for the metrics of a task suite that compare each sample with its own source: the reference's
     real-vs-real draws would be scored against other reference images, another quantity."""
     rows = []
-    for name, extractor, _ in map(_spec, specs):
+    for name, extractor, options in map(_spec, specs):
         why = f"in a task suite {name} compares each sample with its own source image: it has no real-vs-real floor"
         nan = math.nan
-        base = {"metric_def": name, "extractor": str(extractor or ""), "n": int(n), "n_ref": 0, "draws": 0}
+        shown = f"{extractor or ''}@{options['region']}" if "region" in options else str(extractor or "")  # its rows'
+        base = {"metric_def": name, "extractor": shown, "n": int(n), "n_ref": 0, "draws": 0}
         rows += [
             {**base, "metric": row, "median": nan, "low": nan, "high": nan, "values": [], "available": False}
             | {"reason": why}

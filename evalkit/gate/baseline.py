@@ -36,6 +36,7 @@ from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.store import RunData, atomic_write_bytes, atomic_write_json, join_features, sha256_bytes, split_features
 from evalkit.study.sources import is_task_run, uses_reference
 from evalkit.suite.identity import protocol_hash, protocol_of
+from evalkit.suite.tasks import row_extractor
 
 FORMAT = "evalkit-baseline/1"
 KEY = ["cell_id", "metric", "extractor"]  # one baseline entry per (cell, result row, extractor)
@@ -242,8 +243,12 @@ def metric_rows(config: dict[str, Any]) -> dict[str, tuple[str, bool]]:
 
 
 def metric_specs(config: dict[str, Any]) -> dict[tuple[str, str | None], dict[str, Any]]:
-    """(metric definition, extractor) → the metric's options, as the suite ran it."""
-    return {(s["name"], s.get("extractor")): s.get("options") or {} for s in config["metrics"]}
+    """(metric definition, the extractor its rows carry: ``<extractor>@<region>`` for a mask's region) → the metric's
+    options, as the suite ran it."""
+    return {
+        (s["name"], row_extractor(s.get("extractor"), s.get("options")) or None): s.get("options") or {}
+        for s in config["metrics"]
+    }
 
 
 def quality_values(run: RunData) -> pd.Series:
@@ -270,10 +275,12 @@ def sampling_sigmas(
     per_sample = defn.per_sample
     if per_sample is None or (reference is None and uses_reference(defn, is_task_run(runs[0]))):
         return {}
+    if options.get("region"):  # a mask's region: its rows keep the metric's own CI, no pooled σ
+        return {}
     mean_variances: dict[str, list[float]] = {}  # var(term)/n per run
     for r in runs:
         gen = r.features(cell).get(extractor, {})
-        task = task_arm(r, defn, extractor, r.n)
+        task = task_arm(r, defn, extractor, r.n, cell=cell)
         if task is None:
             return {}
         ref = reference_for(defn, r, None if reference is None else dict(reference))

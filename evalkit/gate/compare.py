@@ -203,9 +203,9 @@ def paired_intervals(
                 for e in baseline.entries
                 if e.cell == cell and e.metric_def == mdef and e.extractor == ex and math.isfinite(deltas[e.key])
             ]
-            if not todo or (defn := get_metric(mdef)).reads_train:  # a baseline keeps no training split: tolerance
-                continue
-            task = task_arm(run, defn, ex, run.n, baseline.source_features(ex))
+            if not todo or (defn := get_metric(mdef)).reads_train or opts.get("region"):  # a baseline keeps no
+                continue  # training split, a mask's region is not resampled: the tolerance judges them
+            task = task_arm(run, defn, ex, run.n, baseline.source_features(ex), cell=cell)
             if task is None:  # compared with the sources, and no features of them: tolerance only
                 continue
             check_lengths(cell, {ex: new_all.get(ex, {})}, run.n, f"run {run.root}")

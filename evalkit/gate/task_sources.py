@@ -56,14 +56,21 @@ def sources_problems(recorded: dict[str, Any] | None, run: RunData) -> list[str]
 
 
 def task_arm(
-    run: RunData, defn: MetricDef, extractor: str, n: int, source: dict[str, np.ndarray] | None = None
+    run: RunData,
+    defn: MetricDef,
+    extractor: str,
+    n: int,
+    source: dict[str, np.ndarray] | None = None,
+    *,
+    cell: str | None = None,
 ) -> Fields | None:
-    """The task fields of one arm (the run's samples 0..n-1; ``source``: the sources' features to use instead of
-    the run's own, e.g. the baseline's sidecar): {} for a run without a task; None where the metric compares with
-    the sources and there are no features of them."""
+    """The task fields of one arm (the run's samples 0..n-1 of ``cell``, whose task says whether it reads masks and
+    controls; ``source``: the sources' features to use instead of the run's own, e.g. the baseline's sidecar): {}
+    for a run without a task; None where the metric compares with the sources and there are no features of them."""
     if not is_task_run(run):
         return {}
-    fields = RunSources(run).metric_fields(extractor, n, source)
+    task = (run.cells.get(cell) or {}).get("task") if cell else None
+    fields = RunSources(run).metric_fields(extractor, n, source, task=task)
     return None if needs_source_features(defn, True) and fields["source"] is None else fields
 
 

@@ -19,6 +19,7 @@ from evalkit.features.base import Extractor
 from evalkit.metrics.base import MetricDef, MetricInputs, get_metric
 from evalkit.store import split_features
 from evalkit.suite import THROUGHPUT, MetricSpec
+from evalkit.suite.tasks import row_extractor
 
 MASKED = "@masked"  # outputs (and sources) read on masked crops (:mod:`evalkit.run.task_inputs`), and their rows
 
@@ -60,7 +61,7 @@ def score(
             continue  # e.g. control_fidelity in an img2img cell of a suite whose upscale cells have controls
         ex = extractors[spec.extractor]
         crop = region == "masked" and not mdef.reads_source  # masked crops, compared with the sources' crops
-        name = spec.extractor if region is None else f"{spec.extractor}@{region}"  # one name per spec, every cell
+        name = row_extractor(spec.extractor, spec.options)  # <extractor>@<region>: one name per spec, every cell
         identity = {"extractor": name, "weights_id": ex.weights_id, "mode": ex.mode}
         inputs = MetricInputs(
             gen=by_extractor.get(name if crop else spec.extractor, {}),

@@ -136,6 +136,8 @@ class Arms:
         seed: int,
     ) -> tuple[dict[str, np.ndarray] | None, str]:
         defn, ex, run = get_metric(spec["name"]), str(spec.get("extractor") or ""), self.runs[i]
+        if (spec.get("options") or {}).get("region"):
+            return None, "a mask's region is not resampled here: its rows keep the metric's own CI"
         gen = feats.get(ex) or {}
         sizes = {len(a) for a in gen.values()}
         if not gen:
@@ -148,7 +150,9 @@ class Arms:
             if ex not in refs:
                 return None, why or f"no reference features for {ex}"
             ref = refs[ex]
-        fields, why = self._task_fields(i, defn, ex, n) if task else ({}, "")
+        fields, why = (
+            self._task_fields(i, defn, ex, n, (run.cells.get(cell_id) or {}).get("task")) if task else ({}, "")
+        )
         if why:
             return None, why
         options = dict(spec.get("options") or {})
@@ -168,11 +172,11 @@ class Arms:
         _store(path, reps)
         return reps, ""
 
-    def _task_fields(self, i: int, defn: MetricDef, ex: str, n: int) -> tuple[dict[str, Any], str]:
+    def _task_fields(self, i: int, defn: MetricDef, ex: str, n: int, task: str | None) -> tuple[dict[str, Any], str]:
         """A task cell's source features, masks and controls for the metric, or why the run folder lacks them."""
         sources = self._sources.setdefault(i, RunSources(self.runs[i]))
         try:
-            fields = sources.metric_fields(ex, n)
+            fields = sources.metric_fields(ex, n, task=task)
         except (StoreError, OSError, KeyError, ValueError) as e:
             return {}, f"the run's task inputs cannot be read: {e}"
         if needs_source_features(defn, True) and fields["source"] is None:

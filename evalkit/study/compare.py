@@ -42,6 +42,7 @@ from evalkit.study.arms import Arms
 from evalkit.study.paired import difference_interval, pair_verdict, run_conditions
 from evalkit.study.sources import RunSources, compares_with_source, is_task_run
 from evalkit.study.task_cells import same_task, task_columns, task_fields
+from evalkit.suite.tasks import row_extractor
 
 DEFAULT_RESAMPLES = 200
 PAIRED, UNPAIRED, SEPARATE, NO_CI = "paired bootstrap", "unpaired bootstrap", "separate CIs", "no CI"
@@ -207,7 +208,8 @@ def _row_specs(run: RunData) -> dict[tuple[str, str], tuple[int, bool, bool, boo
             continue
         for row, higher in defn.higher_is_better.items():
             source = compares_with_source(defn, task)
-            out[(row, str(spec.get("extractor") or ""))] = (j, bool(higher), defn.needs_reference, source)
+            key = (row, row_extractor(spec.get("extractor"), spec.get("options")))  # a region's rows: ex@region
+            out[key] = (j, bool(higher), defn.needs_reference, source)
     if not out:  # results exported alone: directions from the registry, no spec (no replicates)
         from evalkit.metrics.base import available_metrics
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from evalkit.metrics.base import MetricDef
 from evalkit.store import RunData, split_features
+from evalkit.suite.tasks import TASKS
 
 SOURCE_PREFIX = "source/"  # task_inputs.npz keys of the sources' features: source/<extractor>/<output>
 INPUT_KEYS = ("images", "masks", "control", "labels")  # what the fingerprint covers
@@ -98,19 +99,24 @@ class RunSources:
         detector = {k: v for k, v in (spec or {}).items() if k not in ("path", "strict")}
         return detector or None
 
-    def metric_fields(self, extractor: str, n: int, source: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    def metric_fields(
+        self, extractor: str, n: int, source: dict[str, np.ndarray] | None = None, *, task: str | None = None
+    ) -> dict[str, Any]:
         """The :class:`~evalkit.metrics.base.MetricInputs` task fields of samples 0..n-1 (sample i: source i mod S):
         ``source`` (the sources' features on ``extractor``: ``source`` if given, else the run's stored ones; None
-        where there are none), ``mask``, ``control``, ``control_spec``."""
+        where there are none), ``mask``, ``control``, ``control_spec`` — the last three where the cell's ``task``
+        reads them (an img2img cell of a suite that also inpaints has no mask: :data:`evalkit.suite.tasks.TASKS`)."""
         s = self.count()
         if s == 0:
             return {"source": None, "mask": None, "control": None, "control_spec": None}
         rows = np.arange(int(n)) % s
         feats = source if source is not None else self.features().get(extractor)
-        masks, control = self.arrays.get("masks"), self.arrays.get("control")
+        needs = TASKS[task].needs if task in TASKS else ("masks", "control")
+        masks = self.arrays.get("masks") if "masks" in needs else None
+        control = self.arrays.get("control") if "control" in needs else None
         return {
             "source": None if feats is None else {k: np.asarray(v)[rows] for k, v in feats.items()},
             "mask": None if masks is None else masks[rows],
             "control": None if control is None else control[rows],
-            "control_spec": self.control_spec(),
+            "control_spec": self.control_spec() if control is not None else None,
         }

@@ -80,3 +80,11 @@ def task_points(tasks: list[str], strength: list[float], controlnet_scale: list[
         )
         out += [TaskPoint(name, s, c) for s in strengths for c in scales]
     return out
+
+
+def row_extractor(extractor: str | None, options: dict[str, Any] | None) -> str:
+    """The extractor a metric spec's result rows carry: ``<extractor>@<region>`` for a spec scoring a mask's region
+    (``region`` option: masked, unmasked, whole), else the extractor itself. Readers key specs by it, so two specs of
+    one metric on one extractor (the whole image and the masked region) stay two columns."""
+    region = (options or {}).get("region")
+    return f"{extractor or ''}@{region}" if region else str(extractor or "")

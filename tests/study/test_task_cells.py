@@ -262,3 +262,33 @@ def test_frames_without_task_columns_are_as_before():
     assert pair_columns(cells.columns) == PAIR_COLUMNS
     assert list(cells.apply(cell_namer(cells), axis=1)) == ["ddim", "euler"]
     assert [label for label, _ in task_facets(cells)] == [""]
+
+
+def test_a_masks_region_is_its_own_column_and_masks_follow_each_cells_task(tmp_path):
+    """psnr on the whole (img2img) / unmasked (inpaint) image and psnr on the masked region: two specs of one metric
+    on one extractor. Each row is compared with its own spec's replicates: the inpaint cells' unmasked PSNR is the
+    100 dB cap in every resample (a zero-width paired CI), and an img2img cell, which reads no mask, is resampled
+    on the whole image (its replicates centre on its value)."""
+    doc = SUITE.replace("task: img2img", "task: [img2img, inpaint]").replace("strength: [0.3, 0.7]", "strength: [0.5]")
+    doc = doc.replace("  classes: 10", "  classes: 10\n  masks: {kind: centre, size: 0.5}")
+    doc = doc.replace(
+        "  - {name: psnr, extractor: pixels}",
+        "  - {name: psnr, extractor: pixels}\n  - {name: psnr, extractor: pixels, options: {region: masked}}",
+    )
+    (tmp_path / "s.yaml").write_text(doc)
+    assert Runner(load_suite(tmp_path / "s.yaml"), tmp_path / "run", device="cpu").run().exit_code == 0
+    run = read_run(tmp_path / "run")
+    rows = run.results[run.results.metric == "psnr"]
+    assert sorted(rows.groupby("task")["extractor"].apply(sorted).items()) == [
+        ("img2img", ["pixels", "pixels"]),
+        ("inpaint", ["pixels", "pixels", "pixels@masked", "pixels@masked"]),
+    ]
+    pairs = compare_cells(run, "psnr", pairs="column", cache_dir=tmp_path / "cache", n_resamples=200)
+    inpaint = pairs[(pairs.task_a == "inpaint") & (pairs.extractor == "pixels")]
+    assert len(inpaint) == 1 and inpaint["diff"].iloc[0] == 0 and inpaint["basis"].iloc[0] == PAIRED
+    assert (inpaint["ci_low"] == 0).all() and (inpaint["ci_high"] == 0).all()  # 100 dB on both sides, always
+    masked = pairs[pairs.extractor == "pixels@masked"]
+    assert len(masked) == 1 and masked["basis"].iloc[0] != PAIRED and "region" in masked["note"].iloc[0]
+    whole = pairs[(pairs.task_a == "img2img") & (pairs.extractor == "pixels")].iloc[0]
+    assert whole["basis"] == PAIRED and whole["ci_low"] <= whole["diff"] <= whole["ci_high"]
+    assert whole["ci_high"] - whole["ci_low"] < 2.0  # whole-image PSNR replicates, not the masked region's

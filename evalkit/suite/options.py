@@ -148,13 +148,13 @@ def check_sampler_options(name: str, options: dict[str, Any]) -> None:
 def check_metric_options(name: str, options: dict[str, Any]) -> None:
     """Names against the metric's declared ``options`` (throughput takes none; None declared: not checked)."""
     declared = {} if name == THROUGHPUT else getattr(_load(METRICS, name), "options", None)
-    if declared is not None and "region" not in declared and name != THROUGHPUT:
+    if declared is not None and "region" in options and "region" not in declared and name != THROUGHPUT:
         # any metric may score an inpainting's regenerated region on masked crops (evalkit.run.task_inputs)
-        declared = {**declared, "region": "masked: read the outputs cropped to their masks (inpainting)"}
-        if options.get("region", "masked") != "masked":
+        if options["region"] != "masked":
             raise OptionError(
                 "region", f"metric {name}: option 'region' takes only 'masked' here; got {options['region']!r}"
             )
+        declared = {**declared, "region": "masked: read the outputs cropped to their masks (inpainting)"}
     if declared is not None:
         check_names(options, declared, f"metric {name}")
 

@@ -65,9 +65,19 @@ def test_batch_size_changes_nothing(runs):
         # a network's float32 sums may differ in the last bits between batch shapes; the images do not
         np.testing.assert_allclose(fa["mnist-net"]["features"], fb["mnist-net"]["features"], rtol=1e-4, atol=1e-5)
     ta, tb = a.task_inputs(), b.task_inputs()
-    assert ta is not None and tb is not None and set(ta) == {"images", "masks", "control", "labels"}
-    for key in ta:
+    inputs = {"images", "masks", "control", "labels"}
+    assert ta is not None and tb is not None and inputs <= set(ta) and set(ta) == set(tb)
+    for key in inputs:
         np.testing.assert_array_equal(ta[key], tb[key])
+    # the sources' features, stored once per run (studies and the gate pair samples with them)
+    assert {k for k in ta if k.startswith("source/")} == {
+        "source/pixels/images",
+        "source/mnist-net/features",
+        "source/mnist-net/logits",
+        "source/mnist-net@masked/features",
+        "source/mnist-net@masked/logits",
+    }
+    np.testing.assert_array_equal(ta["source/pixels/images"], ta["images"].astype(np.float32) / 255)
 
 
 def test_sources_masks_and_controls_follow_the_sample_index(runs):

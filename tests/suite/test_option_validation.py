@@ -145,13 +145,23 @@ def _metric_inputs(name: str, options: dict) -> MetricInputs:
     feats = {"features": rng.normal(size=(n, d)), "logits": rng.normal(size=(n, 10)), "lpips": rng.normal(size=(n, 5))}
     emb = {"image_embeds": rng.normal(size=(n, d)), "text_embeds": rng.normal(size=(n, d))}
     images = {"images": rng.random((n, 3, 176, 176))} if name in ("psnr", "ssim", "ms_ssim") else {}  # ≥ 176 px
+    if name == "control_fidelity":  # a task's control map beside each image (a gray control)
+        images = {"images": np.round(rng.random((n, 3, 12, 12)) * 255) / 255}
+        control = {
+            "control": rng.integers(0, 256, (n, 3, 12, 12), dtype=np.uint8),
+            "control_spec": {"detector": "gray"},
+        }
+    else:
+        control = {}
     scores = {k: rng.normal(size=n) for k in ("aesthetic", "hpsv2", "image_reward", "pick_score")}
     gen = {**feats, **emb, **images, **scores}
     ref = {k: v + 0.5 for k, v in gen.items()}
     train = {k: v - 0.5 for k, v in feats.items()}
     labels = np.arange(n) % 3
     prompts = [f"prompt {i % 4}" for i in range(n)]
-    return MetricInputs(gen=gen, ref=ref, labels=labels, prompts=prompts, seed=0, options=options, train=train)
+    return MetricInputs(
+        gen=gen, ref=ref, labels=labels, prompts=prompts, seed=0, options=options, train=train, **control
+    )
 
 
 class _Recording(dict):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import ConfigError, DependencyError
+from evalkit.imageops.specs import check_named_spec
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ DETECTORS: dict[str, Detector] = {
 }
 
 
-def _option_problem(name: str, key: str, x: Any) -> str | None:
+def _option_problem(key: str, x: Any) -> str | None:
     if key in ("low", "high"):
         ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
         return None if ok else "expected a number ≥ 0"
@@ -124,23 +125,10 @@ def _option_problem(name: str, key: str, x: Any) -> str | None:
 
 def check_detector_spec(spec: Any, field: str = "conditions.control") -> list[str]:
     """Every problem of ``{"detector": name, **options}`` as a line naming the field; [] when fine. Never raises."""
-    if not isinstance(spec, dict):
-        return [f"{field}: expected a mapping such as {{detector: canny}}; got {spec!r}"]
-    name = spec.get("detector")
+    known = {n: d.options for n, d in DETECTORS.items()}
+    problems, name = check_named_spec(spec, field, "detector", known, _option_problem, "{detector: canny}", "detector")
     if name is None:
-        return [f"{field}.detector: required; one of {', '.join(DETECTORS)}"]
-    if name not in DETECTORS:
-        return [f"{field}.detector: unknown detector {name!r}; expected one of {', '.join(DETECTORS)}"]
-    allowed = DETECTORS[name].options
-    problems = []
-    for key, x in spec.items():
-        if key == "detector":
-            continue
-        if key not in allowed:
-            known = ", ".join(allowed) or "none"
-            problems.append(f"{field}.{key}: unknown option of detector {name}; its options: {known}")
-        elif (why := _option_problem(name, key, x)) is not None:
-            problems.append(f"{field}.{key}: {why}; got {x!r}")
+        return problems
     low, high = spec.get("low", 100), spec.get("high", 200)
     if name == "canny" and not problems and low > high:
         problems.append(f"{field}.low: must not exceed high ({high!r}); got {low!r}")

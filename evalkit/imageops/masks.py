@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import ConfigError
+from evalkit.imageops.specs import check_named_spec
 
 MASK_KINDS = ("centre", "boxes", "strokes")
 # each kind's keys and their defaults (``kind`` itself aside)
@@ -58,22 +59,11 @@ def _value_problem(key: str, x: Any) -> str | None:
 def check_mask_spec(spec: Any, field: str = "conditions.masks") -> list[str]:
     """Every problem of a mask spec as a line naming the field (``conditions.masks.size: expected ...; got 2``);
     [] when it is fine. Never raises: the suite validator collects the lines."""
-    if not isinstance(spec, dict):
-        return [f"{field}: expected a mapping such as {{kind: centre, size: 0.5}}; got {spec!r}"]
-    kind = spec.get("kind")
+    problems, kind = check_named_spec(
+        spec, field, "kind", MASK_DEFAULTS, _value_problem, "{kind: centre, size: 0.5}", "mask kind"
+    )
     if kind is None:
-        return [f"{field}.kind: required; one of {', '.join(MASK_KINDS)}"]
-    if kind not in MASK_KINDS:
-        return [f"{field}.kind: unknown mask kind {kind!r}; expected one of {', '.join(MASK_KINDS)}"]
-    allowed = MASK_DEFAULTS[kind]
-    problems = []
-    for key, x in spec.items():
-        if key == "kind":
-            continue
-        if key not in allowed:
-            problems.append(f"{field}.{key}: unknown key for kind {kind}; allowed: kind, {', '.join(allowed)}")
-        elif (why := _value_problem(key, x)) is not None:
-            problems.append(f"{field}.{key}: {why}; got {x!r}")
+        return problems
     lo, hi = spec.get("min_size", 0.2), spec.get("max_size", 0.5)
     if kind == "boxes" and _is_number(lo) and _is_number(hi) and lo > hi:
         problems.append(f"{field}.min_size: must not exceed max_size ({hi!r}); got {lo!r}")

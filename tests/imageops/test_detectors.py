@@ -107,10 +107,10 @@ def test_check_detector_spec_names_each_problem():
     assert problems == [
         "c.factor: expected an integer ≥ 2; got 1",
         "c.filter: expected one of bicubic, box, bilinear; got 'lanczos'",
-        "c.low: unknown option of detector lowres; its options: factor, filter",
+        "c.low: unknown key for detector lowres; allowed: detector, factor, filter",
     ]
     assert check_detector_spec({"detector": "canny", "low": 200, "high": 100})[0].startswith("conditions.control.low")
-    assert "its options: none" in check_detector_spec({"detector": "gray", "factor": 2})[0]
+    assert "allowed: detector" in check_detector_spec({"detector": "gray", "factor": 2})[0]
     with pytest.raises(ConfigError, match="control.factor"):
         detect({"detector": "lowres", "factor": 2.5}, np.zeros((1, 3, 8, 8), np.uint8))
     with pytest.raises(ConfigError, match="uint8 RGB images"):

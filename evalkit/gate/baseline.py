@@ -36,7 +36,7 @@ from evalkit.metrics.base import MetricInputs, get_metric
 from evalkit.store import RunData, atomic_write_bytes, atomic_write_json, join_features, sha256_bytes, split_features
 from evalkit.study.sources import is_task_run, uses_reference
 from evalkit.suite.identity import protocol_hash, protocol_of
-from evalkit.suite.tasks import row_extractor
+from evalkit.suite.tasks import region_keys, row_extractor
 
 FORMAT = "evalkit-baseline/1"
 KEY = ["cell_id", "metric", "extractor"]  # one baseline entry per (cell, result row, extractor)
@@ -275,12 +275,11 @@ def sampling_sigmas(
     per_sample = defn.per_sample
     if per_sample is None or (reference is None and uses_reference(defn, is_task_run(runs[0]))):
         return {}
-    if options.get("region"):  # a mask's region: its rows keep the metric's own CI, no pooled σ
-        return {}
+    base, key, _ = region_keys(extractor, options, defn.reads_source)
     mean_variances: dict[str, list[float]] = {}  # var(term)/n per run
     for r in runs:
-        gen = r.features(cell).get(extractor, {})
-        task = task_arm(r, defn, extractor, r.n, cell=cell)
+        gen = r.features(cell).get(key, {})
+        task = task_arm(r, defn, base, r.n, cell=cell)
         if task is None:
             return {}
         ref = reference_for(defn, r, None if reference is None else dict(reference))

@@ -46,6 +46,7 @@ from evalkit.metrics.resampling import bootstrap_indices
 from evalkit.store import RunData
 from evalkit.study.paired import NO_CI_ERRORS, difference_interval, replicates, run_conditions
 from evalkit.suite.identity import protocol_differences, protocol_hash
+from evalkit.suite.tasks import region_keys
 
 PASS, IMPROVED, REGRESSION, ERROR = "pass", "improved", "regression", "error"
 Key = tuple[str, str, str]  # (cell, metric, extractor), BaselineEntry.key
@@ -203,25 +204,16 @@ def paired_intervals(
                 for e in baseline.entries
                 if e.cell == cell and e.metric_def == mdef and e.extractor == ex and math.isfinite(deltas[e.key])
             ]
-            if not todo or (defn := get_metric(mdef)).reads_train or opts.get("region"):  # a baseline keeps no
-                continue  # training split, a mask's region is not resampled: the tolerance judges them
-            task = task_arm(run, defn, ex, run.n, baseline.source_features(ex), cell=cell)
-            if task is None:  # compared with the sources, and no features of them: tolerance only
+            if not todo or (defn := get_metric(mdef)).reads_train:  # a baseline keeps no training split: tolerance
                 continue
-            check_lengths(cell, {ex: new_all.get(ex, {})}, run.n, f"run {run.root}")
-            check_lengths(cell, {ex: old_all.get(ex, {})}, baseline.n, f"baseline {baseline.path}")
-            arms = [
-                MetricInputs(
-                    gen=feats.get(ex, {}),
-                    ref=reference_for(defn, run, baseline.reference_features(ex)),
-                    labels=labels,
-                    prompts=prompts,
-                    seed=run.seed,
-                    options=opts,
-                    **task,
-                )
-                for feats in (new_all, old_all)
-            ]
+            found = _arm_inputs(baseline, run, cell, defn, ex, opts)
+            if found is None:  # compared with the sources (or their crops), and no features of them: tolerance only
+                continue
+            key, ref, task = found
+            check_lengths(cell, {key: new_all.get(key, {})}, run.n, f"run {run.root}")
+            check_lengths(cell, {key: old_all.get(key, {})}, baseline.n, f"baseline {baseline.path}")
+            common = {"ref": ref, "labels": labels, "prompts": prompts, "seed": run.seed, "options": opts, **task}
+            arms = [MetricInputs(gen=feats.get(key, {}), **common) for feats in (new_all, old_all)]
             try:
                 reps_new, reps_old = (replicates(defn, a, idx) for a in arms)
             except NO_CI_ERRORS:
@@ -229,6 +221,18 @@ def paired_intervals(
             for e in todo:
                 out[e.key] = difference_interval(reps_new[e.metric], reps_old[e.metric], deltas[e.key], confidence)
     return out
+
+
+def _arm_inputs(
+    baseline: Baseline, run: RunData, cell: str, defn: Any, ex: str, opts: dict[str, Any]
+) -> tuple[str, Any, dict[str, Any]] | None:
+    """(the features key both arms read, their reference, the task fields) of one metric spec, whose rows carry
+    extractor ``ex``; None where the sources' features it needs are not at hand. A spec on masked crops reads the
+    ``<extractor>@masked`` features against the sources' crops (:func:`evalkit.suite.tasks.region_keys`)."""
+    base, key, crop = region_keys(ex, opts, defn.reads_source)
+    task = task_arm(run, defn, base, run.n, baseline.source_features(base), cell=cell)
+    ref = baseline.source_features(key) if crop else reference_for(defn, run, baseline.reference_features(base))
+    return None if task is None or (crop and ref is None) else (key, ref, task)
 
 
 # -- the check --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from evalkit.features.base import Extractor
 from evalkit.metrics.base import MetricDef, MetricInputs, get_metric
 from evalkit.store import split_features
 from evalkit.suite import THROUGHPUT, MetricSpec
-from evalkit.suite.tasks import row_extractor
+from evalkit.suite.tasks import reads_crops, row_extractor
 
 MASKED = "@masked"  # outputs (and sources) read on masked crops (:mod:`evalkit.run.task_inputs`), and their rows
 
@@ -60,7 +60,7 @@ def score(
         if mdef.needs_control and task is not None and task.get("control") is None:
             continue  # e.g. control_fidelity in an img2img cell of a suite whose upscale cells have controls
         ex = extractors[spec.extractor]
-        crop = region == "masked" and not mdef.reads_source  # masked crops, compared with the sources' crops
+        crop = reads_crops(spec.options, mdef.reads_source)  # masked crops, compared with the sources' crops
         name = row_extractor(spec.extractor, spec.options)  # <extractor>@<region>: one name per spec, every cell
         identity = {"extractor": name, "weights_id": ex.weights_id, "mode": ex.mode}
         inputs = MetricInputs(

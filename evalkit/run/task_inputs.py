@@ -32,7 +32,7 @@ from evalkit.references.open import open_images
 from evalkit.run.scoring import MASKED
 from evalkit.store import join_features
 from evalkit.suite import THROUGHPUT, Cell, Suite
-from evalkit.suite.tasks import TASKS
+from evalkit.suite.tasks import TASKS, reads_crops
 
 
 @dataclass
@@ -216,7 +216,7 @@ class RunTasks:
 
 def is_crop_metric(name: str, options: dict[str, Any]) -> bool:
     """``region: masked`` on a metric that does not pair samples with sources: it reads masked crops."""
-    return name != THROUGHPUT and options.get("region") == "masked" and not get_metric(name).reads_source
+    return name != THROUGHPUT and reads_crops(options, get_metric(name).reads_source)
 
 
 def _extract_all(images: np.ndarray, extractors: dict[str, Extractor], batch_size: int) -> dict[str, dict]:

@@ -31,6 +31,7 @@ from evalkit.store import RunData, atomic_write_bytes, load_npz_checked, npz_byt
 from evalkit.study.paired import NO_CI_ERRORS, replicates, run_conditions
 from evalkit.study.reference import cached_reference_features
 from evalkit.study.sources import RunSources, is_task_run, needs_source_features, uses_reference
+from evalkit.suite.tasks import reads_crops, row_extractor
 
 FORMAT = "evalkit-replicates/1"
 Result = tuple[np.ndarray | None, str]  # (replicates, "") or (None, why there are none)
@@ -136,16 +137,20 @@ class Arms:
         seed: int,
     ) -> tuple[dict[str, np.ndarray] | None, str]:
         defn, ex, run = get_metric(spec["name"]), str(spec.get("extractor") or ""), self.runs[i]
-        if (spec.get("options") or {}).get("region"):
-            return None, "a mask's region is not resampled here: its rows keep the metric's own CI"
-        gen = feats.get(ex) or {}
+        crop = reads_crops(spec.get("options"), defn.reads_source)  # masked crops, against the sources' crops
+        key = row_extractor(ex, spec.get("options")) if crop else ex
+        gen = feats.get(key) or {}
         sizes = {len(a) for a in gen.values()}
         if not gen:
             return None, f"the cell stored no features of extractor {ex!r}"
         if sizes != {n}:
             return None, f"the stored {ex or 'generated'} features hold {sorted(sizes)} samples, the cell has N={n}"
         ref, task = None, is_task_run(run)
-        if uses_reference(defn, task):  # a source-reading metric of a task run compares with the source instead
+        if crop:
+            ref = self._sources.setdefault(i, RunSources(run)).features().get(key)
+            if ref is None:
+                return None, f"the run stored no features of the sources' masked crops (task_inputs.npz source/{key})"
+        elif uses_reference(defn, task):  # a source-reading metric of a task run compares with the source instead
             refs, why = self._reference(i)
             if ex not in refs:
                 return None, why or f"no reference features for {ex}"
@@ -201,7 +206,7 @@ class Arms:
         features_sha = ((run.cells.get(cell_id) or {}).get("files") or {}).get("features.npz")
         if not features_sha:
             return None
-        ex = str(spec.get("extractor") or "")
+        ex = row_extractor(spec.get("extractor"), spec.get("options"))  # a region's reference: the sources' crops
         if ref is not None and (i, ex) not in self._digests:
             self._digests[(i, ex)] = _digest(ref)
         labels, prompts = conditions

@@ -82,9 +82,24 @@ def task_points(tasks: list[str], strength: list[float], controlnet_scale: list[
     return out
 
 
+def reads_crops(options: dict[str, Any] | None, reads_source: bool) -> bool:
+    """Does a metric spec read masked crops? ``region: masked`` on a metric that does not compare each sample with
+    its source (FD, KID, CLIP score, ...): its extractor runs on the outputs cropped to their masks, under the name
+    :func:`row_extractor` gives (``<extractor>@masked``), and its reference is the sources' same crops."""
+    return (options or {}).get("region") == "masked" and not reads_source
+
+
 def row_extractor(extractor: str | None, options: dict[str, Any] | None) -> str:
     """The extractor a metric spec's result rows carry: ``<extractor>@<region>`` for a spec scoring a mask's region
     (``region`` option: masked, unmasked, whole), else the extractor itself. Readers key specs by it, so two specs of
     one metric on one extractor (the whole image and the masked region) stay two columns."""
     region = (options or {}).get("region")
     return f"{extractor or ''}@{region}" if region else str(extractor or "")
+
+
+def region_keys(row_ex: str, options: dict[str, Any] | None, reads_source: bool) -> tuple[str, str, bool]:
+    """For a result row's extractor (:func:`row_extractor`): (the network's name, the key of the features the metric
+    reads: the masked crops' for a spec that :func:`reads_crops`, else the network's, whether it reads crops)."""
+    crop = reads_crops(options, reads_source)
+    base = row_ex.rsplit("@", 1)[0] if (options or {}).get("region") else row_ex
+    return base, row_ex if crop else base, crop

@@ -160,3 +160,36 @@ def test_entries_without_task_are_written_as_before():
     e = BaselineEntry("c", "m", "ddim", 4, 1.0, "fd", "fd", "ex", False, 1.0, 1.0, 0.1, [1.0, 1.1])
     assert not {"task", "strength", "controlnet_scale"} & set(e.to_json())
     assert BaselineEntry.from_json(e.to_json()) == e
+
+
+def test_a_masks_region_gets_its_own_entry_and_a_paired_ci(tmp_path):
+    """Inpainting with psnr on the unmasked region, psnr on the masked one and FD of the masked crops (against the
+    sources' crops): three entries per cell, each judged with a paired CI on its own inputs; a run whose masked
+    region changed (amp raised) regresses on the masked region's PSNR, moves its crops' FD, and keeps the unmasked
+    region's PSNR."""
+    doc = SUITE.format(options="").replace("task: img2img", "task: inpaint").replace("strength: [0.3, 0.7]", "")
+    doc = doc.replace("  classes: 10", "  classes: 10\n  masks: {kind: centre, size: 0.5}")
+    doc = doc.replace(
+        "  - {name: psnr, extractor: pixels}",
+        "  - {name: psnr, extractor: pixels}\n  - {name: psnr, extractor: pixels, options: {region: masked}}\n"
+        "  - {name: fd, extractor: mnist-net, options: {region: masked}}",
+    )
+    (tmp_path / "s.yaml").write_text(doc)
+    worse = doc.replace('"blend_adapter:make"', '"blend_adapter:make", options: {worse_above: 0.5, worse: 2.0}')
+    (tmp_path / "w.yaml").write_text(worse)
+    assert Runner(load_suite(tmp_path / "s.yaml"), tmp_path / "a", device="cpu").run().exit_code == 0
+    assert Runner(load_suite(tmp_path / "w.yaml"), tmp_path / "w", device="cpu").run().exit_code == 0
+    baseline, sidecar = build_baseline([read_run(tmp_path / "a")])
+    assert {e.extractor for e in baseline.entries} == {"pixels", "pixels@masked", "mnist-net@masked"}
+    assert "source/mnist-net@masked/features" in sidecar  # the sources' crops travel with the baseline
+    baseline.save(tmp_path / "b.json", sidecar)
+    same = compare(Baseline.load(tmp_path / "b.json"), read_run(tmp_path / "a"))
+    assert same.comparisons and all(c.verdict == PASS and c.ci is not None for c in same.comparisons)
+    worse_report = compare(Baseline.load(tmp_path / "b.json"), read_run(tmp_path / "w"), allow_other_seed=True)
+    by_row = {(c.entry.cell, c.entry.extractor): c for c in worse_report.comparisons}
+    for (cell, ex), c in by_row.items():
+        assert c.ci is not None, (cell, ex)
+        if ex == "mnist-net@masked":  # saturated noise crops: FD moved (either way), beyond its paired CI
+            assert c.verdict != PASS and not c.ci[0] <= 0 <= c.ci[1], (cell, c.delta, c.ci)
+        else:  # kept pixels unchanged; the regenerated region further from the source
+            assert c.verdict == (PASS if ex == "pixels" else REGRESSION), (cell, ex, c.delta, c.ci)

@@ -63,6 +63,7 @@ from evalkit.generate.diffusers_pipelines import (
     guidance_kwargs,
     latent_shape,
     pipeline_latents,
+    pipeline_mode,
     scheduler_family,
     set_attention,
     torch_dtype,
@@ -249,11 +250,10 @@ class DiffusersAdapter(Adapter):
         out.update(config_identity(self.path, self.revision))
         if self.pipeline is not None:
             c, h_, w = self._latent_shape()
-            mode = "text-to-image" if self.text else "class-conditional" if self.class_conditional else "unconditional"
             out.update(
                 pipeline=type(self.pipeline).__name__,
                 base_scheduler=self._base["_class_name"],
-                mode=mode,
+                mode=pipeline_mode(self.text, self.tasks, self.class_conditional),
                 latent_shape=[c, h_, w],
                 guidance_embedding=self.spec.embedding,
                 parameters=sum(p.numel() for p in self.denoiser.parameters()),

@@ -318,3 +318,13 @@ def set_attention(pipe: Any, denoiser: Any, attention: str) -> None:
             f"diffusers option 'attention': 'eager' applies to UNet-style attention; {type(pipe).__name__} uses "
             f"{names} (scaled dot-product attention already): set attention to default or sdpa"
         )
+
+
+def pipeline_mode(text: bool, tasks: tuple[str, ...], class_conditional: bool) -> str:
+    """What a pipeline's call makes, as the run records it: text-to-image, image-conditioned (a pipeline that is a
+    task itself: a saved img2img, upscale or instruct-pix2pix pipeline), class-conditional or unconditional."""
+    if text:
+        return "text-to-image"
+    if tasks:
+        return f"image-conditioned: {', '.join(tasks)}"
+    return "class-conditional" if class_conditional else "unconditional"

@@ -142,3 +142,4 @@ def test_x4_upscaler_from_a_low_resolution_control(tiny):
     assert np.isfinite(df[df.metric == "control_psnr"]["value"]).all()
     kept = run.samples("up__ddim__s6__g2__upscale")
     assert kept["images"].shape[2:] == (32, 32)  # 8×8 control, ×4
+    assert run.cells["up__ddim__s6__g2__upscale"]["model_info"]["mode"] == "image-conditioned: upscale"

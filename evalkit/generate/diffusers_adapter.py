@@ -253,7 +253,7 @@ class DiffusersAdapter(Adapter):
             out.update(
                 pipeline=type(self.pipeline).__name__,
                 base_scheduler=self._base["_class_name"],
-                mode=pipeline_mode(self.text, self.tasks, self.class_conditional),
+                mode=pipeline_mode(dtasks.OWN_TASK.get(self.spec.name), self.text, self.class_conditional),
                 latent_shape=[c, h_, w],
                 guidance_embedding=self.spec.embedding,
                 parameters=sum(p.numel() for p in self.denoiser.parameters()),

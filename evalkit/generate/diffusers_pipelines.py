@@ -320,11 +320,12 @@ def set_attention(pipe: Any, denoiser: Any, attention: str) -> None:
         )
 
 
-def pipeline_mode(text: bool, tasks: tuple[str, ...], class_conditional: bool) -> str:
-    """What a pipeline's call makes, as the run records it: text-to-image, image-conditioned (a pipeline that is a
-    task itself: a saved img2img, upscale or instruct-pix2pix pipeline), class-conditional or unconditional."""
+def pipeline_mode(own_task: str | None, text: bool, class_conditional: bool) -> str:
+    """What a pipeline's call makes, as the run records it: image-conditioned (``own_task``: a pipeline that is a
+    task itself, e.g. a saved img2img, upscale or instruct-pix2pix pipeline), text-to-image, class-conditional or
+    unconditional."""
+    if own_task:
+        return f"image-conditioned: {own_task}"
     if text:
         return "text-to-image"
-    if tasks:
-        return f"image-conditioned: {', '.join(tasks)}"
     return "class-conditional" if class_conditional else "unconditional"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 
-_blas_controller = None
-
 
 def _cpu_oversubscribed() -> bool:
     """True when the 1-minute load average exceeds the CPUs this process may use (others compete)."""
@@ -23,16 +21,14 @@ def single_thread_blas_when_oversubscribed() -> contextlib.AbstractContextManage
     The symmetric eigensolver's tridiagonal reduction (LAPACK ``dsytrd``) is half level-2 BLAS: with the
     CPU shared (load 6-10 on 2 cores) one OpenBLAS thread was 4x faster than two, whose hand-offs stall;
     on an idle machine two threads are 1.6x faster (d=2048: 0.40 s vs 0.65 s). Level-3 products
-    (covariances, factors) keep all threads either way."""
-    global _blas_controller
+    (covariances, factors) keep all threads either way. The controller is made per call (~1 ms, beside an
+    eigensolve of ~0.4 s): a library loaded since (OpenCV bundles its own OpenBLAS) is limited too."""
     if not _cpu_oversubscribed():
         return contextlib.nullcontext()
     try:
-        if _blas_controller is None:
-            from threadpoolctl import ThreadpoolController
+        from threadpoolctl import ThreadpoolController
 
-            _blas_controller = ThreadpoolController()
-        return _blas_controller.limit(limits=1, user_api="blas")
+        return ThreadpoolController().limit(limits=1, user_api="blas")
     except Exception:
         return contextlib.nullcontext()
 

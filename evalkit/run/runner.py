@@ -240,7 +240,7 @@ class Runner:
                 "cells": listed,
                 "models": {**old.get("models", {}), **self.models.all_info()},
                 "reference": self.references.info or old.get("reference"),
-                "extractors": {n: {"weights_id": e.weights_id, "mode": e.mode} for n, e in self._extractors.items()}
+                "extractors": {n: _extractor_record(e) for n, e in self._extractors.items()}
                 or old.get("extractors", {}),
                 "status": {"done": done, "failed": failed, "total": len(cells)},
                 "configs": configs,
@@ -369,3 +369,9 @@ class Runner:
 
     def _row(self, cell: Cell, partial: dict[str, Any], cost: dict[str, float]) -> dict[str, Any]:
         return result_row(self.run_id, self.suite, cell, partial, cost, self.device)
+
+
+def _extractor_record(e: Extractor) -> dict[str, Any]:
+    """run.json's record of an extractor: weights id, mode and, where it has one, where its resize ran."""
+    resize = getattr(e, "resize", None)
+    return {"weights_id": e.weights_id, "mode": e.mode, **({"resize": resize} if resize else {})}

@@ -23,15 +23,18 @@ import numpy as np
 import torch
 
 from evalkit.errors import ConfigError, EvalkitError
-from evalkit.features.base import Extractor, extract
+from evalkit.features.base import Extractor
 from evalkit.imageops.detectors import detect
 from evalkit.imageops.masks import binarize, make_masks, mask_crops
 from evalkit.metrics.base import get_metric
 from evalkit.references import open_reference
+from evalkit.references.cache import reference_features
 from evalkit.references.open import open_images
+from evalkit.references.sets import ArrayReference
 from evalkit.run.scoring import MASKED
 from evalkit.store import join_features
 from evalkit.suite import THROUGHPUT, Cell, Suite
+from evalkit.suite.task_spec import detector_spec
 from evalkit.suite.tasks import TASKS, reads_crops
 
 
@@ -95,12 +98,12 @@ def open_task_inputs(conditions: dict[str, Any] | None, base_dir: Path) -> TaskI
         inputs.info["masks"] = mask_spec
     control_spec = conditions.get("control")
     if control_spec is not None:
-        detector = {k: v for k, v in control_spec.items() if k not in ("path", "strict")}
+        detector = detector_spec(control_spec)
         if "path" in control_spec:
             inputs.control = _read_given("conditions.control", control_spec, base_dir, len(images), None)
         else:
-            inputs.control = _detected(detector, images)
-        inputs.control_spec = detector or None
+            inputs.control = _detected(detector or {}, images)
+        inputs.control_spec = detector
         inputs.info["control"] = control_spec
     return inputs
 
@@ -188,11 +191,11 @@ class RunTasks:
             tasks = self.inputs
             self._features = {}
             if tasks is not None:
-                self._features = _extract_all(tasks.images, extractors, self.batch_size)
-                crops = {f"{n}{MASKED}": extractors[n] for n in self.crop_extractors()}
+                self._features = _one_pass(tasks.images, extractors, self.batch_size)
+                crops = {n: extractors[n] for n in self.crop_extractors()}
                 if crops and tasks.masks is not None:
-                    cropped = mask_crops(tasks.images, tasks.masks)
-                    self._features.update(_extract_all(cropped, crops, self.batch_size))
+                    cropped = _one_pass(mask_crops(tasks.images, tasks.masks), crops, self.batch_size)
+                    self._features.update({f"{n}{MASKED}": f for n, f in cropped.items()})
         return self._features
 
     def stored(self, extractors: dict[str, Extractor]) -> dict[str, np.ndarray]:
@@ -219,12 +222,10 @@ def is_crop_metric(name: str, options: dict[str, Any]) -> bool:
     return name != THROUGHPUT and reads_crops(options, get_metric(name).reads_source)
 
 
-def _extract_all(images: np.ndarray, extractors: dict[str, Extractor], batch_size: int) -> dict[str, dict]:
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for name, ex in extractors.items():
-        parts: dict[str, list[np.ndarray]] = {}
-        for s in range(0, len(images), batch_size):
-            for key, arr in extract(ex, torch.from_numpy(images[s : s + batch_size])).items():
-                parts.setdefault(key, []).append(np.asarray(arr))
-        out[name] = {k: np.concatenate(v) for k, v in parts.items()}
-    return out
+def _one_pass(images: np.ndarray, extractors: dict[str, Extractor], batch_size: int) -> dict[str, dict]:
+    """The reference sets' one pass (:func:`evalkit.references.cache.reference_features`, uncached) over in-memory
+    images: every extractor fed each batch once; ``{name: {output: (S, ...)}}`` by this dict's names."""
+    got = reference_features(
+        ArrayReference("sources", images), extractors.values(), batch_size=batch_size, use_cache=False
+    )
+    return {name: got[ex.name] for name, ex in extractors.items()}

@@ -23,6 +23,7 @@ import numpy as np
 
 from evalkit.metrics.base import MetricDef
 from evalkit.store import RunData, split_features
+from evalkit.suite.task_spec import detector_spec
 from evalkit.suite.tasks import TASKS
 
 SOURCE_PREFIX = "source/"  # task_inputs.npz keys of the sources' features: source/<extractor>/<output>
@@ -95,9 +96,7 @@ class RunSources:
 
     def control_spec(self) -> dict[str, Any] | None:
         """The detector that made the controls, as the run gave it to the metrics (None: files naming none)."""
-        spec = ((self.run.manifest.get("config") or {}).get("conditions") or {}).get("control")
-        detector = {k: v for k, v in (spec or {}).items() if k not in ("path", "strict")}
-        return detector or None
+        return detector_spec(((self.run.manifest.get("config") or {}).get("conditions") or {}).get("control"))
 
     def metric_fields(
         self, extractor: str, n: int, source: dict[str, np.ndarray] | None = None, *, task: str | None = None

@@ -121,3 +121,10 @@ def check_regions(v: Any, metrics: list[Any], conditions: dict[str, Any] | None)
     for i, m in enumerate(metrics):
         if m.options.get("region") == "masked" and "masks" not in (conditions or {}):
             raise v.fail(f"metrics[{i}].options.region", "'masked' needs conditions.masks (an inpainting suite)")
+
+
+def detector_spec(control: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The detector that made a task's controls, ``{"detector": name, **options}``, from ``conditions.control``
+    (its ``path``/``strict`` are where given files are, not the detector's); None where given files name none."""
+    detector = {k: v for k, v in (control or {}).items() if k not in ("path", "strict")}
+    return detector or None
